@@ -1,0 +1,55 @@
+# Berth: the README names these targets. Everything runs from a fresh clone on Debian 12 as root.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+export K8S_DEB_BASE ?= /var/tmp/berth-kube
+
+.PHONY: venv proto proto-check lint test test-fast demo bench testenv kube-up kube-down clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+proto: venv
+	$(PY) tools/genproto.py
+
+proto-check: venv
+	$(PY) tools/genproto.py --check
+
+lint: venv proto-check
+	$(VENV)/bin/ruff check src tests bench tools
+	$(VENV)/bin/ruff format --check src tests bench tools
+	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
+
+testenv:
+	tools/testenv.sh up
+
+kube-up:
+	tools/kube-apiserver.sh all
+
+kube-down:
+	tools/kube-apiserver.sh stop
+
+# The whole suite on real components: Docker engine, private registry, kube-apiserver.
+test: venv lint testenv kube-up
+	eval "$$(tools/testenv.sh env)"; export KUBECONFIG=$(K8S_DEB_BASE)/kubeconfig; \
+	$(VENV)/bin/pytest -q -p no:cacheprovider
+
+# Unit tests only (no engine needed).
+test-fast: venv
+	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
+
+demo: venv testenv
+	eval "$$(tools/testenv.sh env)"; $(PY) -m berth.demo
+
+bench: venv testenv
+	eval "$$(tools/testenv.sh env)"; $(PY) bench/run_all.py
+
+clean:
+	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache

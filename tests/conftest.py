@@ -1,0 +1,46 @@
+"""Guards shared by every test: no leaked asyncio tasks, no blocking calls on the event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+BLOCKING_THRESHOLD_S = 1.0
+
+
+class _SlowCallbacks(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.seen: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "took" in message and "seconds" in message:
+            self.seen.append(message)
+
+
+@pytest.fixture(autouse=True)
+async def _event_loop_guards() -> AsyncIterator[None]:
+    """Fails a test that leaks tasks or blocks the loop for over a second (asyncio debug mode
+    reports every callback slower than ``slow_callback_duration``)."""
+    loop = asyncio.get_running_loop()
+    loop.set_debug(True)
+    loop.slow_callback_duration = BLOCKING_THRESHOLD_S
+    handler = _SlowCallbacks()
+    logging.getLogger("asyncio").addHandler(handler)
+    before = set(asyncio.all_tasks())
+    try:
+        yield
+    finally:
+        logging.getLogger("asyncio").removeHandler(handler)
+    await asyncio.sleep(0)
+    leaked = [t for t in asyncio.all_tasks() - before if not t.done() and t is not asyncio.current_task()]
+    for task in leaked:
+        task.cancel()
+    if leaked:
+        await asyncio.gather(*leaked, return_exceptions=True)
+    assert not leaked, f"tasks leaked by the test: {[t.get_name() for t in leaked]}"
+    assert not handler.seen, f"the event loop was blocked: {handler.seen}"
