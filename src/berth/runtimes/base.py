@@ -111,3 +111,21 @@ class SelfUpdater(Protocol):
     def own_container_name(self) -> str | None:
         """The agent's own container name without a leading ``/`` (AgentInfo.containerName)."""
         ...
+
+
+class CredentialStore(Protocol):
+    """Where the agent keeps ``secret.key``, ``token.jwt`` and ``token-nonce.blacklist``: files in
+    the persistence folder (Docker, systemd) or one Secret (Kubernetes, §15.11). Writes are
+    atomic (temp + fsync + rename, or one API write); values are never logged."""
+
+    def read(self, key: str) -> str | None:
+        """The stored value, or ``None`` when absent (an empty stored value counts as absent)."""
+        ...
+
+    def write(self, key: str, value: str) -> None:
+        """Store atomically; raises ``berth.errors.PersistenceError`` with a clear reason."""
+        ...
+
+    def delete(self, key: str) -> None:
+        """Remove; a missing value counts as already deleted."""
+        ...
