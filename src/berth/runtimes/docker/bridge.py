@@ -1,0 +1,163 @@
+"""The one way into the Docker SDK: a lazily created client, blocking calls in threads, long
+follows/watches in their own bounded pool, and SDK errors translated into ``berth.errors``."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Final, Protocol, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+import structlog
+
+from berth.errors import NotFound, PermanentCommandError, RuntimeFailure, TemporaryCommandError
+
+log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
+
+
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+STREAM_THREADS: Final = 64  # concurrent log follows + state watches + pulls
+CONNECTION_POOL: Final = STREAM_THREADS + 16
+REQUEST_TIMEOUT_S: Final = 120
+
+
+@contextmanager
+def translated(what: str) -> Iterator[None]:
+    """Translate docker SDK / transport errors raised inside into ``berth.errors``."""
+    try:
+        yield
+    except RuntimeFailure:
+        raise
+    except docker.errors.NotFound as err:
+        raise NotFound(f"{what}: {explanation(err)}") from err
+    except docker.errors.APIError as err:
+        raise PermanentCommandError(f"{what}: {explanation(err)}") from err
+    except (requests.exceptions.ConnectionError, ConnectionError, docker.errors.DockerException) as err:
+        raise TemporaryCommandError(f"{what}: the container engine is not reachable ({err})") from err
+    except requests.exceptions.RequestException as err:
+        raise TemporaryCommandError(f"{what}: {err}") from err
+
+
+def explanation(err: docker.errors.APIError) -> str:
+    """The engine's own message (``explanation``), not the SDK's URL-laden text."""
+    text = err.explanation
+    if isinstance(text, bytes):
+        text = text.decode(errors="replace")
+    return str(text or err)
+
+
+def status_code(err: BaseException) -> int | None:
+    cause = err.__cause__ if isinstance(err, RuntimeFailure) else err
+    if isinstance(cause, docker.errors.APIError):
+        return cause.status_code
+    return None
+
+
+class EngineBridge:
+    """Owns the SDK client and the stream thread pool. Safe to create at import time of the
+    agent: nothing connects until the first call."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self._base_url = base_url
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+        self._streams: concurrent.futures.ThreadPoolExecutor | None = None
+        self._closed = False
+        self._open_streams: set[Closeable] = set()
+
+    # -- the client ---------------------------------------------------------------------------
+
+    def client(self) -> docker.DockerClient:
+        """Blocking (negotiates the API version on first use): call from a thread."""
+        with self._lock:
+            if self._closed:
+                raise TemporaryCommandError("the Docker runtime is closed")
+            if self._client is None:
+                with translated("connect to the container engine"):
+                    if self._base_url:
+                        self._client = docker.DockerClient(
+                            base_url=self._base_url,
+                            version="auto",
+                            timeout=REQUEST_TIMEOUT_S,
+                            max_pool_size=CONNECTION_POOL,
+                        )
+                    else:
+                        self._client = docker.from_env(
+                            version="auto", timeout=REQUEST_TIMEOUT_S, max_pool_size=CONNECTION_POOL
+                        )
+            return self._client
+
+    # -- calls --------------------------------------------------------------------------------
+
+    async def call(self, what: str, fn: Callable[[docker.DockerClient], T]) -> T:
+        """A one-shot blocking SDK call in the default thread pool, errors translated."""
+        return await asyncio.to_thread(self._invoke, what, fn)
+
+    def _invoke(self, what: str, fn: Callable[[docker.DockerClient], T]) -> T:
+        client = self.client()
+        with translated(what):
+            return fn(client)
+
+    async def in_stream_pool(self, fn: Callable[[], T]) -> T:
+        """A long-running blocking function (a follow, a watch) in the dedicated bounded pool."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._stream_pool(), fn)
+
+    def submit_stream(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        return self._stream_pool().submit(fn)
+
+    def _stream_pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        with self._lock:
+            if self._closed:
+                raise TemporaryCommandError("the Docker runtime is closed")
+            if self._streams is None:
+                self._streams = concurrent.futures.ThreadPoolExecutor(
+                    max_workers=STREAM_THREADS, thread_name_prefix="berth-docker-stream"
+                )
+            return self._streams
+
+    def track(self, stream: Closeable) -> None:
+        """Remember an open SDK stream so ``aclose`` can unblock its thread."""
+        with self._lock:
+            if self._closed:
+                close_quietly(stream)
+                raise TemporaryCommandError("the Docker runtime is closed")
+            self._open_streams.add(stream)
+
+    def untrack(self, stream: Closeable) -> None:
+        with self._lock:
+            self._open_streams.discard(stream)
+        close_quietly(stream)
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._closed = True
+            streams, self._open_streams = list(self._open_streams), set()
+        for stream in streams:
+            close_quietly(stream)
+        with self._lock:
+            client, self._client = self._client, None
+            pool, self._streams = self._streams, None
+        if pool is not None:
+            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+        if client is not None:
+            await asyncio.to_thread(client.close)
+
+
+def close_quietly(stream: Closeable) -> None:
+    """``CancellableStream.close()`` shuts the socket down, which unblocks the reading thread;
+    closing an already closed or broken stream is not an error."""
+    try:
+        stream.close()
+    except Exception as err:
+        log.debug("stream_close_failed", error=str(err))

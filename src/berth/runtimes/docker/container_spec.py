@@ -1,0 +1,151 @@
+"""The mapping of one workload to a Docker container configuration (§6.3 #6-7, §14, §18)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from berth.model import (
+    MANAGED_LABEL,
+    PREFIX_LABEL,
+    SECRET_KEYS_LABEL,
+    NetworkMode,
+    RestartPolicy,
+    WorkloadSpec,
+)
+from berth.runtimes.docker.imageref import ImageReference
+from berth.runtimes.docker.mounts import MountPlan
+from berth.runtimes.docker.traefik import routing_labels
+from berth.settings import DockerSettings
+
+CAPABILITY_LABEL: Final = "io.dyrector.cap.network.v1"
+HOST_GATEWAY: Final = "host.docker.internal:host-gateway"
+
+_RESTART: Final = {
+    RestartPolicy.NO: "no",
+    RestartPolicy.ON_FAILURE: "on-failure",
+    RestartPolicy.ALWAYS: "always",
+    RestartPolicy.UNLESS_STOPPED: "unless-stopped",
+}
+
+
+def restart_policy_name(policy: RestartPolicy | None) -> str:
+    return _RESTART.get(policy, "unless-stopped") if policy is not None else "unless-stopped"
+
+
+def network_mode_name(mode: NetworkMode | None) -> str | None:
+    """``host``/``none``; ``None`` means the default bridge (plus ``dagent.networks``)."""
+    if mode is NetworkMode.HOST:
+        return "host"
+    if mode is NetworkMode.NONE:
+        return "none"
+    return None
+
+
+def capability_ports(image_labels: Mapping[str, str]) -> list[int]:
+    """Ports an image asks to publish through ``io.dyrector.cap.network.v1``; a malformed label
+    is ignored (it is the image author's metadata, not the request)."""
+    raw = image_labels.get(CAPABILITY_LABEL)
+    if not raw:
+        return []
+    try:
+        ports = json.loads(raw).get("ports", [])
+        return [int(p["listening"]) for p in ports if isinstance(p, dict) and "listening" in p]
+    except (ValueError, TypeError, AttributeError):
+        return []
+
+
+def environment_list(workload: WorkloadSpec) -> list[str]:
+    """Plain env, then the decrypted secrets overriding same-named keys (§6.3 #3)."""
+    merged: dict[str, str] = dict(workload.environment)
+    merged.update(workload.secrets)
+    return [f"{key}={value}" for key, value in merged.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerPlan:
+    name: str
+    image: str
+    create: dict[str, Any]  # create_container keyword arguments except host_config
+    host: dict[str, Any]  # create_host_config keyword arguments
+    networks: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+def plan_container(
+    workload: WorkloadSpec,
+    settings: DockerSettings,
+    image: ImageReference,
+    image_labels: Mapping[str, str],
+    mounts: MountPlan,
+) -> ContainerPlan:
+    name = f"{workload.prefix}-{workload.name}"
+    labels: dict[str, str] = dict(image_labels)
+    labels.update(routing_labels(workload, settings))
+    labels[PREFIX_LABEL] = workload.prefix
+    labels[MANAGED_LABEL] = "true"
+    if workload.secrets:
+        labels[SECRET_KEYS_LABEL] = ",".join(workload.secrets)
+    labels.update(workload.docker.labels)
+
+    exposed: list[str] = []
+    bindings: dict[str, Any] = {}
+    for port in capability_ports(image_labels):
+        exposed.append(f"{port}/tcp")
+        bindings[f"{port}/tcp"] = None  # a random host port
+    for p in workload.ports:
+        key = f"{p.internal}/tcp"
+        exposed.append(key)
+        if p.external:
+            bindings[key] = ("0.0.0.0", p.external)
+    for binding in workload.port_ranges:
+        for offset in range(binding.internal.end - binding.internal.start + 1):
+            key = f"{binding.internal.start + offset}/tcp"
+            exposed.append(key)
+            bindings[key] = ("0.0.0.0", binding.external.start + offset)
+
+    host: dict[str, Any] = {
+        "restart_policy": {"Name": restart_policy_name(workload.docker.restart_policy)},
+        "extra_hosts": [HOST_GATEWAY],
+        "port_bindings": bindings,
+        "binds": [b.bind_spec for b in mounts.binds],
+        "tmpfs": dict(mounts.tmpfs),
+    }
+    log_config = workload.docker.log_config
+    if log_config is not None and log_config.driver.docker_name is not None:
+        host["log_config"] = {"Type": log_config.driver.docker_name, "Config": dict(log_config.options)}
+    mode = network_mode_name(workload.docker.network_mode)
+    if mode is not None:
+        host["network_mode"] = mode
+    create: dict[str, Any] = {
+        "name": name,
+        "hostname": name if mode != "host" else None,
+        "labels": labels,
+        "environment": environment_list(workload),
+        "ports": list(dict.fromkeys(exposed)),
+        "tty": workload.tty,
+        "detach": True,
+    }
+    if workload.commands:
+        create["entrypoint"] = list(workload.commands)
+    if workload.args:
+        create["command"] = list(workload.args)
+    if workload.working_directory:
+        create["working_dir"] = workload.working_directory
+    if workload.user is not None and workload.user >= 0:
+        create["user"] = str(workload.user)
+    # On the default bridge (always kept, so Traefik on the host network reaches exposed
+    # workloads) the container also joins each requested network.
+    networks = () if mode is not None else workload.docker.networks
+    return ContainerPlan(
+        name=name,
+        image=str(image),
+        create=create,
+        host=host,
+        networks=tuple(networks),
+        aliases=(name, workload.name),
+        labels=labels,
+    )

@@ -1,0 +1,437 @@
+"""The deploy command on Docker (§6): validate, pull, create, run import/init containers, start,
+wait for the expected state, and never leave the node worse off on a failed redeploy."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any, Final
+
+import docker
+import docker.errors
+import structlog
+
+from berth.errors import InvalidSpec, PermanentCommandError, RuntimeFailure
+from berth.model import (
+    MANAGED_LABEL,
+    PREFIX_LABEL,
+    ContainerState,
+    DeploymentSpec,
+    ExpectedState,
+    InitContainer,
+    LogLevel,
+    WorkloadSpec,
+)
+from berth.runtimes.base import DeployEvents
+from berth.runtimes.docker.bridge import EngineBridge, translated
+from berth.runtimes.docker.container_spec import (
+    ContainerPlan,
+    environment_list,
+    plan_container,
+    restart_policy_name,
+)
+from berth.runtimes.docker.imageref import ImageReference
+from berth.runtimes.docker.mounts import MountPlan, plan_mounts
+from berth.runtimes.docker.pull import ImagePuller
+from berth.runtimes.docker.pulls import PullSet
+from berth.runtimes.docker.records import write_release_record, write_shared_secrets
+from berth.runtimes.docker.status import state_of
+from berth.runtimes.docker.validation import check_workload
+from berth.settings import DockerSettings
+
+log = structlog.get_logger(__name__)
+
+ASIDE_SUFFIX: Final = "-berth-previous"
+_STOPPABLE: Final = frozenset({"running", "paused", "restarting"})
+_REPLACEABLE: Final = _STOPPABLE | {"created", "exited", "dead"}
+_POLL_START_S: Final = 0.02
+_POLL_MAX_S: Final = 0.5
+
+
+class Deployer:
+    def __init__(self, bridge: EngineBridge, settings: DockerSettings) -> None:
+        self._bridge = bridge
+        self._settings = settings
+        self._puller = ImagePuller(bridge)
+
+    async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
+        seen: set[str] = set()
+        images: dict[str, ImageReference] = {}
+        for workload in deployment.workloads:
+            try:
+                check_workload(workload)
+                if workload.ref.key in seen:
+                    raise InvalidSpec("container name", f"{workload.ref.key!r} appears twice")
+                seen.add(workload.ref.key)
+                images[workload.id] = self._main_image(workload)
+            except RuntimeFailure as err:
+                await self._report_failure(workload, err, events)
+                raise
+        if deployment.shared_secrets:
+            await asyncio.to_thread(
+                write_shared_secrets,
+                self._settings.internal_mount_path,
+                deployment.prefix,
+                deployment.shared_secrets,
+            )
+        pulls = PullSet(self._puller, events)
+        try:
+            for workload in deployment.workloads:
+                pulls.request(images[workload.id], workload.registry_auth, workload.id)
+            for workload in deployment.workloads:
+                await self._deploy_workload(workload, images[workload.id], pulls, events)
+        finally:
+            await pulls.aclose()
+        if deployment.version_name and deployment.workloads:
+            names = [w.ref.key for w in deployment.workloads]
+            await asyncio.to_thread(
+                write_release_record,
+                self._settings.internal_mount_path,
+                deployment.prefix,
+                deployment.version_name,
+                deployment.release_notes,
+                names,
+            )
+
+    def _main_image(self, workload: WorkloadSpec) -> ImageReference:
+        return ImageReference.from_request(
+            workload.registry,
+            workload.image_name,
+            workload.tag,
+            default_registry=self._settings.default_registry,
+            default_tag=self._settings.default_tag,
+        )
+
+    @staticmethod
+    async def _report_failure(workload: WorkloadSpec, err: BaseException, events: DeployEvents) -> None:
+        await events.instance(workload.id, ContainerState.UNSPECIFIED, str(err), LogLevel.ERROR)
+
+    # -- one workload -------------------------------------------------------------------------
+
+    async def _deploy_workload(
+        self, workload: WorkloadSpec, image: ImageReference, pulls: PullSet, events: DeployEvents
+    ) -> None:
+        name = workload.ref.key
+        await events.log(LogLevel.INFO, f"Deploying container: {name}", f"Using image: {image}")
+        await events.log(
+            LogLevel.INFO, f"Using restart policy: {restart_policy_name(workload.docker.restart_policy)}"
+        )
+        try:
+            await self._apply(workload, image, pulls, events)
+        except RuntimeFailure as err:
+            await self._report_failure(workload, err, events)
+            raise
+        await events.log(LogLevel.INFO, f"Container deployed: {name}")
+
+    async def _apply(
+        self, workload: WorkloadSpec, image: ImageReference, pulls: PullSet, events: DeployEvents
+    ) -> None:
+        outcome = await pulls.result(image, workload.registry_auth, workload.id)
+        for note in outcome.notes:
+            await events.log(LogLevel.WARNING, note)
+        init_images = [self._init_image(init) for init in workload.init_containers]
+        for init_image in init_images:
+            pulls.request(init_image, self._auth_for(workload, image, init_image), workload.id)
+        import_image = None
+        if workload.import_container is not None:
+            import_image = ImageReference.parse(self._settings.import_container_image)
+            pulls.request(import_image, None, workload.id)
+
+        def prepare() -> MountPlan:
+            mounts = plan_mounts(self._settings, workload.prefix, workload.name, workload.volumes)
+            mounts.ensure_directories()
+            return mounts
+
+        try:
+            mounts = await asyncio.to_thread(prepare)
+        except OSError as err:
+            raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
+        plan = plan_container(workload, self._settings, image, outcome.labels, mounts)
+        for network in plan.networks:
+            await self._bridge.call(f"network {network}", _network_ensurer(network))
+
+        old = await self._bridge.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
+        aside = await self._set_aside(workload, old, events) if old is not None else None
+        new_id: str | None = None
+        try:
+            new_id = await self._bridge.call(f"create {plan.name}", lambda c: _create(c, plan))
+            if workload.import_container is not None and import_image is not None:
+                await pulls.result(import_image, None, workload.id)
+                await self._run_import(workload, import_image, mounts, events)
+            for init, init_image in zip(workload.init_containers, init_images, strict=True):
+                await pulls.result(init_image, self._auth_for(workload, image, init_image), workload.id)
+                await self._run_init(
+                    workload, init, image=init_image, parent=plan, mounts=mounts, events=events
+                )
+            cid = new_id
+            await self._bridge.call(f"start {plan.name}", lambda c: c.api.start(cid))
+            raw = await self._bridge.call(f"inspect {plan.name}", lambda c: _raw_state(c, cid))
+            await events.instance(workload.id, state_of(raw), raw)
+            await events.log(LogLevel.INFO, f"Started container: {plan.name}")
+            await self._wait_expected(workload, cid, plan.name)
+        except BaseException as err:
+            await self._undo(
+                workload, name=plan.name, new_id=new_id, aside=aside, old=old, events=events, cause=err
+            )
+            raise
+        if aside is not None:
+            await self._bridge.call(f"remove {aside}", lambda c: c.api.remove_container(aside, v=False))
+            await events.log(LogLevel.INFO, f"Removed previous container: {old_id12(old)}")
+
+    # -- redeploy safety ----------------------------------------------------------------------
+
+    async def _set_aside(self, workload: WorkloadSpec, old: dict[str, Any], events: DeployEvents) -> str:
+        """Stop the existing container and rename it aside; it stays recoverable."""
+        raw = str(old["State"]["Status"])
+        await events.instance(workload.id, state_of(raw), raw)
+        if raw not in _REPLACEABLE:
+            raise PermanentCommandError(f"container {workload.ref} is {raw} and cannot be replaced")
+        cid = str(old["Id"])
+        if raw in _STOPPABLE:
+            await events.log(LogLevel.INFO, f"Stopping container: {cid[:12]}")
+            await self._bridge.call(f"stop {workload.ref}", lambda c: c.api.stop(cid))
+        aside = f"{workload.ref.key}{ASIDE_SUFFIX}"
+        taken = await self._bridge.call(f"inspect {aside}", lambda c: _exact(c, aside))
+        if taken is not None:
+            aside = f"{aside}-{int(time.time())}"
+        await self._bridge.call(f"rename {workload.ref}", lambda c: c.api.rename(cid, aside))
+        await events.instance(workload.id, ContainerState.WAITING, "replacing")
+        await events.log(
+            LogLevel.INFO, f"Previous container {cid[:12]} stopped and kept as {aside} until the new one runs"
+        )
+        return aside
+
+    async def _undo(
+        self,
+        workload: WorkloadSpec,
+        *,
+        name: str,
+        new_id: str | None,
+        aside: str | None,
+        old: dict[str, Any] | None,
+        events: DeployEvents,
+        cause: BaseException,
+    ) -> None:
+        """Remove the new container; restore and restart the previous one. Never raises (the
+        original failure is what the deployment reports); a failed restore is said loudly."""
+        try:
+            if new_id is not None:
+                nid = new_id
+                await self._bridge.call(f"remove {name}", lambda c: c.api.remove_container(nid, force=True))
+                await events.log(LogLevel.WARNING, f"Removed the new container {name} after the failure")
+            if aside is not None and old is not None:
+                oid = str(old["Id"])
+                await self._bridge.call(f"rename {aside}", lambda c: c.api.rename(oid, name))
+                if str(old["State"]["Status"]) in _STOPPABLE:
+                    await self._bridge.call(f"start {name}", lambda c: c.api.start(oid))
+                raw = await self._bridge.call(f"inspect {name}", lambda c: _raw_state(c, oid))
+                await events.instance(workload.id, state_of(raw), raw)
+                await events.log(
+                    LogLevel.WARNING, f"Restored the previous container {name} ({oid[:12]}), {raw}"
+                )
+        except (RuntimeFailure, OSError) as err:
+            log.error("redeploy_restore_failed", container=name, error=str(err), cause=str(cause))
+            await events.log(LogLevel.ERROR, f"Could not restore the previous container of {name}: {err}")
+
+    # -- expected state -----------------------------------------------------------------------
+
+    async def _wait_expected(self, workload: WorkloadSpec, cid: str, name: str) -> None:
+        expected = workload.docker.expected_state or ExpectedState()
+        want = expected.state if expected.state != ContainerState.UNSPECIFIED else ContainerState.RUNNING
+        timeout_s = expected.timeout_s or self._settings.default_expected_timeout_s
+        want_code = expected.exit_code if expected.exit_code is not None else 0
+        policy = restart_policy_name(workload.docker.restart_policy)
+        deadline = time.monotonic() + timeout_s
+        interval = _POLL_START_S
+        while True:
+            attrs = await self._bridge.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
+            raw = str(attrs["State"]["Status"])
+            state = state_of(raw)
+            code = int(attrs["State"].get("ExitCode", 0))
+            if want is ContainerState.EXITED and state is ContainerState.EXITED:
+                if code != want_code:
+                    raise PermanentCommandError(f"{name} exited with code {code}, expected {want_code}")
+                return
+            if want is not ContainerState.EXITED and state is want:
+                return
+            if want is ContainerState.RUNNING and state is ContainerState.EXITED and policy == "no":
+                raise PermanentCommandError(f"{name} exited with code {code} instead of running")
+            if time.monotonic() >= deadline:
+                raise PermanentCommandError(
+                    f"{name} did not reach the expected state {want.name} within {timeout_s} s (it is {raw})"
+                )
+            await asyncio.sleep(interval)
+            interval = min(interval * 2, _POLL_MAX_S)
+
+    # -- import and init containers (§6.4) ----------------------------------------------------
+
+    def _init_image(self, init: InitContainer) -> ImageReference:
+        return ImageReference.parse(init.image, default_tag=self._settings.default_tag)
+
+    @staticmethod
+    def _auth_for(workload: WorkloadSpec, main: ImageReference, other: ImageReference) -> Any:
+        return workload.registry_auth if other.registry == main.registry else None
+
+    async def _run_import(
+        self, workload: WorkloadSpec, image: ImageReference, mounts: MountPlan, events: DeployEvents
+    ) -> None:
+        spec = workload.import_container
+        assert spec is not None
+        bind = next((b for b in mounts.binds if spec.volume in b.host_path), None)
+        if bind is None:
+            raise InvalidSpec("importContainer volume", f"{spec.volume!r} is not a volume of {workload.ref}")
+        await events.log(LogLevel.INFO, "Spawning importer container to load assets")
+        name = f"{workload.ref.key}-import"
+        create = {
+            "name": name,
+            "command": [part for part in spec.command.split(" ") if part],
+            "environment": [f"{k}={v}" for k, v in spec.environment.items()],
+            "labels": {PREFIX_LABEL: workload.prefix, MANAGED_LABEL: "true"},
+            "detach": True,
+        }
+        host = {"binds": [f"{bind.host_path}:/data/output:rw"]}
+        await self._run_to_completion(
+            name, image=str(image), create=create, host=host, networks=(), events=events
+        )
+        await events.log(LogLevel.INFO, "Loading assets was successful.")
+
+    async def _run_init(
+        self,
+        workload: WorkloadSpec,
+        init: InitContainer,
+        *,
+        image: ImageReference,
+        parent: ContainerPlan,
+        mounts: MountPlan,
+        events: DeployEvents,
+    ) -> None:
+        name = f"{workload.ref.key}-{init.name}"
+        binds: list[str] = []
+        for link in init.volumes:
+            if not init.use_parent_config:
+                raise InvalidSpec(
+                    "init container volume", f"{init.name} links {link.name!r} without useParentConfig"
+                )
+            bind = mounts.bind_for_link(link.name)
+            if bind is None:
+                raise InvalidSpec("init container volume", f"{link.name!r} is not a volume of {workload.ref}")
+            binds.append(f"{bind.host_path}:{link.path}:rw")
+        env: dict[str, str] = {}
+        if init.use_parent_config:
+            env.update(item.split("=", 1) for item in environment_list(workload))  # type: ignore[misc]
+        env.update(init.environment)
+        create: dict[str, Any] = {
+            "name": name,
+            "environment": [f"{k}={v}" for k, v in env.items()],
+            "labels": {PREFIX_LABEL: workload.prefix, MANAGED_LABEL: "true"},
+            "detach": True,
+        }
+        if init.command:
+            create["entrypoint"] = list(init.command)
+        if init.args:
+            create["command"] = list(init.args)
+        networks = parent.networks if init.use_parent_config else ()
+        await events.log(LogLevel.INFO, f"Running init container: {name}")
+        await self._run_to_completion(
+            name, image=str(image), create=create, host={"binds": binds}, networks=networks, events=events
+        )
+
+    async def _run_to_completion(
+        self,
+        name: str,
+        *,
+        image: str,
+        create: dict[str, Any],
+        host: dict[str, Any],
+        networks: tuple[str, ...],
+        events: DeployEvents,
+    ) -> None:
+        """Create, start and wait for a helper container; log its output; remove it. A non-zero
+        exit fails the deployment."""
+        timeout_s = self._settings.default_expected_timeout_s
+
+        def start() -> str:
+            client = self._bridge.client()
+            with translated(f"run {name}"):
+                stale = _exact(client, name)
+                if stale is not None:
+                    client.api.remove_container(stale["Id"], force=True)
+                hc = client.api.create_host_config(**host)
+                cid = str(client.api.create_container(image, host_config=hc, **create)["Id"])
+                for network in networks:
+                    client.api.connect_container_to_network(cid, network)
+                client.api.start(cid)
+                return cid
+
+        cid = await asyncio.to_thread(start)
+        try:
+
+            def wait() -> tuple[int, bytes]:
+                client = self._bridge.client()
+                with translated(f"wait for {name}"):
+                    result = client.api.wait(cid, timeout=timeout_s)
+                    output: bytes = client.api.logs(cid, stdout=True, stderr=True)
+                    return int(result.get("StatusCode", -1)), output
+
+            try:
+                code, output = await self._bridge.in_stream_pool(wait)
+            except RuntimeFailure as err:
+                if "timed out" in str(err).lower() or "read timeout" in str(err).lower():
+                    raise PermanentCommandError(f"{name} did not finish within {timeout_s} s") from err
+                raise
+            lines = output.decode(errors="replace").splitlines()
+            if lines:
+                await events.log(LogLevel.INFO, *(f"{name}: {line}" for line in lines[-200:]))
+            if code != 0:
+                raise PermanentCommandError(f"{name} exited with code {code}")
+            await events.log(LogLevel.INFO, f"{name} exited with code 0")
+        finally:
+            await self._bridge.call(f"remove {name}", lambda c: c.api.remove_container(cid, force=True))
+
+
+# -- blocking helpers (run in threads through the bridge) -------------------------------------
+
+
+def old_id12(old: dict[str, Any] | None) -> str:
+    return str((old or {}).get("Id", ""))[:12]
+
+
+def _exact(client: docker.DockerClient, name: str) -> dict[str, Any] | None:
+    try:
+        attrs: dict[str, Any] = client.api.inspect_container(name)
+    except docker.errors.NotFound:
+        return None
+    return attrs if str(attrs.get("Name", "")).lstrip("/") == name else None
+
+
+def _raw_state(client: docker.DockerClient, cid: str) -> str:
+    return str(client.api.inspect_container(cid)["State"]["Status"])
+
+
+def _network_ensurer(name: str) -> Callable[[docker.DockerClient], None]:
+    return lambda client: _ensure_network(client, name)
+
+
+def _ensure_network(client: docker.DockerClient, name: str) -> None:
+    try:
+        client.api.inspect_network(name)
+    except docker.errors.NotFound:
+        try:
+            client.api.create_network(name, driver="bridge", labels={MANAGED_LABEL: "true"})
+        except docker.errors.APIError as err:
+            if err.status_code != 409:  # created concurrently: fine
+                raise
+
+
+def _create(client: docker.DockerClient, plan: ContainerPlan) -> str:
+    host_config = client.api.create_host_config(**plan.host)
+    created = client.api.create_container(plan.image, host_config=host_config, **plan.create)
+    cid = str(created["Id"])
+    try:
+        for network in plan.networks:
+            client.api.connect_container_to_network(cid, network, aliases=list(plan.aliases))
+    except BaseException:
+        client.api.remove_container(cid, force=True)
+        raise
+    return cid

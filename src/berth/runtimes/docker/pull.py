@@ -1,0 +1,237 @@
+"""Pull-if-newer with the request's own credentials (no ``docker login`` state), pull progress,
+and the image's labels read after the pull (§6.2, §6.3 #8, §17 #12 #15)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import docker
+import docker.errors
+import structlog
+
+from berth.errors import PermanentCommandError, RuntimeFailure, TemporaryCommandError
+from berth.model import LogLevel, RegistryAuth
+from berth.runtimes.base import DeployEvents
+from berth.runtimes.docker.bridge import EngineBridge, explanation, translated
+from berth.runtimes.docker.imageref import DOCKER_HUB, ImageReference, local_has_digest
+
+log = structlog.get_logger(__name__)
+
+PROGRESS_INTERVAL_S: Final = 0.5
+_LAYER_EVENTS: Final = frozenset({"Pulling fs layer", "Waiting", "Pull complete", "Already exists"})
+_AUTH_WORDS: Final = ("unauthorized", "authentication required", "denied", "no basic auth credentials")
+_UNREACHABLE_WORDS: Final = (
+    "no such host",
+    "connection refused",
+    "i/o timeout",
+    "dial tcp",
+    "tls handshake timeout",
+    "network is unreachable",
+    "server misbehaving",
+)
+_QUEUE_SIZE: Final = 256
+
+
+def auth_config(auth: RegistryAuth | None, image: ImageReference) -> dict[str, str] | None:
+    """The request's credentials for the image's own registry host (§6.1), when both are set."""
+    if auth is None or not auth.user or not auth.password:
+        return None
+    server = "https://index.docker.io/v1/" if image.registry == DOCKER_HUB else image.registry
+    return {"username": auth.user, "password": auth.password, "serveraddress": server}
+
+
+@dataclass(slots=True)
+class PullOutcome:
+    image_id: str
+    labels: Mapping[str, str]
+    pulled: bool
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Note:
+    kind: str  # "log" | "progress"
+    text: str
+    fraction: float = 0.0
+    level: LogLevel = LogLevel.INFO
+
+
+class ImagePuller:
+    def __init__(self, bridge: EngineBridge) -> None:
+        self._bridge = bridge
+
+    async def ensure(
+        self,
+        image: ImageReference,
+        auth: RegistryAuth | None,
+        events: DeployEvents,
+        workload_id: str,
+    ) -> PullOutcome:
+        """Make the image present and current; report pull progress for ``workload_id``."""
+        loop = asyncio.get_running_loop()
+        notes: asyncio.Queue[_Note | None] = asyncio.Queue(_QUEUE_SIZE)
+
+        def offer(note: _Note | None) -> None:
+            def put() -> None:
+                try:
+                    notes.put_nowait(note)
+                except asyncio.QueueFull:
+                    if note is None or note.kind == "progress":
+                        notes.get_nowait()  # make room: the end marker and progress matter most
+                        notes.put_nowait(note)
+
+            loop.call_soon_threadsafe(put)
+
+        credentials = auth_config(auth, image)
+
+        def work() -> PullOutcome:
+            try:
+                return self._ensure_blocking(image, credentials, offer)
+            finally:
+                offer(None)
+
+        job = asyncio.create_task(asyncio.to_thread(work), name=f"docker-pull-{image}")
+        try:
+            while (note := await notes.get()) is not None:
+                if note.kind == "progress":
+                    await events.progress(workload_id, note.text, note.fraction)
+                else:
+                    await events.log(note.level, note.text)
+            return await job
+        finally:
+            if not job.done():
+                job.cancel()  # the thread finishes on its own; its result is dropped
+                await asyncio.gather(job, return_exceptions=True)
+
+    # -- blocking part ------------------------------------------------------------------------
+
+    def _ensure_blocking(
+        self, image: ImageReference, credentials: dict[str, str] | None, offer: Any
+    ) -> PullOutcome:
+        client = self._bridge.client()
+        local = self._local(client, image)
+        if local is not None and image.digest and local_has_digest(local, image, image.digest):
+            return self._outcome(local, pulled=False)
+        remote_digest: str | None = None
+        check_problem = ""
+        try:
+            with translated(f"check {image} in its registry"):
+                remote = client.api.inspect_distribution(  # type: ignore[no-untyped-call]
+                    str(image), auth_config=credentials
+                )
+            remote_digest = str(remote.get("Descriptor", {}).get("digest", "")) or None
+        except RuntimeFailure as err:
+            classified = _classify(image, err, credentials)
+            if classified is not None:
+                raise classified from err
+            check_problem = str(err)
+        if local is not None and remote_digest and local_has_digest(local, image, remote_digest):
+            return self._outcome(local, pulled=False)
+        try:
+            self._pull(client, image, credentials, offer)
+        except RuntimeFailure as err:
+            classified = _classify(image, err, credentials)
+            if classified is not None:
+                raise classified from err
+            if local is not None and _unreachable(str(err)):
+                outcome = self._outcome(local, pulled=False)
+                outcome.notes.append(
+                    f"Registry of {image} is not reachable ({check_problem or err}); "
+                    f"using the local image {outcome.image_id[:19]}"
+                )
+                return outcome
+            raise
+        pulled = self._local(client, image)
+        if pulled is None:
+            raise PermanentCommandError(f"image {image} is missing after its pull")
+        return self._outcome(pulled, pulled=True)
+
+    @staticmethod
+    def _local(client: docker.DockerClient, image: ImageReference) -> dict[str, Any] | None:
+        with translated(f"inspect image {image}"):
+            try:
+                attrs: dict[str, Any] = client.api.inspect_image(  # type: ignore[no-untyped-call]
+                    str(image)
+                )
+            except docker.errors.ImageNotFound:
+                return None
+            except docker.errors.NotFound:
+                return None
+            return attrs
+
+    @staticmethod
+    def _outcome(attrs: Mapping[str, Any], *, pulled: bool) -> PullOutcome:
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return PullOutcome(image_id=str(attrs.get("Id", "")), labels=dict(labels), pulled=pulled)
+
+    @staticmethod
+    def _pull(
+        client: docker.DockerClient,
+        image: ImageReference,
+        credentials: dict[str, str] | None,
+        offer: Any,
+    ) -> None:
+        offer(_Note("progress", "Pulling", 0.0))
+        layers: dict[str, float] = {}
+        last_sent = 0.0
+        with translated(f"pull {image}"):
+            stream = client.api.pull(
+                image.name,
+                tag=image.digest or image.tag,
+                stream=True,
+                decode=True,
+                auth_config=credentials,
+            )
+            for message in stream:
+                if "error" in message:
+                    detail = message.get("errorDetail", {}).get("message") or message["error"]
+                    raise PermanentCommandError(f"pull {image}: {detail}")
+                status = str(message.get("status", ""))
+                layer = message.get("id")
+                if not layer or status.startswith(("Pulling from", "Digest:", "Status:")):
+                    continue
+                if status in _LAYER_EVENTS:
+                    done = status in ("Pull complete", "Already exists")
+                    layers[layer] = 1.0 if done else layers.get(layer, 0.0)
+                    finished = sum(1 for v in layers.values() if v >= 1.0)
+                    counts = f"layers: {finished}/{len(layers)}"
+                    offer(_Note("log", f"Pull {image} status: {counts}, {layer} {status}"))
+                else:
+                    detail = message.get("progressDetail") or {}
+                    total, current = detail.get("total"), detail.get("current")
+                    if total and current is not None and status == "Downloading":
+                        layers[layer] = min(0.99, current / total) * 0.9
+                    elif status == "Extracting" and total and current is not None:
+                        layers[layer] = 0.9 + min(0.99, current / total) * 0.1
+                now = time.monotonic()
+                if layers and now - last_sent >= PROGRESS_INTERVAL_S:
+                    last_sent = now
+                    offer(_Note("progress", "Pulling", sum(layers.values()) / len(layers)))
+        offer(_Note("progress", "Pull complete", 1.0))
+
+
+def _unreachable(text: str) -> bool:
+    lowered = text.lower()
+    return any(word in lowered for word in _UNREACHABLE_WORDS)
+
+
+def _classify(
+    image: ImageReference, err: RuntimeFailure, credentials: dict[str, str] | None
+) -> RuntimeFailure | None:
+    """A clear error for credentials and missing images; ``None`` when the caller may fall back."""
+    if isinstance(err, TemporaryCommandError):
+        return None
+    cause = err.__cause__
+    code = cause.status_code if isinstance(cause, docker.errors.APIError) else None
+    text = explanation(cause) if isinstance(cause, docker.errors.APIError) else str(err)
+    lowered = text.lower()
+    if code in (401, 403) or any(word in lowered for word in _AUTH_WORDS):
+        who = "the request's registry credentials" if credentials else "no registry credentials"
+        return PermanentCommandError(f"registry refused access to {image} with {who}: {text}")
+    if code == 404 or "manifest unknown" in lowered or "not found" in lowered:
+        return PermanentCommandError(f"image {image} does not exist in its registry: {text}")
+    return None

@@ -1,0 +1,232 @@
+"""``DockerRuntime``: the ``berth.runtimes.base.Runtime`` seam on a Docker (or Podman) engine."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+from collections.abc import AsyncIterator
+from typing import Any, Final
+
+import docker
+import docker.errors
+import structlog
+
+from berth.errors import InvalidSpec, NotFound, PermanentCommandError, RuntimeFailure
+from berth.model import (
+    SECRET_KEYS_LABEL,
+    ContainerRef,
+    DeleteOutcome,
+    DeploymentSpec,
+    LogItem,
+    PrefixTarget,
+    RuntimeInfo,
+    StateUpdate,
+    Target,
+)
+from berth.runtimes.base import DeployEvents
+from berth.runtimes.docker.bridge import EngineBridge, translated
+from berth.runtimes.docker.deployer import Deployer
+from berth.runtimes.docker.logstream import LogFollower
+from berth.runtimes.docker.lookup import find_container, prefix_container_ids
+from berth.runtimes.docker.records import read_shared_secret_keys
+from berth.runtimes.docker.traefik import TRAEFIK_IMAGE, TRAEFIK_NAME, boot_container_config
+from berth.runtimes.docker.validation import check_rfc1123_label
+from berth.runtimes.docker.watcher import StateWatcher
+from berth.settings import DockerSettings
+
+log = structlog.get_logger(__name__)
+
+_STOPPABLE: Final = frozenset({"running", "paused", "restarting"})
+_MINIMUM: Final = {"docker": ((20, 10), (23, 0)), "podman": ((4, 0), (4, 4))}
+_SIGKILL_EXIT: Final = 137
+
+
+def _version_tuple(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
+
+
+class DockerRuntime:
+    """Every platform command applied to the engine at ``base_url`` (default: the environment's
+    ``DOCKER_HOST`` or the local socket). The SDK client is created on first use."""
+
+    def __init__(self, settings: DockerSettings, *, base_url: str | None = None) -> None:
+        self._settings = settings
+        self._bridge = EngineBridge(base_url)
+        self._deployer = Deployer(self._bridge, settings)
+        self._logs = LogFollower(self._bridge, settings.log_buffer_lines)
+
+    # -- startup ------------------------------------------------------------------------------
+
+    async def preflight(self) -> RuntimeInfo:
+        info = await self._bridge.call("engine version", lambda c: c.version())
+        components = {str(c.get("Name", "")): str(c.get("Version", "")) for c in info.get("Components") or ()}
+        podman = next((v for n, v in components.items() if "podman" in n.lower()), None)
+        kind = "podman" if podman is not None else "docker"
+        version = podman or str(info.get("Version", ""))
+        required, recommended = _MINIMUM[kind]
+        found = _version_tuple(version)
+        if found < required:
+            raise PermanentCommandError(
+                f"{kind} {version} is too old: berth needs {kind} {'.'.join(map(str, required))} or newer"
+            )
+        warnings: list[str] = []
+        if found < recommended:
+            warnings.append(
+                f"{kind} {version} is older than the recommended {'.'.join(map(str, recommended))}"
+            )
+        await self._bridge.call("list containers", lambda c: c.api.containers(limit=1))
+        if self._settings.traefik_enabled:
+            await self._start_traefik()
+        return RuntimeInfo(
+            kind=kind,
+            version=version,
+            api_version=str(info.get("ApiVersion", "")),
+            warnings=tuple(warnings),
+        )
+
+    async def _start_traefik(self) -> None:
+        config = boot_container_config(self._settings)
+        folders = [self._settings.internal_mount_path / "traefik" / "logs"]
+        if self._settings.traefik_tls:
+            folders.append(self._settings.internal_mount_path / "traefik" / "letsencrypt")
+
+        def start() -> None:
+            for folder in folders:
+                folder.mkdir(parents=True, exist_ok=True)
+            client = self._bridge.client()
+            with translated("start Traefik"):
+                existing = find_container(client, ContainerRef("", TRAEFIK_NAME))
+                if existing is not None:
+                    if existing["State"]["Status"] != "running":
+                        client.api.start(existing["Id"])
+                    return
+                try:
+                    client.api.inspect_image(TRAEFIK_IMAGE)  # type: ignore[no-untyped-call]
+                except docker.errors.ImageNotFound:
+                    client.api.pull(TRAEFIK_IMAGE)
+                host = client.api.create_host_config(**config["host_config"])
+                create = {k: v for k, v in config.items() if k != "host_config"}
+                created = client.api.create_container(host_config=host, **create)
+                client.api.start(created["Id"])
+
+        await asyncio.to_thread(start)
+        log.info("traefik_started", image=TRAEFIK_IMAGE)
+
+    # -- deploy -------------------------------------------------------------------------------
+
+    async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
+        await self._deployer.deploy(deployment, events)
+
+    # -- container commands -------------------------------------------------------------------
+
+    async def _require(self, ref: ContainerRef) -> dict[str, Any]:
+        attrs = await self._bridge.call(f"find {ref}", lambda c: find_container(c, ref))
+        if attrs is None:
+            raise NotFound(f"container not found: {ref}")
+        return attrs
+
+    async def start(self, ref: ContainerRef) -> None:
+        cid = str((await self._require(ref))["Id"])
+        await self._bridge.call(f"start {ref}", lambda c: c.api.start(cid))
+
+    async def stop(self, ref: ContainerRef) -> None:
+        cid = str((await self._require(ref))["Id"])
+        await self._bridge.call(f"stop {ref}", lambda c: c.api.stop(cid))
+
+    async def restart(self, ref: ContainerRef) -> None:
+        cid = str((await self._require(ref))["Id"])
+        await self._bridge.call(f"restart {ref}", lambda c: c.api.restart(cid))
+
+    async def inspect(self, ref: ContainerRef) -> str:
+        return json.dumps(await self._require(ref))
+
+    # -- delete -------------------------------------------------------------------------------
+
+    async def delete(self, target: Target) -> DeleteOutcome:
+        if isinstance(target, PrefixTarget):
+            if not target.prefix:
+                raise InvalidSpec("target", "no target container or prefix")
+            prefix = target.prefix
+            summaries = await self._bridge.call(
+                f"list prefix {prefix}", lambda c: prefix_container_ids(c, prefix)
+            )
+            results = await asyncio.gather(
+                *(
+                    self._delete_one(str(s["Id"]), str((s.get("Names") or ["?"])[0]).lstrip("/"))
+                    for s in summaries
+                ),
+                return_exceptions=True,
+            )
+            errors = [str(r) for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise PermanentCommandError("; ".join(errors))
+            notes = [note for r in results if isinstance(r, str) and r for note in [r]]
+            return DeleteOutcome(tuple(notes))
+        if not target.name:
+            raise InvalidSpec("target", "no target container or prefix")
+        attrs = await self._bridge.call(f"find {target}", lambda c: find_container(c, target))
+        if attrs is None:
+            return DeleteOutcome((f"{target.key} does not exist; nothing to delete",))
+        note = await self._delete_one(str(attrs["Id"]), target.key)
+        return DeleteOutcome((note,) if note else ())
+
+    async def _delete_one(self, cid: str, name: str) -> str:
+        """Stop with a short grace (SIGTERM, then SIGKILL after ``stop_grace_s``) so the answer
+        fits the platform's callback window; remove without force, keeping volumes."""
+        grace_s = self._settings.stop_grace_s
+
+        def delete() -> str:
+            client = self._bridge.client()
+            note = ""
+            with translated(f"delete {name}"):
+                try:
+                    attrs = client.api.inspect_container(cid)
+                    if attrs["State"]["Status"] in _STOPPABLE:
+                        started = time.monotonic()
+                        client.api.stop(cid, timeout=max(0, math.ceil(grace_s)))
+                        elapsed = time.monotonic() - started
+                        after = client.api.inspect_container(cid)["State"]
+                        if after.get("ExitCode") == _SIGKILL_EXIT and elapsed >= grace_s * 0.9:
+                            note = f"{name} ignored SIGTERM: killed after a {grace_s:g} s grace"
+                    client.api.remove_container(cid, v=False)
+                except docker.errors.NotFound:
+                    return note  # already gone: success
+            return note
+
+        return await asyncio.to_thread(delete)
+
+    # -- logs and state -----------------------------------------------------------------------
+
+    def logs(self, ref: ContainerRef, *, follow: bool, tail_lines: int) -> AsyncIterator[LogItem]:
+        return self._logs.lines(ref, follow=follow, tail_lines=tail_lines)
+
+    def watch(self, prefix: str | None) -> AsyncIterator[StateUpdate]:
+        return StateWatcher(self._bridge, prefix, self._settings.resync_interval_s).updates()
+
+    async def list_state(self, prefix: str | None) -> StateUpdate:
+        return await StateWatcher(self._bridge, prefix, self._settings.resync_interval_s).list_once()
+
+    # -- secrets ------------------------------------------------------------------------------
+
+    async def secret_keys(self, target: Target) -> list[str]:
+        if isinstance(target, PrefixTarget):
+            check_rfc1123_label("prefix", target.prefix)
+            root = self._settings.internal_mount_path
+            return await asyncio.to_thread(read_shared_secret_keys, root, target.prefix)
+        try:
+            attrs = await self._bridge.call(f"find {target}", lambda c: find_container(c, target))
+        except NotFound:
+            return []
+        if attrs is None:
+            return []
+        labels = (attrs.get("Config") or {}).get("Labels") or {}
+        return [key for key in str(labels.get(SECRET_KEYS_LABEL, "")).split(",") if key]
+
+    async def aclose(self) -> None:
+        try:
+            await self._bridge.aclose()
+        except RuntimeFailure as err:
+            log.warning("docker_runtime_close_failed", error=str(err))

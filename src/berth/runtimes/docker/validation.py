@@ -1,0 +1,92 @@
+"""Checks on a deploy request before anything touches the engine (§6.3 #1, ports, volumes)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import PurePosixPath
+from typing import Final
+
+from berth.errors import InvalidSpec
+from berth.model import DeploymentSpec, WorkloadSpec
+
+_LABEL: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+MAX_PORT: Final = 65535
+
+
+def check_rfc1123_label(field: str, value: str) -> None:
+    if not _LABEL.match(value):
+        raise InvalidSpec(
+            field,
+            f"{value!r} is not an RFC 1123 label (1-63 of a-z, 0-9 and '-', alphanumeric at both ends)",
+        )
+
+
+def container_name(prefix: str, name: str) -> str:
+    """``<prefix>-<name>``, both checked (§6.3 #1: an empty prefix is invalid for deploy)."""
+    check_rfc1123_label("prefix", prefix)
+    full = f"{prefix}-{name}"
+    check_rfc1123_label("container name", full)
+    return full
+
+
+def _check_port(field: str, port: int, *, allow_zero: bool = False) -> None:
+    low = 0 if allow_zero else 1
+    if not low <= port <= MAX_PORT:
+        raise InvalidSpec(field, f"{port} is outside {low}..{MAX_PORT}")
+
+
+def check_volume_name(name: str) -> None:
+    """A relative name must stay inside the workload's data folder: no ``..`` segment, no NUL.
+    An absolute name is a host path the deployment asks for on purpose (dagent semantics)."""
+    if not name or "\x00" in name:
+        raise InvalidSpec("volume name", f"{name!r} is empty or contains NUL")
+    parts = PurePosixPath(name).parts
+    if ".." in parts or name.startswith("~"):
+        raise InvalidSpec("volume name", f"{name!r} escapes the data folder")
+
+
+def check_workload(workload: WorkloadSpec) -> None:
+    container_name(workload.prefix, workload.name)
+    for port in workload.ports:
+        _check_port("port", port.internal)
+        if port.external:
+            _check_port("external port", port.external)
+    for binding in workload.port_ranges:
+        for rng, what in ((binding.internal, "internal"), (binding.external, "external")):
+            _check_port(f"{what} port range", rng.start)
+            _check_port(f"{what} port range", rng.end)
+            if rng.end < rng.start:
+                raise InvalidSpec(f"{what} port range", f"{rng.start}-{rng.end} ends before it starts")
+        if binding.internal.end - binding.internal.start != binding.external.end - binding.external.start:
+            raise InvalidSpec(
+                "port range",
+                f"{binding.external.start}-{binding.external.end}:"
+                f"{binding.internal.start}-{binding.internal.end} have different lengths",
+            )
+    _check_unique("volume", (v.name for v in workload.volumes))
+    for volume in workload.volumes:
+        check_volume_name(volume.name)
+        if not volume.path.startswith("/"):
+            raise InvalidSpec("volume path", f"{volume.path!r} of {volume.name!r} is not absolute")
+    _check_unique("init container", (i.name for i in workload.init_containers))
+    for init in workload.init_containers:
+        container_name(workload.prefix, f"{workload.name}-{init.name}")
+        for link in init.volumes:
+            if not link.path.startswith("/"):
+                raise InvalidSpec("init container volume path", f"{link.path!r} is not absolute")
+
+
+def check_deployment(deployment: DeploymentSpec) -> None:
+    """Every workload of the request, plus duplicate names (two workloads, one container)."""
+    _check_unique("container name", (w.ref.key for w in deployment.workloads))
+    for workload in deployment.workloads:
+        check_workload(workload)
+
+
+def _check_unique(field: str, names: Iterable[str]) -> None:
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InvalidSpec(field, f"{name!r} appears twice")
+        seen.add(name)
