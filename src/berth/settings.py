@@ -121,6 +121,9 @@ class DockerSettings:
     default_expected_timeout_s: int = 120
     log_buffer_lines: int = 10_000  # BERTH_LOG_BUFFER_LINES: bounded follow buffer
     resync_interval_s: float = 45.0  # BERTH_RESYNC_INTERVAL: periodic full re-list of state
+    # Self-update pulls with these when set (else the engine's/docker config's own credentials).
+    update_registry_user: str = ""  # BERTH_UPDATE_REGISTRY_USER
+    update_registry_password: str = field(default="", repr=False)  # BERTH_UPDATE_REGISTRY_PASSWORD
 
 
 @dataclass(frozen=True)
@@ -229,6 +232,8 @@ def load_agent_settings(environ: Mapping[str, str] | None = None) -> AgentSettin
         stop_grace_s=env.duration_s("BERTH_STOP_GRACE", "2s"),
         log_buffer_lines=env.integer("BERTH_LOG_BUFFER_LINES", 10_000, minimum=100),
         resync_interval_s=resync,
+        update_registry_user=env.text("BERTH_UPDATE_REGISTRY_USER"),
+        update_registry_password=env.text("BERTH_UPDATE_REGISTRY_PASSWORD"),
     )
     kubernetes = KubernetesSettings(
         in_cluster=env.flag("CRANE_IN_CLUSTER"),

@@ -1,0 +1,233 @@
+"""DockerSelfUpdater on the real engine and registry, with busybox containers standing in for the
+agent: the test process acts as the agent of a container it started (``own_container=``)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import pytest
+
+from berth.errors import UpdateRefused
+from berth.runtimes.docker.selfupdate import DockerSelfUpdater
+from berth.settings import DockerSettings
+
+pytestmark = pytest.mark.docker
+
+TEST_LABEL = {"io.berth.test": "1"}
+BASE = os.environ.get("BERTH_TEST_LOCAL_IMAGE", "local/busybox:1")
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[docker.DockerClient]:
+    try:
+        c = docker.from_env(timeout=60)
+        c.ping()
+    except docker.errors.DockerException as err:
+        pytest.skip(f"no Docker engine: {err}")
+    yield c
+    c.close()
+
+
+def _build(client: docker.DockerClient, tag: str, body: str) -> None:
+    dockerfile = f"FROM {BASE}\nLABEL io.berth.test=1 io.berth.variant={tag.rsplit(':', 1)[1]}\n{body}\n"
+    client.images.build(fileobj=io.BytesIO(dockerfile.encode()), tag=tag, rm=True, labels=TEST_LABEL)
+
+
+@pytest.fixture(scope="module")
+def repo(client: docker.DockerClient) -> Iterator[str]:
+    """One repository with an ``old`` agent, a ``good`` successor and a ``bad`` one that exits."""
+    name = f"local/berth-selfupdate-{uuid.uuid4().hex[:8]}"
+    _build(client, f"{name}:old", 'ENV IMAGE_ENV=old\nVOLUME /data-anon\nCMD ["sleep", "600"]')
+    _build(client, f"{name}:good", 'ENV IMAGE_ENV=good\nCMD ["sleep", "600"]')
+    _build(client, f"{name}:bad", 'CMD ["sh", "-c", "exit 3"]')
+    yield name
+    for tag in ("old", "good", "bad"):
+        with contextlib.suppress(docker.errors.APIError):
+            client.images.remove(f"{name}:{tag}", force=True)
+
+
+@pytest.fixture
+def sweep(client: docker.DockerClient) -> Iterator[list[str]]:
+    """Names of networks made by a test; every container with the test label is removed after."""
+    networks: list[str] = []
+    before = {c.id for c in client.containers.list(all=True, filters={"label": "io.berth.test=1"})}
+    yield networks
+    for c in client.containers.list(all=True, filters={"label": "io.berth.test=1"}):
+        if c.id not in before and c.labels.get("io.berth.selfupdate-test") == "1":
+            c.remove(force=True, v=True)
+    for n in networks:
+        with contextlib.suppress(docker.errors.APIError):
+            client.networks.get(n).remove()
+
+
+def _start_old(client: docker.DockerClient, image: str, tmp_path: Path, network: str, **extra: Any) -> Any:
+    name = f"berth-su-{uuid.uuid4().hex[:8]}"
+    return client.containers.run(
+        image,
+        name=name,
+        detach=True,
+        environment={"GRPC_TOKEN": "x.y.z", "NAME": "node-a"},
+        labels={**TEST_LABEL, "io.berth.selfupdate-test": "1", "operator.label": "kept"},
+        restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+        extra_hosts={"host.docker.internal": "host-gateway"},
+        volumes={str(tmp_path): {"bind": "/srv/dagent", "mode": "rw"}},
+        network=network,
+        **extra,
+    )
+
+
+def _inspect(client: docker.DockerClient, name: str) -> dict[str, Any]:
+    attrs: dict[str, Any] = client.api.inspect_container(name)
+    return attrs
+
+
+async def _wait_successor(client: docker.DockerClient, name: str, old_id: str) -> dict[str, Any]:
+    for _ in range(100):
+        try:
+            attrs = await asyncio.to_thread(_inspect, client, name)
+        except docker.errors.NotFound:
+            attrs = {}
+        if attrs and attrs["Id"] != old_id and attrs["State"]["Running"]:
+            return attrs
+        await asyncio.sleep(0.1)
+    raise AssertionError("the successor never ran")
+
+
+async def test_update_copies_the_full_config_and_self_destruct_removes_the_old_agent(
+    client: docker.DockerClient, repo: str, sweep: list[str], tmp_path: Path
+) -> None:
+    network = f"berth-su-net-{uuid.uuid4().hex[:6]}"
+    await asyncio.to_thread(client.networks.create, network, labels=TEST_LABEL)
+    sweep.append(network)
+    old = await asyncio.to_thread(_start_old, client, f"{repo}:old", tmp_path, network)
+    (tmp_path / "token.jwt").write_text("kept")
+    await asyncio.to_thread(old.exec_run, ["sh", "-c", "echo anon > /data-anon/file"])
+    updater = DockerSelfUpdater(DockerSettings(), own_container=old.id)
+    assert updater.own_container_name() == old.name
+
+    update = asyncio.create_task(updater.begin_update("good", 60), name="test-update")
+    new = await _wait_successor(client, old.name, old.id)
+    old_now = await asyncio.to_thread(_inspect, client, old.id)
+    assert old_now["Name"] == f"/{old.name}-update" and old_now["State"]["Running"]
+
+    assert new["Config"]["Image"] == f"{repo}:good"
+    env = new["Config"]["Env"]
+    assert "GRPC_TOKEN=x.y.z" in env and "NAME=node-a" in env
+    assert "IMAGE_ENV=good" in env and "IMAGE_ENV=old" not in env  # the new image's env applies
+    labels = new["Config"]["Labels"]
+    assert labels["operator.label"] == "kept" and labels["io.berth.variant"] == "good"
+    host = new["HostConfig"]
+    assert host["RestartPolicy"] == {"Name": "on-failure", "MaximumRetryCount": 3}
+    assert host["ExtraHosts"] == ["host.docker.internal:host-gateway"]
+    assert host["NetworkMode"] == network
+    assert f"{tmp_path}:/srv/dagent:rw" in host["Binds"]
+    assert network in new["NetworkSettings"]["Networks"]
+    assert new["Config"]["Hostname"] == new["Id"][:12]  # the engine's own, not the old one
+    token = await asyncio.to_thread(new_exec, client, new["Id"], "cat /srv/dagent/token.jwt")
+    anon = await asyncio.to_thread(new_exec, client, new["Id"], "cat /data-anon/file")
+    assert (token, anon) == ("kept", "anon")
+
+    assert await updater.self_destruct() is True
+    await asyncio.wait_for(update, 10)
+    with pytest.raises(docker.errors.NotFound):
+        await asyncio.to_thread(_inspect, client, old.id)
+    assert await updater.self_destruct() is False  # nothing pending any more
+
+
+def new_exec(client: docker.DockerClient, container_id: str, command: str) -> str:
+    result = client.containers.get(container_id).exec_run(["sh", "-c", command])
+    return bytes(result.output).decode().strip()
+
+
+async def _assert_rolled_back(client: docker.DockerClient, old: Any) -> None:
+    attrs = await asyncio.to_thread(_inspect, client, old.name)
+    assert attrs["Id"] == old.id and attrs["State"]["Running"]
+    names = {c.name for c in await asyncio.to_thread(client.containers.list, all=True)}
+    assert f"{old.name}-update" not in names
+
+
+async def test_successor_that_exits_is_rolled_back(
+    client: docker.DockerClient, repo: str, sweep: list[str], tmp_path: Path
+) -> None:
+    old = await asyncio.to_thread(_start_old, client, f"{repo}:old", tmp_path, "bridge")
+    updater = DockerSelfUpdater(DockerSettings(), own_container=old.name)
+    with pytest.raises(UpdateRefused, match=r"exited with code 3 before the platform accepted it"):
+        await updater.begin_update("bad", 60)
+    await _assert_rolled_back(client, old)
+
+
+async def test_successor_not_accepted_before_the_deadline_is_rolled_back(
+    client: docker.DockerClient, repo: str, sweep: list[str], tmp_path: Path
+) -> None:
+    old = await asyncio.to_thread(_start_old, client, f"{repo}:old", tmp_path, "bridge")
+    updater = DockerSelfUpdater(DockerSettings(), own_container=old.name)
+    with pytest.raises(UpdateRefused, match="not accepted by the platform before the deadline"):
+        await updater.begin_update("good", 3)
+    await _assert_rolled_back(client, old)
+    assert await updater.self_destruct() is False
+
+
+async def test_update_with_a_published_host_port_is_refused_without_touching_anything(
+    client: docker.DockerClient, repo: str, sweep: list[str], tmp_path: Path
+) -> None:
+    free = _free_port()
+    old = await asyncio.to_thread(
+        _start_old, client, f"{repo}:old", tmp_path, "bridge", ports={"8080/tcp": ("127.0.0.1", free)}
+    )
+    updater = DockerSelfUpdater(DockerSettings(), own_container=old.name)
+    with pytest.raises(UpdateRefused, match=f"host port {free}"):
+        await updater.begin_update("good", 30)
+    await _assert_rolled_back(client, old)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+async def test_pull_uses_credentials_and_reports_unauthorized_and_missing_tags(
+    client: docker.DockerClient, sweep: list[str], tmp_path: Path
+) -> None:
+    registry = os.environ.get("BERTH_TEST_REGISTRY")
+    user = os.environ.get("BERTH_TEST_REGISTRY_USER", "")
+    password = os.environ.get("BERTH_TEST_REGISTRY_PASSWORD", "")
+    if not registry:
+        pytest.skip('BERTH_TEST_REGISTRY is not set (eval "$(tools/testenv.sh env)")')
+    repo = f"{registry}/berth/selfupdate-{uuid.uuid4().hex[:6]}"
+    auth = {"username": user, "password": password}
+    _build(client, f"{repo}:old", 'CMD ["sleep", "600"]')
+    _build(client, f"{repo}:new", 'ENV V=new\nCMD ["sleep", "600"]')
+    await asyncio.to_thread(client.images.push, repo, tag="new", auth_config=auth)
+    await asyncio.to_thread(client.images.remove, f"{repo}:new", force=True)
+    try:
+        old = await asyncio.to_thread(_start_old, client, f"{repo}:old", tmp_path, "bridge")
+        anonymous = DockerSelfUpdater(DockerSettings(), own_container=old.name)
+        with pytest.raises(UpdateRefused, match="Update failed: registry access: unauthorized"):
+            await anonymous.begin_update("new", 30)
+        settings = DockerSettings(update_registry_user=user, update_registry_password=password)
+        with pytest.raises(UpdateRefused, match="Update failed: image cannot be found"):
+            await DockerSelfUpdater(settings, own_container=old.name).begin_update("missing", 30)
+        await _assert_rolled_back(client, old)
+
+        updater = DockerSelfUpdater(settings, own_container=old.name)
+        update = asyncio.create_task(updater.begin_update("new", 60), name="test-update-registry")
+        new = await _wait_successor(client, old.name, old.id)
+        assert "V=new" in new["Config"]["Env"]
+        assert await updater.self_destruct() is True
+        await asyncio.wait_for(update, 10)
+    finally:
+        for tag in ("old", "new"):
+            with contextlib.suppress(docker.errors.APIError):
+                await asyncio.to_thread(client.images.remove, f"{repo}:{tag}", force=True)
