@@ -1,0 +1,246 @@
+"""The composition root of the node agent and its life cycle.
+
+``Agent(settings).run()`` builds the credential store, key, token keeper, runtime (imported lazily:
+an agent only pays for the SDK it uses), health endpoints, session and dispatcher; runs until the
+platform or a signal ends it; then stops intake, lets in-flight work finish under
+``shutdown_grace_s``, cancels the rest and closes everything in reverse order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Final
+
+import structlog
+
+from berth.agent.backoff import Backoff
+from berth.agent.credentials import AgentKey, FileCredentialStore
+from berth.agent.dispatcher import Dispatcher
+from berth.agent.handlers import (
+    CallbackHandler,
+    DeployHandler,
+    Handlers,
+    LifecycleHandler,
+    LogStreamHandler,
+    StateWatchHandler,
+)
+from berth.agent.health import HealthSocket, HealthState, HttpEndpoint
+from berth.agent.metrics import AgentMetrics
+from berth.agent.session import AgentIdentity, Session
+from berth.agent.tokens import NoToken, TokenKeeper
+from berth.errors import BerthError, ConfigError
+from berth.runtimes.base import CredentialStore, Runtime, SelfUpdater
+from berth.settings import AgentSettings
+
+log = structlog.get_logger("berth.agent")
+
+EXIT_OK: Final = 0
+EXIT_FAILURE: Final = 1
+
+
+def build_runtime(settings: AgentSettings) -> Runtime:
+    match settings.runtime:
+        case "docker":
+            from berth.runtimes.docker import DockerRuntime
+
+            runtime: Runtime = DockerRuntime(settings.docker)
+            return runtime
+        case "kubernetes":
+            from berth.runtimes.kubernetes import KubernetesRuntime  # type: ignore[attr-defined,unused-ignore]
+
+            kube_runtime: Runtime = KubernetesRuntime(settings.kubernetes)
+            return kube_runtime
+        case "memory":
+            from berth.runtimes.memory import MemoryRuntime
+
+            return MemoryRuntime()
+    raise ConfigError("BERTH_RUNTIME", "expected one of docker, kubernetes, memory")
+
+
+def build_store(settings: AgentSettings) -> CredentialStore:
+    if settings.runtime == "kubernetes":
+        from berth.runtimes.kubernetes import KubernetesCredentialStore  # type: ignore[attr-defined,unused-ignore]
+
+        store: CredentialStore = KubernetesCredentialStore(settings.kubernetes)
+        return store
+    return FileCredentialStore(settings.data_dir)
+
+
+def build_updater(settings: AgentSettings) -> SelfUpdater | None:
+    """Self-update is optional; without an updater ``update`` is answered with AbortUpdate."""
+    if settings.runtime != "docker":
+        return None
+    try:
+        from berth.runtimes.docker.selfupdate import DockerSelfUpdater  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        return None
+    updater: SelfUpdater = DockerSelfUpdater(settings.docker)
+    return updater
+
+
+class _Unset:
+    pass
+
+
+UNSET: Final = _Unset()
+
+
+class Agent:
+    """One node agent. Tests pass ``runtime``/``store``/``updater`` and short timings."""
+
+    def __init__(
+        self,
+        settings: AgentSettings,
+        *,
+        runtime: Runtime | None = None,
+        store: CredentialStore | None = None,
+        updater: SelfUpdater | _Unset | None = UNSET,
+        accept_after_s: float = 3.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self.settings = settings
+        self.metrics = AgentMetrics()
+        self.health = HealthState(self.metrics)
+        self._runtime = runtime
+        self._store = store
+        self._updater = updater
+        self._accept_after_s = accept_after_s
+        self._backoff = backoff
+        self._stop = asyncio.Event()
+        self._exit_code = EXIT_OK
+        self.exit_reason = ""
+        self.session: Session | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.keeper: TokenKeeper | None = None
+        self.key: AgentKey | None = None
+        self.endpoint: HttpEndpoint | None = None
+
+    # -- Lifecycle port ------------------------------------------------------------------------
+
+    def request_exit(self, code: int, reason: str) -> None:
+        if not self._stop.is_set():
+            log.info("agent_exit_requested", exit_code=code, reason=reason)
+            self._exit_code = code
+            self.exit_reason = reason
+            self._stop.set()
+
+    def request_shutdown(self) -> None:
+        """SIGTERM/SIGINT: stop intake, drain, exit 0."""
+        self.request_exit(EXIT_OK, "signal")
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    # -- run -------------------------------------------------------------------------------------
+
+    async def run(self) -> int:
+        settings = self.settings
+        store = self._store if self._store is not None else build_store(settings)
+        try:
+            self.key = await asyncio.to_thread(AgentKey.load_or_create, store)
+            self.keeper = await asyncio.to_thread(
+                TokenKeeper.select,
+                store,
+                settings.connection.grpc_token,
+                skew_s=settings.connection.iat_skew_s,
+            )
+        except NoToken as err:
+            log.error("agent_no_token", reason=str(err))
+            return EXIT_FAILURE
+        except BerthError as err:
+            log.error("agent_credentials_failed", reason=str(err))
+            return EXIT_FAILURE
+        runtime = self._runtime if self._runtime is not None else build_runtime(settings)
+        updater = build_updater(settings) if isinstance(self._updater, _Unset) else self._updater
+        try:
+            info = await runtime.preflight()
+        except BerthError as err:
+            log.error("runtime_unavailable", runtime=settings.runtime, reason=str(err))
+            await runtime.aclose()
+            return EXIT_FAILURE
+        for warning in info.warnings:
+            log.warning("runtime_warning", detail=warning)
+        log.info(
+            "agent_starting",
+            node=settings.node_name,
+            node_id=self.keeper.current.sub,
+            platform=self.keeper.current.iss,
+            runtime=info.kind,
+            runtime_version=info.version,
+            version=settings.connection.version,
+            key_fingerprint=self.key.fingerprint,
+        )
+        async with contextlib.AsyncExitStack() as stack:
+            stack.push_async_callback(runtime.aclose)
+            await self._start_health(stack)
+            identity = AgentIdentity(
+                version=settings.connection.version,
+                public_key=self.key.public_key,
+                container_name=updater.own_container_name() if updater is not None else None,
+            )
+            session = Session(
+                settings.connection,
+                self.keeper,
+                identity,
+                self.health,
+                metrics=self.metrics,
+                accept_after_s=self._accept_after_s,
+                backoff=self._backoff,
+            )
+            self.session = session
+            stack.push_async_callback(session.channel.aclose)
+            handlers = Handlers(
+                deploy=DeployHandler(runtime, self.key, session.link),
+                state=StateWatchHandler(runtime, session.link),
+                log_stream=LogStreamHandler(runtime, session.link),
+                callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
+                lifecycle=LifecycleHandler(self.keeper, session.link, self, updater),
+            )
+            dispatcher = Dispatcher(
+                handlers, session.link, max_concurrent=settings.max_concurrent_commands, metrics=self.metrics
+            )
+            self.dispatcher = dispatcher
+            exit_code = await self._run_until_stopped(session, dispatcher)
+            log.info("agent_draining", in_flight=dispatcher.in_flight, grace_s=settings.shutdown_grace_s)
+            await dispatcher.drain(settings.shutdown_grace_s)
+        log.info("agent_stopped", exit_code=exit_code, reason=self.exit_reason)
+        return exit_code
+
+    async def _start_health(self, stack: contextlib.AsyncExitStack) -> None:
+        socket = HealthSocket(self.settings.health_socket, self.health)
+        try:
+            await socket.start()
+        except OSError as err:
+            log.warning(
+                "health_socket_unavailable", path=str(self.settings.health_socket), error=err.strerror
+            )
+        else:
+            stack.push_async_callback(socket.close)
+        if self.settings.metrics_address:
+            endpoint = HttpEndpoint(self.settings.metrics_address, self.health, self.metrics)
+            await endpoint.start()
+            self.endpoint = endpoint
+            stack.push_async_callback(endpoint.close)
+            log.info("metrics_endpoint_listening", address=f"{endpoint.host}:{endpoint.port}")
+
+    async def _run_until_stopped(self, session: Session, dispatcher: Dispatcher) -> int:
+        session_task = asyncio.create_task(
+            session.run(dispatcher.dispatch, dispatcher.cancel_streams), name="agent-session"
+        )
+        stop_task = asyncio.create_task(self._stop.wait(), name="agent-stop-wait")
+        try:
+            await asyncio.wait({session_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop_task.cancel()
+            if not session_task.done():
+                session_task.cancel()
+            results = await asyncio.gather(session_task, stop_task, return_exceptions=True)
+        outcome = results[0]
+        if self._stop.is_set():
+            return self._exit_code
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self.exit_reason = "token refused"
+        return outcome

@@ -1,0 +1,75 @@
+"""``berth agent`` and ``berth health``: configured from the environment (dagent-compatible)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from collections.abc import Sequence
+
+from berth.errors import ConfigError
+
+EXIT_CONFIG = 2
+EXIT_FORCED = 130
+
+
+def agent_main(argv: Sequence[str]) -> int:
+    """Run the node agent until the platform or a signal stops it."""
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: berth agent\n\nConfigured from the environment (GRPC_TOKEN, DEBUG, BERTH_*).")
+        return 0
+    from berth.settings import load_agent_settings
+
+    try:
+        settings = load_agent_settings()
+    except ConfigError as err:
+        print(f"berth agent: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    from berth.logsetup import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    from berth.agent.app import Agent
+
+    agent = Agent(settings)
+
+    async def supervise() -> int:
+        loop = asyncio.get_running_loop()
+        main = asyncio.current_task()
+        assert main is not None
+
+        def on_signal() -> None:
+            if agent.stopping:
+                main.cancel()  # second signal: no more waiting
+            else:
+                agent.request_shutdown()
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, on_signal)
+        try:
+            return await agent.run()
+        except ConfigError as err:
+            print(f"berth agent: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+            return EXIT_CONFIG
+        except asyncio.CancelledError:
+            return EXIT_FORCED
+
+    return asyncio.run(supervise())
+
+
+def health_main(argv: Sequence[str]) -> int:
+    """Exit 0 only when the local agent holds an accepted session (container HEALTHCHECK)."""
+    from berth.agent.health import read_health_socket
+    from berth.settings import load_agent_settings
+
+    try:
+        settings = load_agent_settings()
+    except ConfigError as err:
+        print(f"berth health: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        connected = read_health_socket(settings.health_socket)
+    except (OSError, ValueError) as err:
+        print(f"berth health: agent not reachable at {settings.health_socket}: {err}", file=sys.stderr)
+        return 1
+    print("connected" if connected else "not connected")
+    return 0 if connected else 1

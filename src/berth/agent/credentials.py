@@ -1,0 +1,300 @@
+"""The agent's credentials: the JWT tokens (install / connection), the nonce blacklist, the
+OpenPGP key, and the files-based credential store used on Docker and systemd hosts.
+
+No token, key or secret value is ever put into a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Protocol, runtime_checkable
+
+import pysequoia
+
+from berth.errors import PersistenceError, SecretError, TokenError
+from berth.model import SecretValue
+from berth.runtimes.base import CredentialStore
+
+KEY_FILE: Final = "secret.key"
+TOKEN_FILE: Final = "token.jwt"
+BLACKLIST_FILE: Final = "token-nonce.blacklist"
+KEY_USER_ID: Final = "dyrector.io agent <hello@dyrector.io>"
+INSTALL: Final = "install"
+CONNECTION: Final = "connection"
+
+
+# -- tokens ----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """A platform JWT, kept as the exact string the platform issued (it is never re-encoded).
+
+    The signature cannot be checked here (HS256 with the platform's secret); only the claims are read.
+    """
+
+    raw: str
+    sub: str
+    iss: str
+    nonce: str
+    type: str
+    iat: float
+
+    def __repr__(self) -> str:
+        return f"Token(type={self.type!r}, sub={self.sub!r}, iss={self.iss!r})"
+
+    @property
+    def is_install(self) -> bool:
+        return self.type == INSTALL
+
+
+def _b64url_json(segment: str) -> Mapping[str, object]:
+    padded = segment + "=" * (-len(segment) % 4)
+    try:
+        decoded = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
+    except (binascii.Error, UnicodeError, ValueError) as err:
+        raise TokenError("token payload is not base64url-encoded JSON") from err
+    if not isinstance(decoded, dict):
+        raise TokenError("token payload is not a JSON object")
+    return decoded
+
+
+def _number_claim(claims: Mapping[str, object], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TokenError(f"token claim {name!r} is not a number")
+    return float(value)
+
+
+def _text_claim(claims: Mapping[str, object], name: str) -> str:
+    value = claims.get(name, "")
+    if not isinstance(value, str):
+        raise TokenError(f"token claim {name!r} is not a string")
+    return value
+
+
+def parse_token(raw: str, *, now: float | None = None, skew_s: float = 60.0) -> Token:
+    """Parse and check a JWT's claims as the reference agents do (§3.3), with a clock-skew allowance.
+
+    Raises ``TokenError`` (never containing the token) when it is malformed or unacceptable.
+    """
+    raw = raw.strip()
+    parts = raw.split(".")
+    if len(parts) != 3 or not all(parts[:2]):
+        raise TokenError("token is not a JWT (expected three dot-separated parts)")
+    header = _b64url_json(parts[0])
+    if not isinstance(header.get("alg"), str):
+        raise TokenError("token header has no algorithm")
+    claims = _b64url_json(parts[1])
+    current = time.time() if now is None else now
+    iat = _number_claim(claims, "iat")
+    if iat is None:
+        raise TokenError("token has no 'iat' claim")
+    if iat > current + skew_s:
+        raise TokenError("token 'iat' lies in the future")
+    exp = _number_claim(claims, "exp")
+    if exp is not None and exp < current - skew_s:
+        raise TokenError("token has expired")
+    nbf = _number_claim(claims, "nbf")
+    if nbf is not None and nbf > current + skew_s:
+        raise TokenError("token is not valid yet ('nbf')")
+    sub = _text_claim(claims, "sub")
+    iss = _text_claim(claims, "iss")
+    if not sub:
+        raise TokenError("token has an empty 'sub' claim")
+    if not iss:
+        raise TokenError("token has an empty 'iss' claim")
+    return Token(
+        raw=raw,
+        sub=sub,
+        iss=iss,
+        nonce=_text_claim(claims, "nonce"),
+        type=_text_claim(claims, "type"),
+        iat=iat,
+    )
+
+
+def check_replacement(current: Token, new: Token) -> None:
+    """A token handed over by ``replaceToken``/``update`` must be a connection token for the same
+    node and platform (§17 #7)."""
+    if new.type != CONNECTION:
+        raise TokenError(f"replacement token has type {new.type!r}, expected 'connection'")
+    if new.sub != current.sub:
+        raise TokenError("replacement token is for another node ('sub' differs)")
+    if new.iss != current.iss:
+        raise TokenError("replacement token is for another platform ('iss' differs)")
+
+
+# -- the credential store on files ------------------------------------------------------------------
+
+
+class StagedWrite(Protocol):
+    def commit(self) -> None: ...
+
+    def discard(self) -> None: ...
+
+
+@runtime_checkable
+class StagingStore(Protocol):
+    """A store that can prepare a write and make it visible later (temp file, then rename)."""
+
+    def stage(self, key: str, value: str) -> StagedWrite: ...
+
+
+class _FileStagedWrite:
+    def __init__(self, temp: Path, final: Path) -> None:
+        self._temp = temp
+        self._final = final
+        self._done = False
+
+    def commit(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        try:
+            os.replace(self._temp, self._final)
+            _fsync_dir(self._final.parent)
+        except OSError as err:
+            raise PersistenceError(f"cannot store {self._final.name}: {err.strerror}") from err
+
+    def discard(self) -> None:
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(FileNotFoundError):
+            self._temp.unlink()
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FileCredentialStore:
+    """``secret.key``, ``token.jwt`` and ``token-nonce.blacklist`` as 0600 files in the persistence
+    folder; writes are temp file + fsync + atomic rename."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    def _path(self, key: str) -> Path:
+        if "/" in key or key.startswith("."):
+            raise PersistenceError(f"invalid credential name {key!r}")
+        return self.folder / key
+
+    def read(self, key: str) -> str | None:
+        try:
+            value = self._path(key).read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except OSError as err:
+            raise PersistenceError(f"cannot read {key}: {err.strerror}") from err
+        return value if value.strip() else None
+
+    def stage(self, key: str, value: str) -> StagedWrite:
+        final = self._path(key)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            fd, temp_name = tempfile.mkstemp(prefix=f".{key}.", suffix=".tmp", dir=self.folder)
+        except OSError as err:
+            raise PersistenceError(f"cannot write {key} in {self.folder}: {err.strerror}") from err
+        temp = Path(temp_name)
+        try:
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(value)
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            with contextlib.suppress(FileNotFoundError):
+                temp.unlink()
+            raise PersistenceError(f"cannot write {key}: {err.strerror}") from err
+        return _FileStagedWrite(temp, final)
+
+    def write(self, key: str, value: str) -> None:
+        if not value:
+            self.delete(key)
+            return
+        self.stage(key, value).commit()
+
+    def delete(self, key: str) -> None:
+        try:
+            self._path(key).unlink()
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise PersistenceError(f"cannot delete {key}: {err.strerror}") from err
+
+
+# -- the OpenPGP key ----------------------------------------------------------------------------
+
+
+class AgentKey:
+    """The agent's OpenPGP key: an RFC 4880 v4 key with an Ed25519 primary and a Curve25519
+    encryption subkey (what openpgp.js v5 encrypts to). Its armored public key has no headers and
+    is byte-identical for the same stored key."""
+
+    def __init__(self, secret_key: pysequoia.Tsk) -> None:
+        self._tsk = secret_key
+        self._decryptor = secret_key.decryptor()
+        self.public_key = pysequoia.armor(
+            bytes(secret_key.extract_certificate()), pysequoia.ArmorKind.PublicKey
+        )
+
+    @classmethod
+    def generate(cls) -> AgentKey:
+        return cls(
+            pysequoia.Tsk.generate(
+                KEY_USER_ID,
+                profile=pysequoia.Profile.RFC4880,
+                cipher_suite=pysequoia.CipherSuite.Cv25519,
+            )
+        )
+
+    @classmethod
+    def load_or_create(cls, store: CredentialStore) -> AgentKey:
+        stored = store.read(KEY_FILE)
+        if stored is not None:
+            try:
+                return cls(pysequoia.Tsk.from_bytes(stored.encode("utf-8")))
+            except Exception as err:  # pysequoia raises plain exceptions for parse errors
+                raise PersistenceError(f"{KEY_FILE} is not a valid OpenPGP secret key") from err
+        key = cls.generate()
+        store.write(KEY_FILE, pysequoia.armor(bytes(key._tsk), pysequoia.ArmorKind.SecretKey))
+        return key
+
+    @property
+    def fingerprint(self) -> str:
+        return str(self._tsk.extract_certificate().fingerprint)
+
+    def decrypt(self, key: str, armored: str) -> SecretValue:
+        """Decrypt one secret value; ``""`` means empty and is not ciphertext."""
+        if armored == "":
+            return SecretValue("")
+        try:
+            plain = pysequoia.decrypt(armored.encode("utf-8"), decryptor=self._decryptor).bytes
+        except Exception as err:  # pysequoia raises plain exceptions for every decryption failure
+            raise SecretError(key, "not an OpenPGP message for this agent's key") from err
+        if plain is None:
+            raise SecretError(key, "the message holds no data")
+        try:
+            return SecretValue(plain.decode("utf-8"))
+        except UnicodeDecodeError as err:
+            raise SecretError(key, "the decrypted value is not UTF-8 text") from err
+
+    def decrypt_all(self, secrets: Mapping[str, str]) -> dict[str, SecretValue]:
+        return {key: self.decrypt(key, value) for key, value in secrets.items()}

@@ -1,0 +1,92 @@
+"""Token and life-cycle commands: ``replaceToken`` (§4.3), ``update`` (§13.2) and ``close`` (§13.3)."""
+
+from __future__ import annotations
+
+import structlog
+
+from berth.agent.commands import Close, ReplaceToken, Update
+from berth.agent.ports import Lifecycle, PlatformLink
+from berth.agent.tokens import PendingReplacement, TokenKeeper
+from berth.errors import BerthError, PlatformError, TokenError, UpdateRefused
+from berth.model import CloseReason
+from berth.runtimes.base import SelfUpdater
+
+log = structlog.get_logger("berth.agent.lifecycle")
+
+
+def _sentence(text: str) -> str:
+    """The reference upper-cases the first letter of AbortUpdate errors."""
+    return text[:1].upper() + text[1:]
+
+
+class LifecycleHandler:
+    def __init__(
+        self,
+        keeper: TokenKeeper,
+        link: PlatformLink,
+        lifecycle: Lifecycle,
+        updater: SelfUpdater | None,
+    ) -> None:
+        self._keeper = keeper
+        self._link = link
+        self._lifecycle = lifecycle
+        self._updater = updater
+
+    async def _swap_token(self, raw: str) -> PendingReplacement:
+        """Validate, stage the file, TokenReplaced with the old token, then commit and switch.
+        On failure nothing is written and the old token stays in use."""
+        pending = self._keeper.prepare_replacement(raw)
+        try:
+            await self._link.token_replaced()
+        except BaseException:
+            pending.discard()
+            raise
+        pending.commit()
+        return pending
+
+    async def replace_token(self, command: ReplaceToken) -> str:
+        try:
+            await self._swap_token(command.token)
+        except TokenError as err:
+            log.error("replace_token_rejected", reason=str(err))
+            return "rejected"
+        except PlatformError as err:
+            log.error("token_replaced_failed", error=str(err))
+            return "failed"
+        log.info("token_replaced", token_type=self._keeper.current.type)
+        return "replaced"
+
+    async def update(self, command: Update) -> str:
+        if self._updater is None:
+            await self._link.abort_update("Self-update is not supported by this agent")
+            return "aborted"
+        try:
+            await self._swap_token(command.token)
+        except (TokenError, PlatformError) as err:
+            await self._link.abort_update(_sentence(f"update failed: {err}"))
+            return "aborted"
+        try:
+            await self._updater.begin_update(command.tag, command.timeout_s)
+        except (UpdateRefused, BerthError) as err:
+            await self._link.abort_update(_sentence(str(err)))
+            return "aborted"
+        log.info("update_started", tag=command.tag, timeout_s=command.timeout_s)
+        return "started"
+
+    async def close(self, command: Close) -> str:
+        match command.reason:
+            case CloseReason.SHUTDOWN:
+                self._lifecycle.request_exit(0, "the platform sent close(SHUTDOWN)")
+                return "shutdown"
+            case CloseReason.REVOKE_TOKEN:
+                self._keeper.revoke()
+                self._lifecycle.request_exit(0, "the platform revoked the token")
+                return "revoked"
+            case CloseReason.SELF_DESTRUCT:
+                if self._updater is not None and await self._updater.self_destruct():
+                    self._lifecycle.request_exit(0, "replaced by the updated agent")
+                    return "self_destructed"
+                log.info("self_destruct_ignored", reason="no update pending")
+                return "ignored"
+            case CloseReason.CLOSE | CloseReason.UNSPECIFIED:
+                return "ignored"

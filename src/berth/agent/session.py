@@ -1,0 +1,416 @@
+"""The gRPC session with the platform: dial the token's ``iss`` (TLS unless plaintext is explicitly
+allowed), send ``dyo-node-token`` on every call, keep one ``Connect`` open, hand each command to
+the dispatcher, apply the refusal rules and reconnect with jittered backoff. Also the
+``PlatformLink`` over gRPC: every answer and outbound stream the handlers use.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final, Generic, TypeVar
+
+import grpc
+import grpc.aio
+import structlog
+from google.protobuf.message import Message
+
+from berth.agent import codec
+from berth.agent.backoff import Backoff, HealthyTimer
+from berth.agent.commands import CallbackKind, Command, DeploymentMessage
+from berth.agent.health import HealthState
+from berth.agent.metrics import AgentMetrics
+from berth.agent.ports import MAX_MESSAGE_BYTES, OutboundStream
+from berth.agent.tokens import RefusalOutcome, TokenKeeper
+from berth.errors import PlatformUnavailable
+from berth.model import ContainerRef, StateUpdate, Target
+from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
+from berth.settings import KEEPALIVE_MIN_S, ConnectionSettings
+
+log = structlog.get_logger("berth.agent.session")
+
+T = TypeVar("T")
+
+ANSWER_TIMEOUT_S: Final = 10.0
+HALF_CLOSE_WAIT_S: Final = 10.0
+REFUSAL_CODES: Final = frozenset(
+    {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
+)
+SYSTEM_CA_FALLBACKS: Final = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+
+
+@dataclass(frozen=True)
+class AgentIdentity:
+    """What goes into AgentInfo besides the node id."""
+
+    version: str
+    public_key: str
+    container_name: str | None = None
+
+
+def _system_ca_bundle() -> bytes:
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile, *SYSTEM_CA_FALLBACKS):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate).read_bytes()
+    return b""
+
+
+def is_refusal(error: grpc.aio.AioRpcError) -> bool:
+    """§3.7/§4.4, including the "Forbidden resource" UNKNOWN (bad signature / wrong iss, §17 #1)."""
+    code = error.code()
+    return code in REFUSAL_CODES or (
+        code == grpc.StatusCode.UNKNOWN and "forbidden resource" in (error.details() or "").lower()
+    )
+
+
+def _describe_error(error: grpc.aio.AioRpcError) -> str:
+    details = (error.details() or "").strip()
+    return f"{error.code().name}: {details}" if details else error.code().name
+
+
+class PlatformChannel:
+    """One gRPC channel to the platform address of the token in use."""
+
+    def __init__(self, settings: ConnectionSettings) -> None:
+        self._settings = settings
+        self._channel: grpc.aio.Channel | None = None
+        self._key: tuple[str, str] | None = None
+        self._trust: bytes | None = None
+        self._closing: set[asyncio.Future[None]] = set()
+
+    def _options(self, iss: str) -> list[tuple[str, int | str]]:
+        keepalive_ms = int(max(self._settings.keepalive_s, KEEPALIVE_MIN_S) * 1000)
+        options: list[tuple[str, int | str]] = [
+            ("grpc.keepalive_time_ms", keepalive_ms),
+            ("grpc.keepalive_timeout_ms", int(self._settings.keepalive_timeout_s * 1000)),
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.max_pings_without_data", 0),
+            ("grpc.max_send_message_length", 4 * 1024 * 1024),
+            ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ("grpc.initial_reconnect_backoff_ms", max(50, int(self._settings.backoff_initial_s * 1000))),
+            ("grpc.min_reconnect_backoff_ms", max(50, int(self._settings.backoff_initial_s * 1000))),
+            ("grpc.max_reconnect_backoff_ms", max(100, int(self._settings.backoff_max_s * 1000))),
+            ("grpc.enable_retries", 0),
+        ]
+        if self._settings.dial_override and not self._settings.allow_plaintext:
+            options.append(("grpc.ssl_target_name_override", iss.rsplit(":", 1)[0]))
+        return options
+
+    def _credentials(self) -> grpc.ChannelCredentials:
+        if self._trust is None:
+            trust = _system_ca_bundle()
+            if self._settings.ca_file is not None:
+                trust += b"\n" + self._settings.ca_file.read_bytes()
+            self._trust = trust
+        return grpc.ssl_channel_credentials(root_certificates=self._trust or None)
+
+    def get(self, iss: str) -> grpc.aio.Channel:
+        target = self._settings.dial_override or iss
+        key = (target, iss)
+        if self._channel is not None and self._key == key:
+            return self._channel
+        self.discard()
+        if self._settings.allow_plaintext:
+            log.warning("platform_plaintext", target=target, reason="DEBUG=true or BERTH_INSECURE=true")
+            self._channel = grpc.aio.insecure_channel(target, options=self._options(iss))
+        else:
+            self._channel = grpc.aio.secure_channel(target, self._credentials(), options=self._options(iss))
+        self._key = key
+        return self._channel
+
+    def discard(self) -> None:
+        """Forget the channel (a later ``get`` dials anew); ``aclose`` closes it."""
+        if self._channel is not None:
+            channel = self._channel
+            self._channel = None
+            self._key = None
+            self._closing.add(asyncio.ensure_future(channel.close(None)))
+
+    async def aclose(self) -> None:
+        self.discard()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+            self._closing.clear()
+
+
+class ClientStream(Generic[T]):
+    """A client-streaming call: ``send`` until the platform completes it, ``close`` once."""
+
+    def __init__(
+        self,
+        call: grpc.aio.StreamUnaryCall[Message, common_pb2.Empty],
+        encode: Callable[[T], Sequence[Message]],
+        name: str,
+    ) -> None:
+        self._call = call
+        self._encode = encode
+        self._name = name
+        self._half_closed = False
+        self._done = asyncio.Event()
+        call.add_done_callback(lambda _: self._done.set())
+
+    @property
+    def completed_by_platform(self) -> bool:
+        return self._call.done() and not self._half_closed
+
+    async def send(self, item: T) -> bool:
+        if self._half_closed or self._call.done():
+            return False
+        try:
+            for message in self._encode(item):
+                await self._call.write(message)
+        except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as err:
+            log.info("stream_send_stopped", stream=self._name, reason=type(err).__name__)
+            return False
+        return True
+
+    async def close(self) -> None:
+        if self._half_closed:
+            return
+        self._half_closed = True
+        try:
+            if not self._call.done():
+                await self._call.done_writing()
+            await asyncio.wait_for(self._call, timeout=HALF_CLOSE_WAIT_S)
+        except TimeoutError:
+            log.warning("stream_close_unanswered", stream=self._name)
+            self._call.cancel()
+        except grpc.aio.AioRpcError as err:
+            if err.code() != grpc.StatusCode.CANCELLED:
+                log.warning("stream_ended_with_error", stream=self._name, error=_describe_error(err))
+        except (asyncio.InvalidStateError, grpc.aio.UsageError):
+            pass
+
+    async def wait_completed(self) -> None:
+        await self._done.wait()
+
+
+class GrpcPlatformLink:
+    """``PlatformLink`` over gRPC; every call carries the token currently in use."""
+
+    def __init__(self, channel: PlatformChannel, keeper: TokenKeeper) -> None:
+        self._channel = channel
+        self._keeper = keeper
+
+    def _stub(self) -> agent_pb2_grpc.AgentAsyncStub:
+        return agent_pb2_grpc.AgentStub(self._channel.get(self._keeper.current.iss))
+
+    def _metadata(self, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        return (("dyo-node-token", self._keeper.current.raw), *extra)
+
+    async def _unary(self, name: str, request: Message, metadata: tuple[tuple[str, str], ...]) -> None:
+        method = getattr(self._stub(), name)
+        try:
+            await method(request, metadata=metadata, timeout=ANSWER_TIMEOUT_S)
+        except grpc.aio.AioRpcError as err:
+            raise PlatformUnavailable(f"{name} failed: {_describe_error(err)}") from err
+
+    async def secret_list(self, target: Target, public_key: str, keys: Sequence[str]) -> None:
+        await self._unary(
+            "SecretList",
+            codec.secret_list_to_proto(target, public_key, keys),
+            self._metadata(*codec.container_metadata(target)),
+        )
+
+    async def containers_deleted(self, target: Target | None) -> None:
+        await self._unary(
+            "DeleteContainers", common_pb2.Empty(), self._metadata(*codec.container_metadata(target))
+        )
+
+    async def container_log(self, ref: ContainerRef, lines: Sequence[str]) -> None:
+        await self._unary(
+            "ContainerLog", codec.log_list_to_proto(lines), self._metadata(*codec.container_metadata(ref))
+        )
+
+    async def container_inspect(self, ref: ContainerRef, data: str) -> None:
+        await self._unary(
+            "ContainerInspect", codec.inspect_to_proto(data), self._metadata(*codec.container_metadata(ref))
+        )
+
+    async def command_error(
+        self, kind: CallbackKind, target: Target | None, status: int, message: str
+    ) -> None:
+        await self._unary(
+            "CommandError",
+            codec.command_error_to_proto(kind, status, message),
+            self._metadata(*codec.container_metadata(target)),
+        )
+
+    async def token_replaced(self) -> None:
+        await self._unary("TokenReplaced", common_pb2.Empty(), self._metadata())
+
+    async def abort_update(self, error: str) -> None:
+        await self._unary("AbortUpdate", agent_pb2.AgentAbortUpdate(error=error), self._metadata())
+
+    async def open_deployment_status(self, deployment_id: str) -> OutboundStream[DeploymentMessage]:
+        call = self._stub().DeploymentStatus(
+            None, metadata=self._metadata(("dyo-deployment-id", deployment_id))
+        )
+        return ClientStream(
+            call,  # type: ignore[arg-type]
+            lambda message: (codec.deployment_message_to_proto(message),),
+            f"deployment:{deployment_id}",
+        )
+
+    async def open_container_state(self, prefix: str) -> OutboundStream[StateUpdate]:
+        call = self._stub().ContainerState(None, metadata=self._metadata(("dyo-filter-prefix", prefix)))
+        return ClientStream(
+            call,  # type: ignore[arg-type]
+            lambda update: codec.state_update_chunks(prefix, update, MAX_MESSAGE_BYTES),
+            f"state:{prefix}",
+        )
+
+    async def open_log_stream(self, ref: ContainerRef) -> OutboundStream[str]:
+        call = self._stub().ContainerLogStream(None, metadata=self._metadata(*codec.container_metadata(ref)))
+        return ClientStream(call, lambda line: (codec.log_line_to_proto(line),), f"log:{ref.key}")  # type: ignore[arg-type]
+
+
+class Session:
+    """The connection loop. ``run`` returns an exit code only when the token situation says stop
+    (§4.4); everything else reconnects. Cancel the task running it to end the session."""
+
+    def __init__(
+        self,
+        settings: ConnectionSettings,
+        keeper: TokenKeeper,
+        identity: AgentIdentity,
+        health: HealthState,
+        *,
+        metrics: AgentMetrics | None = None,
+        accept_after_s: float = 3.0,
+        backoff: Backoff | None = None,
+    ) -> None:
+        self._settings = settings
+        self._keeper = keeper
+        self._identity = identity
+        self._health = health
+        self._metrics = metrics
+        self._accept_after_s = accept_after_s
+        self.backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        self.channel = PlatformChannel(settings)
+        self.link = GrpcPlatformLink(self.channel, keeper)
+        self.attempts = 0
+
+    async def run(
+        self,
+        on_command: Callable[[Command], Awaitable[None]],
+        on_new_session: Callable[[], None],
+    ) -> int:
+        try:
+            while True:
+                token = self._keeper.current
+                if self.attempts and self._metrics is not None:
+                    self._metrics.reconnects.inc()
+                self.attempts += 1
+                on_new_session()
+                healthy = HealthyTimer(self._settings.healthy_after_s)
+                error = await self._connect_once(on_command, healthy)
+                self._health.disconnected()
+                if healthy.was_healthy():
+                    self.backoff.reset()
+                if error is not None and is_refusal(error):
+                    exit_code = self._refused(error)
+                    if exit_code is not None:
+                        return exit_code
+                    continue
+                self._log_end(token.is_install, error)
+                if error is not None and error.code() == grpc.StatusCode.UNAVAILABLE:
+                    self.channel.discard()
+                delay = self.backoff.next_delay_s()
+                log.info("platform_reconnect_scheduled", delay_s=round(delay, 3))
+                await asyncio.sleep(delay)
+        finally:
+            self._health.disconnected()
+
+    def _refused(self, error: grpc.aio.AioRpcError) -> int | None:
+        token = self._keeper.current
+        if self._metrics is not None:
+            self._metrics.refusals.labels(token_type=token.type or "unknown").inc()
+        outcome = self._keeper.refused()
+        log.error(
+            "token_refused",
+            token_type=token.type,
+            status=error.code().name,
+            detail=(error.details() or "")[:300],
+            outcome=outcome.value,
+        )
+        match outcome:
+            case RefusalOutcome.RETRY_WITH_FALLBACK:
+                return None
+            case RefusalOutcome.STOP_PRIMARY_REFUSED:
+                return 0
+            case RefusalOutcome.STOP_FALLBACK_REFUSED:
+                return 1
+
+    def _log_end(self, install_token: bool, error: grpc.aio.AioRpcError | None) -> None:
+        if error is None:
+            log.info("platform_stream_ended")
+            return
+        code = error.code()
+        detail = (error.details() or "")[:300]
+        if code == grpc.StatusCode.FAILED_PRECONDITION and install_token:
+            log.error(
+                "install_token_expired",
+                status=code.name,
+                detail=detail,
+                hint="the install token has expired or was consumed; generate a new install script",
+            )
+        elif code == grpc.StatusCode.INVALID_ARGUMENT:
+            log.error(
+                "platform_rejected_request",
+                status=code.name,
+                detail=detail,
+                hint="check the token and the node id",
+            )
+        elif "certificate" in detail.lower() or "ssl" in detail.lower() or "handshake" in detail.lower():
+            log.error(
+                "platform_tls_failed",
+                status=code.name,
+                detail=detail,
+                hint="the platform's certificate is not trusted; set BERTH_CA_FILE to its CA bundle",
+            )
+        else:
+            log.warning("platform_connect_failed", status=code.name, detail=detail)
+
+    async def _connect_once(
+        self, on_command: Callable[[Command], Awaitable[None]], healthy: HealthyTimer
+    ) -> grpc.aio.AioRpcError | None:
+        token = self._keeper.current
+        stub = agent_pb2_grpc.AgentStub(self.channel.get(token.iss))
+        info = codec.agent_info_to_proto(
+            token.sub, self._settings.version, self._identity.public_key, self._identity.container_name
+        )
+        loop = asyncio.get_running_loop()
+
+        def accepted() -> None:
+            if not self._health.accepted:
+                healthy.start()
+                self._health.mark_accepted()
+                log.info("session_accepted", node_id=token.sub, token_type=token.type)
+
+        log.info(
+            "platform_connecting", target=self._settings.dial_override or token.iss, token_type=token.type
+        )
+        call = stub.Connect(info, metadata=(("dyo-node-token", token.raw),))
+        self._health.dialling()
+        timer = loop.call_later(self._accept_after_s, accepted)
+        try:
+            async for message in call:
+                accepted()
+                try:
+                    command = codec.command_from_proto(message)
+                except Exception:
+                    log.exception("command_undecodable")
+                    continue
+                await on_command(command)
+        except grpc.aio.AioRpcError as err:
+            return err
+        finally:
+            timer.cancel()
+            if not call.done():
+                call.cancel()
+        return None
