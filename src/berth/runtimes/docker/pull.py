@@ -125,8 +125,10 @@ class ImagePuller:
                 )
             remote_digest = str(remote.get("Descriptor", {}).get("digest", "")) or None
         except RuntimeFailure as err:
+            # Only a refusal is final here: a missing image, or an engine without the
+            # distribution endpoint (Podman), falls back to the pull, which says what is wrong.
             classified = _classify(image, err, credentials)
-            if classified is not None:
+            if classified is not None and "refused access" in str(classified):
                 raise classified from err
             check_problem = str(err)
         if local is not None and remote_digest and local_has_digest(local, image, remote_digest):
