@@ -1,0 +1,169 @@
+"""The deploy pipeline (§15.2 order, §17 corrections): namespace first, then per workload the
+ConfigMap, PVCs, Secret, Service, pull secret, Deployment, Ingress and ServiceMonitor, each a
+server-side apply; objects the new request no longer produces are removed (§17 #53); then the
+rollout wait (§17 #45) unless switched off."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import structlog
+
+from berth.errors import PermanentCommandError, RuntimeFailure
+from berth.model import ContainerState, DeploymentSpec, LogLevel, WorkloadSpec
+from berth.runtimes.base import DeployEvents
+from berth.runtimes.kubernetes import manifests, resources
+from berth.runtimes.kubernetes.api import KubeApi
+from berth.runtimes.kubernetes.bridge import Bridge
+from berth.runtimes.kubernetes.manifests import APP_LABEL, MANAGED, WorkloadObjects
+from berth.runtimes.kubernetes.rollout import wait_for_rollout
+from berth.settings import KubernetesSettings
+
+log = structlog.get_logger(__name__)
+Obj = dict[str, Any]
+MONITORING_API = "monitoring.coreos.com/v1"
+
+
+class Deployer:
+    def __init__(self, api: KubeApi, bridge: Bridge, settings: KubernetesSettings) -> None:
+        self._api = api
+        self._bridge = bridge
+        self._settings = settings
+
+    async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
+        started = time.monotonic()
+        try:
+            await self._deploy(deployment, events)
+        except RuntimeFailure as err:
+            await events.log(LogLevel.ERROR, f"Deployment failed: {err}")
+            log.warning("kube_deploy_failed", deployment_id=deployment.id, error=str(err))
+            raise
+        log.info(
+            "kube_deploy_finished",
+            deployment_id=deployment.id,
+            workloads=len(deployment.workloads),
+            duration_s=round(time.monotonic() - started, 3),
+        )
+
+    async def _deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
+        # build every object first: an invalid request changes nothing in the cluster
+        built = [(w, manifests.build(w, deployment.id, self._settings)) for w in deployment.workloads]
+        version = await self._bridge.call(self._api.version)
+        await events.log(LogLevel.INFO, f"Kubernetes API server {version.get('gitVersion', '?')} reachable")
+        namespaces = sorted({deployment.prefix, *(w.prefix for w in deployment.workloads)} - {""})
+        for ns in namespaces:
+            await self._apply(manifests.namespace(ns), events)
+        if deployment.shared_secrets:
+            await self._apply(manifests.shared_secret(deployment.prefix, deployment.shared_secrets), events)
+        monitoring = False
+        if any(objects.service_monitor is not None for _, objects in built):
+            monitoring = await self._bridge.call(self._api.has_api, MONITORING_API)
+            if not monitoring:
+                raise PermanentCommandError(
+                    f"metrics were requested but the ServiceMonitor CRD ({MONITORING_API}) is not installed"
+                )
+        total = max(len(built), 1)
+        for index, (workload, objects) in enumerate(built):
+            await self._apply_workload(workload, objects, events, monitoring)
+            await events.progress(workload.id, "applied", (index + 1) / total * 0.5)
+        if not self._settings.wait_for_rollout:
+            for workload, _ in built:
+                await events.instance(workload.id, ContainerState.WAITING, "applied; rollout wait is off")
+                await events.progress(workload.id, "applied", 1.0)
+            return
+        waits = [
+            asyncio.create_task(self._wait(w, events), name=f"kube-rollout-{w.ref.key}") for w, _ in built
+        ]
+        try:
+            outcomes = await asyncio.gather(*waits, return_exceptions=True)
+        finally:
+            for task in waits:
+                task.cancel()
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+
+    async def _wait(self, workload: WorkloadSpec, events: DeployEvents) -> None:
+        ns, name = workload.prefix, workload.name
+
+        async def fetch() -> tuple[Obj, list[Obj]]:
+            dep = await self._bridge.call(self._api.get, resources.DEPLOYMENT, ns, name)
+            pods = await self._bridge.call(
+                self._api.list, resources.POD, ns, label_selector=f"{APP_LABEL}={name}"
+            )
+            return dep, list(pods.get("items") or [])
+
+        await events.log(LogLevel.INFO, f"Waiting for the rollout of {ns}/{name}")
+        await wait_for_rollout(fetch, events, workload.id, self._settings.rollout_timeout_s)
+        await events.progress(workload.id, "rolled out", 1.0)
+        await events.log(LogLevel.INFO, f"Rollout of {ns}/{name} complete")
+
+    async def _apply(self, obj: Obj, events: DeployEvents) -> Obj:
+        result = await self._bridge.call(self._api.apply, obj)
+        meta = obj["metadata"]
+        where = f"{meta['namespace']}/{meta['name']}" if "namespace" in meta else meta["name"]
+        await events.log(LogLevel.INFO, f"Applied {obj['kind']} {where}")
+        return result
+
+    async def _apply_workload(
+        self, workload: WorkloadSpec, objects: WorkloadObjects, events: DeployEvents, monitoring: bool
+    ) -> None:
+        ns, name = workload.prefix, workload.name
+        if objects.config_map is not None:
+            await self._apply(objects.config_map, events)
+        for pvc in objects.pvcs:
+            await self._ensure_pvc(pvc, events)
+        await self._apply(objects.secret, events)
+        if objects.service is not None:
+            await self._apply(objects.service, events)
+        if objects.pull_secret is not None:
+            await self._apply(objects.pull_secret, events)
+        before = await self._bridge.call(self._api.get_or_none, resources.DEPLOYMENT, ns, name)
+        removal = manifests.removal_patch(before, objects.deployment) if before is not None else None
+        if removal is not None:
+            await self._bridge.call(self._api.strategic_patch, resources.DEPLOYMENT, ns, name, removal)
+        after = await self._apply(objects.deployment, events)
+        if before is not None and before["metadata"].get("generation") == after["metadata"].get("generation"):
+            await events.log(LogLevel.INFO, f"Deployment {ns}/{name} unchanged (no rollout needed)")
+        if objects.ingress is not None:
+            await self._apply(objects.ingress, events)
+        if objects.service_monitor is not None:
+            await self._apply(objects.service_monitor, events)
+        stale: list[tuple[resources.Kind, str]] = []
+        if objects.config_map is None:
+            stale.append((resources.CONFIG_MAP, name))
+        if objects.service is None:
+            stale.append((resources.SERVICE, name))
+        if objects.pull_secret is None:
+            stale.append((resources.SECRET, f"{name}-reg"))
+        if objects.ingress is None:
+            stale.append((resources.INGRESS, name))
+        if objects.service_monitor is None and (
+            monitoring or await self._bridge.call(self._api.has_api, MONITORING_API)
+        ):
+            stale.append((resources.SERVICE_MONITOR, name))
+        for kind, obj_name in stale:
+            await self._remove_stale(kind, ns, obj_name, events)
+
+    async def _ensure_pvc(self, pvc: Obj, events: DeployEvents) -> None:
+        """PVCs are created once and never resized or replaced (§15.5)."""
+        meta = pvc["metadata"]
+        existing = await self._bridge.call(
+            self._api.get_or_none, resources.PVC, meta["namespace"], meta["name"]
+        )
+        if existing is None:
+            await self._apply(pvc, events)
+        else:
+            await events.log(LogLevel.INFO, f"PersistentVolumeClaim {meta['namespace']}/{meta['name']} kept")
+
+    async def _remove_stale(self, kind: resources.Kind, ns: str, name: str, events: DeployEvents) -> None:
+        existing = await self._bridge.call(self._api.get_or_none, kind, ns, name)
+        if existing is None:
+            return
+        labels = existing["metadata"].get("labels") or {}
+        if not all(labels.get(k) == v for k, v in MANAGED.items()):
+            return  # not ours: leave it alone
+        await self._bridge.call(self._api.delete, kind, ns, name)
+        await events.log(LogLevel.INFO, f"Removed {kind.kind} {ns}/{name} (no longer part of the workload)")

@@ -1,0 +1,372 @@
+"""Deploy on a real kube-apiserver: every object checked with the API, idempotence, in-place
+updates, stale-object removal, the rollout wait (FAILED with a reason / SUCCESSFUL)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+from dataclasses import replace
+
+import pytest
+
+from berth.errors import InvalidSpec, PermanentCommandError
+from berth.model import (
+    ConfigContainer,
+    ContainerState,
+    DeploymentSpec,
+    DeploymentStrategy,
+    ExposeStrategy,
+    HealthCheck,
+    ImportContainer,
+    InitContainer,
+    KubernetesOptions,
+    Marker,
+    Port,
+    PortRange,
+    PortRangeBinding,
+    RegistryAuth,
+    ResourceConfig,
+    Resources,
+    Routing,
+    SecretValue,
+    Volume,
+    VolumeLink,
+    VolumeType,
+    WorkloadSpec,
+    frozen_map,
+)
+from berth.runtimes.kubernetes import resources
+from berth.runtimes.kubernetes.api_errors import Request
+from berth.runtimes.kubernetes.manifests import DEPLOYMENT_ID_ANNOTATION
+
+pytestmark = pytest.mark.kube
+
+
+def full_workload(prefix: str, name: str = "web") -> WorkloadSpec:
+    return WorkloadSpec(
+        id=f"wl-{name}",
+        prefix=prefix,
+        name=name,
+        image_name="berth/busybox",
+        tag="1",
+        registry="127.0.0.1:5000",
+        registry_auth=RegistryAuth(name="local", url="http://127.0.0.1:5000", user="u", password="p4ss"),
+        expose=ExposeStrategy.EXPOSE_WITH_TLS,
+        routing=Routing(
+            domain="app.example.test", path="api", strip_path=True, upload_limit="10m", port=8080
+        ),
+        config_container=ConfigContainer(image="127.0.0.1:5000/berth/busybox:1", volume="data", path="/cfg"),
+        import_container=ImportContainer(volume="data", command="copy src dst"),
+        user=1000,
+        tty=True,
+        working_directory="/work",
+        ports=(Port(8080, 80), Port(9090)),
+        port_ranges=(PortRangeBinding(PortRange(7000, 7002), PortRange(17000, 17002)),),
+        volumes=(
+            Volume("data", "/data", size="2Gi", type=VolumeType.RO, storage_class="fast"),
+            Volume("shared", "/shared", type=VolumeType.RWX),
+            Volume("cache", "/cache", size="64Mi", type=VolumeType.MEM),
+            Volume("scratch", "/scratch", type=VolumeType.TMP),
+            Volume("creds", "/creds", type=VolumeType.SECRET),
+        ),
+        commands=("sh", "-c"),
+        args=("httpd -f -p 8080",),
+        environment=frozen_map({"MODE": "prod", "LEVEL": "2"}),
+        secrets={"API_KEY": SecretValue("s3cr3t")},
+        init_containers=(
+            InitContainer(
+                name="migrate",
+                image="127.0.0.1:5000/berth/busybox:1",
+                use_parent_config=True,
+                volumes=(VolumeLink("data", "/migrate"),),
+                command=("sh",),
+                args=("-c", "true"),
+                environment=frozen_map({"STEP": "1"}),
+            ),
+        ),
+        kubernetes=KubernetesOptions(
+            deployment_strategy=DeploymentStrategy.RECREATE,
+            health_check=HealthCheck(
+                port=8080, liveness_path="/live", readiness_path="/ready", startup_path="/start"
+            ),
+            resources=ResourceConfig(
+                limits=Resources(cpu="0", memory="256Mi"), requests=Resources(cpu="20m")
+            ),
+            proxy_headers=True,
+            use_load_balancer=True,
+            annotations=Marker(
+                deployment=frozen_map({"team": "a"}),
+                service=frozen_map({"svc-note": "x"}),
+                ingress=frozen_map({"ing-note": "y"}),
+            ),
+            labels=Marker(
+                deployment=frozen_map({"tier": "web", "app": "hijack"}),
+                service=frozen_map({"svc": "1"}),
+                ingress=frozen_map({"ing": "1"}),
+            ),
+            custom_headers=("X-Custom",),
+            extra_lb_annotations=frozen_map({"lb.example/kind": "nlb"}),
+        ),
+    )
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+async def test_deploy_every_section_creates_each_object(runtime, admin, prefix, events) -> None:
+    workload = full_workload(prefix)
+    started = time.monotonic()
+    await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
+    elapsed = time.monotonic() - started
+    print(f"deploy with every section (rollout wait off): {elapsed:.2f} s")
+
+    ns = admin.get(resources.NAMESPACE, None, prefix)
+    assert ns["metadata"]["labels"]["io.berth.managed"] == "true"
+    cm = admin.get(resources.CONFIG_MAP, prefix, "web")
+    assert cm["data"] == {"LEVEL": "2", "MODE": "prod"}
+    secret = admin.get(resources.SECRET, prefix, "web")
+    assert secret["type"] == "Opaque" and secret["data"] == {"API_KEY": b64("s3cr3t")}
+    reg = admin.get(resources.SECRET, prefix, "web-reg")
+    assert reg["type"] == "kubernetes.io/dockerconfigjson"
+    auths = json.loads(base64.b64decode(reg["data"][".dockerconfigjson"]))["auths"]
+    assert auths["127.0.0.1:5000"]["auth"] == b64("u:p4ss")
+
+    pvc = admin.get(resources.PVC, prefix, "web-data")
+    assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]  # RO is read-write unless strict
+    assert pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
+    assert pvc["spec"]["storageClassName"] == "fast"
+    assert admin.get(resources.PVC, prefix, "web-shared")["spec"]["accessModes"] == ["ReadWriteMany"]
+    for absent in ("web-cache", "web-scratch", "web-creds"):
+        assert admin.get_or_none(resources.PVC, prefix, absent) is None
+
+    svc = admin.get(resources.SERVICE, prefix, "web")
+    assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["externalTrafficPolicy"] == "Local"
+    assert [p["port"] for p in svc["spec"]["ports"]] == [8080, 9090, 7000, 7001, 7002]  # inclusive range
+    assert svc["spec"]["ports"][0]["name"] == "tcp-8080"
+    assert svc["metadata"]["labels"]["app"] == "web" and svc["metadata"]["labels"]["svc"] == "1"
+    assert svc["metadata"]["annotations"] == {"lb.example/kind": "nlb", "svc-note": "x"}
+
+    dep = admin.get(resources.DEPLOYMENT, prefix, "web")
+    spec = dep["spec"]
+    assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
+    template = spec["template"]
+    assert template["metadata"]["labels"] == {"app": "web", "tier": "web"}  # app not overridable
+    assert template["metadata"]["annotations"][DEPLOYMENT_ID_ANNOTATION] == "d1"
+    assert template["metadata"]["annotations"]["team"] == "a"
+    pod = template["spec"]
+    main = pod["containers"][0]
+    assert main["image"] == "127.0.0.1:5000/berth/busybox:1"
+    assert main["imagePullPolicy"] == "Always"
+    assert main["command"] == ["sh", "-c"] and main["args"] == ["httpd -f -p 8080"]
+    assert main["envFrom"] == [{"configMapRef": {"name": "web"}}, {"secretRef": {"name": "web"}}]
+    assert main["tty"] is True and main["workingDir"] == "/work"
+    assert main["securityContext"] == {"runAsUser": 1000}
+    assert main["resources"]["limits"] == {"memory": "256Mi"}  # cpu "0" = no CPU limit
+    assert main["resources"]["requests"] == {"cpu": "20m", "memory": "64Mi"}
+    assert main["startupProbe"]["httpGet"]["path"] == "/start"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/ready"
+    assert main["livenessProbe"]["httpGet"] == {"path": "/live", "port": 8080, "scheme": "HTTP"}
+    assert {p["containerPort"] for p in main["ports"]} == {8080, 9090, 7000, 7001, 7002}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["cache"]["emptyDir"] == {"medium": "Memory", "sizeLimit": "64Mi"}
+    assert volumes["scratch"]["emptyDir"] == {"sizeLimit": "1G"}
+    assert volumes["creds"]["secret"]["secretName"] == "creds"
+    assert volumes["data"]["persistentVolumeClaim"] == {"claimName": "web-data"}
+    assert pod["imagePullSecrets"] == [{"name": "web-reg"}]
+    inits = [c["name"] for c in pod["initContainers"]]
+    assert inits == ["config-loader", "import", "migrate"]
+    assert pod["initContainers"][0]["command"] == ["rsync", "--delete", "-a", "/cfg", "/targetconfig"]
+    assert pod["initContainers"][1]["args"] == ["copy", "src", "dst"]
+    assert pod["initContainers"][2]["envFrom"] == main["envFrom"]
+    assert all(c["imagePullPolicy"] == "Always" for c in pod["initContainers"])
+
+    ing = admin.get(resources.INGRESS, prefix, "web")
+    rule = ing["spec"]["rules"][0]
+    assert rule["host"] == "app.example.test"
+    path = rule["http"]["paths"][0]
+    assert path["path"] == "/api/?(.*)" and path["pathType"] == "ImplementationSpecific"
+    assert path["backend"]["service"] == {"name": "web", "port": {"number": 8080}}
+    assert ing["spec"]["tls"] == [{"hosts": ["app.example.test"], "secretName": "web-tls"}]
+    assert ing["spec"]["ingressClassName"] == "nginx"
+    notes = ing["metadata"]["annotations"]
+    assert notes["nginx.ingress.kubernetes.io/rewrite-target"] == "/$1"
+    assert notes["nginx.ingress.kubernetes.io/proxy-body-size"] == "10m"
+    assert notes["nginx.ingress.kubernetes.io/cors-allow-headers"].startswith("X-Custom, X-Forwarded-For")
+    assert notes["cert-manager.io/cluster-issuer"] == "letsencrypt-prod" and notes["ing-note"] == "y"
+    assert ing["metadata"]["labels"]["ing"] == "1"
+    assert "Applied Deployment" in events.text() and "Applied Ingress" in events.text()
+    assert [s for _, s, _ in events.instances] == [ContainerState.WAITING]
+
+
+async def test_same_deployment_is_a_noop_new_id_rolls_changes_update_in_place(
+    runtime, admin, prefix, events
+) -> None:
+    workload = full_workload(prefix)
+    await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
+    first = admin.get(resources.DEPLOYMENT, prefix, "web")
+    await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
+    again = admin.get(resources.DEPLOYMENT, prefix, "web")
+    assert again["metadata"]["generation"] == first["metadata"]["generation"]
+    assert again["spec"]["template"] == first["spec"]["template"]
+    assert "unchanged (no rollout needed)" in events.text()
+    replica_sets = admin.call(
+        Request("list", resources.DEPLOYMENT, prefix), "GET", f"/apis/apps/v1/namespaces/{prefix}/replicasets"
+    )
+    assert len(replica_sets["items"]) == 1  # no second ReplicaSet: no pod restart
+
+    # a new deployment id of the same content rolls the pods (new pod template)
+    await runtime.deploy(DeploymentSpec(id="d2", prefix=prefix, workloads=(workload,)), events)
+    rolled = admin.get(resources.DEPLOYMENT, prefix, "web")
+    assert rolled["metadata"]["generation"] == first["metadata"]["generation"] + 1
+    assert rolled["spec"]["template"]["metadata"]["annotations"][DEPLOYMENT_ID_ANNOTATION] == "d2"
+
+    # a changed request updates in place and removes what it no longer produces (§17 #53)
+    changed = replace(
+        workload,
+        ports=(),
+        port_ranges=(),
+        expose=ExposeStrategy.NONE,
+        registry_auth=None,
+        environment=frozen_map({}),
+        kubernetes=replace(workload.kubernetes, health_check=None),
+        volumes=workload.volumes[:1],
+        secrets={"OTHER": SecretValue("v")},
+    )
+    await runtime.deploy(DeploymentSpec(id="d3", prefix=prefix, workloads=(changed,)), events)
+    for kind, name in (
+        (resources.SERVICE, "web"),
+        (resources.INGRESS, "web"),
+        (resources.SECRET, "web-reg"),
+        (resources.CONFIG_MAP, "web"),
+    ):
+        assert admin.get_or_none(kind, prefix, name) is None, f"stale {kind.kind} {name} left"
+    assert admin.get(resources.SECRET, prefix, "web")["data"] == {"OTHER": b64("v")}
+    assert admin.get_or_none(resources.PVC, prefix, "web-shared") is not None  # PVCs are kept
+    updated = admin.get(resources.DEPLOYMENT, prefix, "web")
+    main = updated["spec"]["template"]["spec"]["containers"][0]
+    assert "ports" not in main and "livenessProbe" not in main
+    assert main["envFrom"] == [{"secretRef": {"name": "web"}}]
+    assert updated["metadata"]["uid"] == first["metadata"]["uid"]
+
+
+async def test_invalid_requests_fail_before_touching_the_cluster(runtime, admin, prefix, events) -> None:
+    bad = replace(
+        full_workload(prefix),
+        kubernetes=KubernetesOptions(resources=ResourceConfig(limits=Resources(memory="lots"))),
+    )
+    with pytest.raises(InvalidSpec, match="resourceConfig.limits.memory"):
+        await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(bad,)), events)
+    assert admin.get_or_none(resources.NAMESPACE, None, prefix) is None
+    assert "Deployment failed" in events.text()
+    # a value only the API server rejects comes back as InvalidSpec naming the field (422)
+    rejected = replace(
+        WorkloadSpec(id="x", prefix=prefix, name="web", image_name="busybox"),
+        kubernetes=KubernetesOptions(labels=Marker(deployment=frozen_map({"bad key!": "v"}))),
+    )
+    with pytest.raises(InvalidSpec, match=r"Deployment\.spec\.template\.labels: Invalid value: \"bad key!\""):
+        await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(rejected,)), events)
+
+
+async def test_metrics_without_the_crd_fail_the_deploy(runtime, prefix, events) -> None:
+    from berth.model import Metrics
+
+    workload = replace(
+        WorkloadSpec(id="m", prefix=prefix, name="m", image_name="busybox", ports=(Port(80),)),
+        kubernetes=KubernetesOptions(metrics=Metrics(port=80, path="/m")),
+    )
+    with pytest.raises(PermanentCommandError, match="ServiceMonitor CRD"):
+        await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
+
+
+async def test_rollout_wait_fails_with_the_pod_reason(make_runtime, admin, prefix, events) -> None:
+    rt = make_runtime(wait_for_rollout=True, rollout_timeout_s=4.0)
+    workload = WorkloadSpec(id="wl-1", prefix=prefix, name="stuck", image_name="busybox", tag="1")
+
+    async def pull_fails() -> None:
+        pods = await asyncio.to_thread(lambda: _wait_pods(admin, prefix, "stuck"))
+        pod = pods[0]
+        pod["status"] = {
+            "phase": "Pending",
+            "containerStatuses": [
+                {
+                    "name": "stuck",
+                    "image": "docker.io/library/busybox:1",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull failed"}},
+                }
+            ],
+        }
+        await asyncio.to_thread(_patch_pod_status, admin, pod)
+
+    patcher = asyncio.create_task(pull_fails(), name="patch-pod-status")
+    with pytest.raises(PermanentCommandError, match="ImagePullBackOff") as failure:
+        await rt.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
+    await patcher
+    assert "did not complete within 4 s" in str(failure.value)
+    assert (workload.id, ContainerState.WAITING, "ImagePullBackOff") in events.instances
+    assert "Deployment failed: rollout did not complete" in events.text()
+
+
+async def test_rollout_wait_succeeds_when_the_pod_becomes_ready(make_runtime, admin, prefix, events) -> None:
+    rt = make_runtime(wait_for_rollout=True, rollout_timeout_s=30.0)
+    workload = WorkloadSpec(id="wl-ok", prefix=prefix, name="ok", image_name="busybox", tag="1")
+
+    async def becomes_ready() -> None:
+        pods = await asyncio.to_thread(lambda: _wait_pods(admin, prefix, "ok"))
+        await asyncio.to_thread(_patch_pod_status, admin, running_pod(pods[0], "ok"))
+
+    patcher = asyncio.create_task(becomes_ready(), name="patch-pod-ready")
+    await rt.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
+    await patcher
+    assert (workload.id, ContainerState.RUNNING, "rollout complete") in events.instances
+    assert events.progress_calls[-1] == (workload.id, "rolled out", 1.0)
+
+
+def _wait_pods(admin, prefix: str, name: str) -> list[dict]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        pods = admin.list(resources.POD, prefix, label_selector=f"app={name}").get("items") or []
+        if pods:
+            return pods
+        time.sleep(0.2)
+    raise AssertionError("no pod was created by the controllers")
+
+
+def _patch_pod_status(admin, pod: dict) -> None:
+    meta = pod["metadata"]
+    admin.call(
+        Request("patch", resources.POD, meta["namespace"], meta["name"]),
+        "PATCH",
+        resources.POD.path(meta["namespace"], meta["name"], "status"),
+        body={"status": pod["status"]},
+        content_type="application/merge-patch+json",
+    )
+
+
+def running_pod(pod: dict, container: str) -> dict:
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    pod["status"] = {
+        "phase": "Running",
+        "conditions": [
+            {"type": "Ready", "status": "True", "lastTransitionTime": now},
+            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
+            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+        ],
+        "containerStatuses": [
+            {
+                "name": container,
+                "image": "docker.io/library/busybox:1",
+                "imageID": "docker-pullable://busybox@sha256:" + "0" * 64,
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": now}},
+            }
+        ],
+    }
+    return pod
