@@ -15,9 +15,8 @@ import pytest
 
 from berth.errors import RuntimeFailure
 from berth.model import ContainerState, LogLevel
-from berth.runtimes.kubernetes import KubernetesRuntime
+from berth.runtimes.kubernetes import KubernetesRuntime, resources
 from berth.runtimes.kubernetes.api import KubeApi
-from berth.runtimes.kubernetes import resources
 from berth.settings import KubernetesSettings
 
 ROOT = Path(__file__).resolve().parents[3]

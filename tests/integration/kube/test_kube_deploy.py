@@ -257,7 +257,7 @@ async def test_invalid_requests_fail_before_touching_the_cluster(runtime, admin,
         full_workload(prefix),
         kubernetes=KubernetesOptions(resources=ResourceConfig(limits=Resources(memory="lots"))),
     )
-    with pytest.raises(InvalidSpec, match="resourceConfig.limits.memory"):
+    with pytest.raises(InvalidSpec, match=r"resourceConfig\.limits\.memory"):
         await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(bad,)), events)
     assert admin.get_or_none(resources.NAMESPACE, None, prefix) is None
     assert "Deployment failed" in events.text()
