@@ -7,8 +7,10 @@ after each test. Helper containers (init/import) carry the prefix label.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -17,9 +19,11 @@ import docker
 from berth.model import (
     PREFIX_LABEL,
     ContainerState,
+    ContainerStatus,
     DockerOptions,
     LogLevel,
     RegistryAuth,
+    StateUpdate,
     WorkloadSpec,
     frozen_map,
 )
@@ -103,3 +107,18 @@ def workload(prefix: str, name: str, **overrides: Any) -> WorkloadSpec:
 class PushedImage:
     reference: str  # registry/repository:tag, present in the registry, absent locally
     repository: str  # without the registry
+
+
+async def next_item(
+    updates: AsyncIterator[StateUpdate], predicate: Callable[[ContainerStatus], bool], timeout_s: float = 10.0
+) -> ContainerStatus:
+    """The first item of a watch that matches, waiting at most ``timeout_s``."""
+
+    async def scan() -> ContainerStatus:
+        async for update in updates:
+            for item in update.items:
+                if predicate(item):
+                    return item
+        raise AssertionError("the watch ended")
+
+    return await asyncio.wait_for(scan(), timeout_s)

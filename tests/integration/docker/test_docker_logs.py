@@ -1,0 +1,113 @@
+"""containerLog on the real engine: tail, timestamps, follow across restarts, bounded buffer."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import replace
+
+import docker
+import pytest
+from docker_support import RecordingEvents, workload
+
+from berth.errors import NotFound
+from berth.model import ContainerRef, DeploymentSpec, LogGap, LogItem
+from berth.runtimes.docker import DockerRuntime
+from berth.settings import DockerSettings
+
+pytestmark = pytest.mark.docker
+
+STAMP = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z ")
+
+
+async def deploy_script(runtime: DockerRuntime, prefix: str, script: str) -> ContainerRef:
+    spec = workload(prefix, "app", args=(script,))
+    await runtime.deploy(DeploymentSpec(id="d", prefix=prefix, workloads=(spec,)), RecordingEvents())
+    return spec.ref
+
+
+async def collect(items: object, predicate: object, timeout_s: float = 10.0) -> list[LogItem]:
+    got: list[LogItem] = []
+
+    async def run() -> None:
+        async for item in items:  # type: ignore[attr-defined]
+            got.append(item)
+            if predicate(got):  # type: ignore[operator]
+                return
+
+    await asyncio.wait_for(run(), timeout_s)
+    return got
+
+
+async def test_tail_with_timestamps(runtime: DockerRuntime, prefix: str) -> None:
+    ref = await deploy_script(
+        runtime, prefix, "for i in 1 2 3 4 5; do echo line$i; done; " + "exec sleep 1000"
+    )
+    await asyncio.sleep(0.3)
+    lines = [item async for item in runtime.logs(ref, follow=False, tail_lines=3)]
+    assert [line.split(" ", 1)[1] for line in lines if isinstance(line, str)] == [
+        "line3\n",
+        "line4\n",
+        "line5\n",
+    ]
+    assert all(isinstance(line, str) and STAMP.match(line) for line in lines)
+    assert [item async for item in runtime.logs(ref, follow=False, tail_lines=0)] == []
+
+
+async def test_missing_container_is_not_found(runtime: DockerRuntime, prefix: str) -> None:
+    with pytest.raises(NotFound):
+        async for _ in runtime.logs(ContainerRef(prefix, "nope"), follow=True, tail_lines=10):
+            pass
+
+
+async def test_follow_survives_a_restart_without_repeating_lines(
+    runtime: DockerRuntime, prefix: str, docker_client: docker.DockerClient
+) -> None:
+    ref = await deploy_script(
+        runtime, prefix, "echo started; trap 'exit 0' TERM; while true; do sleep 0.1; done"
+    )
+    follow = runtime.logs(ref, follow=True, tail_lines=100)
+    try:
+        first = await collect(follow, lambda got: any("started" in str(i) for i in got))
+        assert len(first) == 1
+        await asyncio.to_thread(docker_client.api.restart, ref.key, timeout=2)
+        second = await collect(follow, lambda got: any("started" in str(i) for i in got), timeout_s=15)
+        assert [str(i).split(" ", 1)[1] for i in second] == ["started\n"]
+        assert second[0] != first[0]
+    finally:
+        await follow.aclose()
+
+
+async def test_a_flood_is_bounded_and_the_gap_reported(settings: DockerSettings, prefix: str) -> None:
+    rt = DockerRuntime(replace(settings, log_buffer_lines=100))
+    total = 30_000
+    try:
+        ref = await deploy_script(
+            rt, prefix, f"seq 1 {total}; trap 'exit 0' TERM; while true; do sleep 0.1; done"
+        )
+        follow = rt.logs(ref, follow=True, tail_lines=total)
+        try:
+            first = await anext(follow)
+            assert isinstance(first, str)
+            await asyncio.sleep(1.0)  # a slow consumer: the reader thread keeps filling the buffer
+            seen_lines, dropped = 1, 0
+
+            def done(got: list[LogItem]) -> bool:
+                return (
+                    seen_lines
+                    + sum(1 for i in got if isinstance(i, str))
+                    + dropped
+                    + sum(i.dropped_lines for i in got if isinstance(i, LogGap))
+                    >= total
+                )
+
+            rest = await collect(follow, done)
+        finally:
+            await follow.aclose()
+    finally:
+        await rt.aclose()
+    gaps = [i for i in rest if isinstance(i, LogGap)]
+    lines = [i for i in rest if isinstance(i, str)]
+    assert gaps, "lines were dropped but no gap was reported"
+    assert 1 + len(lines) + sum(g.dropped_lines for g in gaps) == total
+    assert len(lines) <= 100 * (len(gaps) + 2)  # never more buffered than the bound between gaps
