@@ -60,10 +60,10 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
-async def eventually(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.01) -> Any:
+async def eventually(predicate: Callable[[], Any], within_s: float = 5.0, interval: float = 0.01) -> Any:
     """Poll a condition nothing notifies about (a file appearing, a counter in the agent)."""
-    async with asyncio.timeout(timeout):
-        while not (result := predicate()):
+    async with asyncio.timeout(within_s):
+        while not (result := predicate()):  # noqa: ASYNC110 - nothing to await on
             await asyncio.sleep(interval)
     return result
 
@@ -170,22 +170,22 @@ class FakePlatform(agent_pb2_grpc.AgentServicer):
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
-        async with asyncio.timeout(timeout), self._changed:
+    async def wait_for(self, predicate: Callable[[], Any], within_s: float = 5.0) -> Any:
+        async with asyncio.timeout(within_s), self._changed:
             await self._changed.wait_for(predicate)
         return predicate()
 
-    async def wait_accepted(self, count: int = 1, timeout: float = 5.0) -> ConnectRecord:
+    async def wait_accepted(self, count: int = 1, within_s: float = 5.0) -> ConnectRecord:
         accepted = lambda: [c for c in self.connects if c.status == grpc.StatusCode.OK]  # noqa: E731
-        await self.wait_for(lambda: len(accepted()) >= count, timeout)
+        await self.wait_for(lambda: len(accepted()) >= count, within_s)
         return accepted()[count - 1]
 
-    async def wait_unary(self, method: str, count: int = 1, timeout: float = 5.0) -> UnaryRecord:
-        await self.wait_for(lambda: len(self.calls(method)) >= count, timeout)
+    async def wait_unary(self, method: str, count: int = 1, within_s: float = 5.0) -> UnaryRecord:
+        await self.wait_for(lambda: len(self.calls(method)) >= count, within_s)
         return self.calls(method)[count - 1]
 
-    async def wait_stream(self, method: str, count: int = 1, timeout: float = 5.0) -> StreamRecord:
-        await self.wait_for(lambda: len(self.streams_of(method)) >= count, timeout)
+    async def wait_stream(self, method: str, count: int = 1, within_s: float = 5.0) -> StreamRecord:
+        await self.wait_for(lambda: len(self.streams_of(method)) >= count, within_s)
         return self.streams_of(method)[count - 1]
 
     def calls(self, method: str) -> list[UnaryRecord]:
@@ -462,5 +462,5 @@ class RunningAgent:
     agent: Agent
     task: asyncio.Task[int]
 
-    async def exit_code(self, timeout: float = 5.0) -> int:
-        return await asyncio.wait_for(asyncio.shield(self.task), timeout)
+    async def exit_code(self, within_s: float = 5.0) -> int:
+        return await asyncio.wait_for(asyncio.shield(self.task), within_s)
