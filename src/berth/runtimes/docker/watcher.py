@@ -22,18 +22,24 @@ from berth.runtimes.docker.status import status_from_summary
 log = structlog.get_logger(__name__)
 
 EVENT_QUEUE_SIZE: Final = 1024
-WATCHED_ACTIONS: Final = (
-    "create",
-    "start",
-    "restart",
-    "stop",
-    "die",
-    "kill",
-    "pause",
-    "unpause",
-    "destroy",
-    "rename",
-    "oom",
+# Filtered here, not by the engine: Podman filters on its own names ("died") but reports
+# Docker's ("die"), and says "remove" where Docker says "destroy".
+WATCHED_ACTIONS: Final = frozenset(
+    {
+        "create",
+        "start",
+        "restart",
+        "stop",
+        "die",
+        "kill",
+        "pause",
+        "unpause",
+        "destroy",
+        "rename",
+        "oom",
+        "remove",
+        "died",
+    }
 )
 _END: Final = object()
 
@@ -97,7 +103,7 @@ class StateWatcher:
                     queue.get_nowait()
                     queue.put_nowait(_END)
 
-        filters = {"type": "container", "event": list(WATCHED_ACTIONS), **label_filters(self._prefix)}
+        filters = {"type": "container", **label_filters(self._prefix)}
         stream = await self._bridge.call(
             "subscribe to container events", lambda c: c.api.events(decode=True, filters=filters)
         )
@@ -106,7 +112,9 @@ class StateWatcher:
         def pump() -> None:
             try:
                 for event in stream:
-                    loop.call_soon_threadsafe(offer, event)
+                    action = str(event.get("Action") or event.get("status") or "").split(":", 1)[0]
+                    if action in WATCHED_ACTIONS:
+                        loop.call_soon_threadsafe(offer, event)
             except Exception as err:  # the engine went away mid-read
                 log.debug("docker_events_read_failed", error=str(err))
             finally:

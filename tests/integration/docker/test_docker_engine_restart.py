@@ -1,0 +1,66 @@
+"""The engine restarts while a state watch is open: the watcher survives and resyncs with a full
+``initial=True`` list. It restarts the shared test engine, so it is marked ``engine_restart``
+(exclude with ``-m "not engine_restart"`` when others use the engine at the same time)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from docker_support import RecordingEvents, workload
+
+from berth.model import ContainerRef, ContainerState, DeploymentSpec, StateUpdate
+from berth.runtimes.docker import DockerRuntime
+
+pytestmark = [pytest.mark.docker, pytest.mark.engine_restart]
+
+TESTENV_DIR = Path(os.environ.get("BERTH_TESTENV_DIR", "/var/tmp/berth-testenv"))
+REPO = Path(__file__).resolve().parents[3]
+
+
+def restart_engine() -> None:
+    pid_file = TESTENV_DIR / "dockerd.pid"
+    if not pid_file.exists():
+        pytest.skip("dockerd was not started by tools/testenv.sh (no pid file): cannot restart it")
+    pid = int(pid_file.read_text().strip())
+    os.kill(pid, signal.SIGTERM)
+    for _ in range(300):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        subprocess.run(["sleep", "0.1"], check=True)
+    subprocess.run([str(REPO / "tools" / "testenv.sh"), "up"], check=True, capture_output=True)
+
+
+async def test_watch_survives_an_engine_restart(runtime: DockerRuntime, prefix: str) -> None:
+    spec = workload(prefix, "web")
+    await runtime.deploy(DeploymentSpec(id="d", prefix=prefix, workloads=(spec,)), RecordingEvents())
+    updates = runtime.watch(prefix)
+    try:
+        assert (await anext(updates)).initial
+        await asyncio.to_thread(restart_engine)
+
+        async def resynced() -> StateUpdate:
+            async for update in updates:
+                if update.initial:
+                    return update
+            raise AssertionError("the watch ended")
+
+        again = await asyncio.wait_for(resynced(), 60)
+        assert ContainerRef(prefix, "web") in {i.ref for i in again.items}
+        # live events flow again on the new subscription
+        await runtime.stop(ContainerRef(prefix, "web"))
+
+        async def exited() -> None:
+            async for update in updates:
+                if any(i.ref.name == "web" and i.state is ContainerState.EXITED for i in update.items):
+                    return
+
+        await asyncio.wait_for(exited(), 20)
+    finally:
+        await updates.aclose()
