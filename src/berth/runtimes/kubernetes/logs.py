@@ -170,7 +170,8 @@ class LogReader:
         finally:
             stop.set()
             for response in list(responses):
-                response.shutdown()
+                with contextlib.suppress(OSError):  # it may close itself meanwhile
+                    response.shutdown()
             for task in followed.values():
                 task.cancel()
             await asyncio.gather(*followed.values(), return_exceptions=True)

@@ -45,7 +45,8 @@ WORKLOAD_OBJECTS = (
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 with microseconds: two restarts within one second must still differ."""
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def _strip(obj: dict[str, Any]) -> dict[str, Any]:

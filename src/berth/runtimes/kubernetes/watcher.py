@@ -5,6 +5,7 @@ changed); REMOVED when a Deployment goes away (§15.7, §17 #40-#42, §18)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import threading
@@ -129,6 +130,8 @@ class StateWatcher:
                     yield update
                 else:
                     outcome = update
+            if outcome == RELIST:
+                log.info("kube_watch_relist", namespace=self._namespace, reason="410 Gone")
             if outcome == "error":
                 failures += 1
                 await asyncio.sleep(random.uniform(0, min(BACKOFF_MAX_S, 2.0**failures)))  # noqa: S311
@@ -188,7 +191,8 @@ class StateWatcher:
         finally:
             channel.stop.set()
             for response in list(channel.responses):
-                response.shutdown()
+                with contextlib.suppress(OSError):  # it may close itself meanwhile
+                    response.shutdown()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
