@@ -4,18 +4,19 @@ restarts (or is replaced), through a bounded buffer that counts what a flood for
 from __future__ import annotations
 
 import asyncio
-import math
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 import structlog
+from docker.types.daemon import CancellableStream
 
 from berth.errors import NotFound, RuntimeFailure
 from berth.model import ContainerRef, LogGap, LogItem
 from berth.runtimes.docker.bridge import EngineBridge
+from berth.runtimes.docker.logwire import open_log_stream
 from berth.runtimes.docker.lookup import find_container
 
 log = structlog.get_logger(__name__)
@@ -46,20 +47,24 @@ class LineBuffer:
         self.dropped_total = 0
 
     # producer side (thread)
-    def push(self, lines: Iterable[str]) -> None:
+    def push(self, lines: list[str]) -> None:
         wake = False
         with self._lock:
-            for line in lines:
-                if self._lines < self._capacity:
-                    self._items.append(line)
-                    self._lines += 1
-                else:
-                    gap = self._items[-1] if self._items else None
-                    if not isinstance(gap, _Gap):
-                        gap = _Gap()
-                        self._items.append(gap)
-                    gap.dropped += 1
-                    self.dropped_total += 1
+            room = self._capacity - self._lines
+            if len(lines) <= room:
+                self._items.extend(lines)
+                self._lines += len(lines)
+            else:
+                if room > 0:
+                    self._items.extend(lines[:room])
+                    self._lines += room
+                gap = self._items[-1] if self._items else None
+                if not isinstance(gap, _Gap):
+                    gap = _Gap()
+                    self._items.append(gap)
+                dropped = len(lines) - max(room, 0)
+                gap.dropped += dropped
+                self.dropped_total += dropped
             if self._waiting and self._items:
                 self._waiting = False
                 wake = True
@@ -74,7 +79,8 @@ class LineBuffer:
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
     # consumer side (event loop)
-    async def items(self) -> AsyncIterator[LogItem]:
+    async def next_batch(self) -> list[LogItem] | None:
+        """What arrived since the last call (waiting for something); ``None`` at the end."""
         while True:
             with self._lock:
                 batch = list(self._items)
@@ -85,26 +91,33 @@ class LineBuffer:
                     self._waiting = True
                     self._wakeup.clear()
             if batch:
-                for item in batch:
-                    yield LogGap(item.dropped) if isinstance(item, _Gap) else item
-            elif closed:
-                return
-            else:
-                await self._wakeup.wait()
+                return [LogGap(item.dropped) if isinstance(item, _Gap) else item for item in batch]
+            if closed:
+                return None
+            await self._wakeup.wait()
+
+
+def split_lines(data: bytes) -> tuple[list[str], bytes]:
+    """Complete lines of ``data`` (newline kept, decoded once) and the incomplete rest."""
+    cut = data.rfind(b"\n")
+    if cut < 0:
+        return [], data
+    text = data[: cut + 1].decode("utf-8", "replace")
+    parts = text.split("\n")
+    parts.pop()  # the empty string after the last newline
+    return [part + "\n" for part in parts], data[cut + 1 :]
 
 
 def pump_lines(stream: Iterable[bytes], buffer: LineBuffer) -> None:
-    """Blocking: split the engine's chunks into lines (newline kept) until the stream ends."""
+    """Blocking: split the engine's chunks into lines until the stream ends."""
     pending = b""
     try:
         for chunk in stream:
             if not chunk:
                 continue
-            data = pending + chunk if pending else chunk
-            parts = data.split(b"\n")
-            pending = parts.pop()
-            if parts:
-                buffer.push([part.decode("utf-8", "replace") + "\n" for part in parts])
+            lines, pending = split_lines(pending + chunk if pending else chunk)
+            if lines:
+                buffer.push(lines)
     except Exception as err:  # a broken connection ends this follow; the caller reopens
         log.debug("docker_log_read_failed", error=str(err))
     finally:
@@ -113,10 +126,9 @@ def pump_lines(stream: Iterable[bytes], buffer: LineBuffer) -> None:
         buffer.close()
 
 
-def since_after(line: str) -> float | None:
-    """Docker's ``since`` (unix seconds) just after a line's RFC 3339 nano timestamp, so a
-    reopened follow does not repeat it (the SDK takes a float: sub-microsecond precision is lost,
-    so the value is nudged up by one unit in the last place)."""
+def since_after(line: str) -> str | None:
+    """Docker's ``since`` (unix seconds with nanoseconds) just after a line's RFC 3339 nano
+    timestamp, so a reopened follow neither repeats nor skips lines."""
     stamp = line.split(" ", 1)[0]
     if not stamp.endswith("Z") or "T" not in stamp:
         return None
@@ -126,8 +138,9 @@ def since_after(line: str) -> float | None:
     except ValueError:
         return None
     nanos = int((fraction + "000000000")[:9]) + 1
-    after: float = math.nextafter(seconds + nanos / 1_000_000_000, math.inf)
-    return after
+    if nanos >= 1_000_000_000:
+        seconds, nanos = seconds + 1, nanos - 1_000_000_000
+    return f"{seconds}.{nanos:09d}"
 
 
 class LogFollower:
@@ -148,50 +161,55 @@ class LogFollower:
                 f"logs of {ref}",
                 lambda c: c.api.logs(cid, stdout=True, stderr=True, timestamps=True, tail=max(0, tail_lines)),
             )
-            for part in data.decode("utf-8", "replace").splitlines(keepends=True):
-                yield part if part.endswith("\n") else part + "\n"
+            lines, rest = split_lines(data)
+            for line in lines:
+                yield line
+            if rest:
+                yield rest.decode("utf-8", "replace") + "\n"
             return
-        since: float | None = None
+        since: str | None = None
         while True:
             last: str | None = None
-            async for item in self._follow_once(cid, ref, tail_lines, since):
-                if isinstance(item, str):
-                    last = item
-                yield item
+            stream, buffer, pumping = await self._open(attrs, ref, tail_lines, since)
+            try:
+                while (batch := await buffer.next_batch()) is not None:
+                    for item in batch:
+                        yield item
+                    last = next((i for i in reversed(batch) if isinstance(i, str)), last)
+            finally:
+                self._bridge.untrack(stream)
+                await asyncio.gather(pumping, return_exceptions=True)
             if last is not None:
                 since = since_after(last) or since
             elif since is None:
-                since = datetime.now(UTC).timestamp()
-            cid = await self._wait_running(ref)
+                since = f"{datetime.now(UTC).timestamp():.9f}"
+            attrs = await self._wait_running(ref)
 
-    async def _follow_once(
-        self, cid: str, ref: ContainerRef, tail_lines: int, since: float | None
-    ) -> AsyncIterator[LogItem]:
-        tail: int | Literal["all"] = max(0, tail_lines) if since is None else "all"
+    async def _open(
+        self, attrs: dict[str, Any], ref: ContainerRef, tail_lines: int, since: str | None
+    ) -> tuple[CancellableStream[bytes], LineBuffer, asyncio.Future[None]]:
+        """One follow request, read by a thread of the stream pool into a bounded buffer."""
+        cid = str(attrs["Id"])
+        tty = bool((attrs.get("Config") or {}).get("Tty"))
+        params: dict[str, Any] = {"stdout": 1, "stderr": 1, "follow": 1, "timestamps": 1}
+        if since is None:
+            params["tail"] = str(max(0, tail_lines))
+        else:
+            params["tail"] = "all"
+            params["since"] = since
         stream = await self._bridge.call(
-            f"follow logs of {ref}",
-            lambda c: c.api.logs(
-                cid,
-                stdout=True,
-                stderr=True,
-                stream=True,
-                follow=True,
-                timestamps=True,
-                tail=tail,
-                since=since,
-            ),
+            f"follow logs of {ref}", lambda c: open_log_stream(c, cid, tty=tty, params=params)
         )
         self._bridge.track(stream)
         buffer = LineBuffer(self._buffer_lines, asyncio.get_running_loop())
-        pumping = asyncio.wrap_future(self._bridge.submit_stream(lambda: pump_lines(stream, buffer)))
         try:
-            async for item in buffer.items():
-                yield item
-        finally:
+            pumping = asyncio.wrap_future(self._bridge.submit_stream(lambda: pump_lines(stream, buffer)))
+        except BaseException:
             self._bridge.untrack(stream)
-            await asyncio.gather(pumping, return_exceptions=True)
+            raise
+        return stream, buffer, pumping
 
-    async def _wait_running(self, ref: ContainerRef) -> str:
+    async def _wait_running(self, ref: ContainerRef) -> dict[str, Any]:
         """The follow ended: the container stopped (or was replaced). Wait until a container of
         that name runs again; the iterator ends only when the consumer closes it."""
         while True:
@@ -202,4 +220,4 @@ class LogFollower:
                 log.debug("log_follow_wait_failed", container=str(ref), error=str(err))
                 continue
             if attrs is not None and attrs["State"]["Status"] == "running":
-                return str(attrs["Id"])
+                return attrs
