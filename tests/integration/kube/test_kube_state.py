@@ -22,7 +22,6 @@ from berth.model import (
     StateUpdate,
     WorkloadSpec,
 )
-from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.watcher import StateWatcher
 
 from .test_kube_deploy import _patch_pod_status, _wait_pods, running_pod

@@ -89,7 +89,7 @@ class LogReader:
 
     async def _follow(self, ref: ContainerRef, pods: list[Obj], tail_lines: int) -> AsyncIterator[LogItem]:
         loop = asyncio.get_running_loop()
-        buffer: deque[tuple[str, str]] = deque()
+        buffer: deque[tuple[str, str | LogGap]] = deque()
         dropped = 0
         wakeup = asyncio.Event()
         stop = threading.Event()
@@ -104,6 +104,9 @@ class LogReader:
             if len(buffer) >= self._buffer_lines:
                 dropped += 1
             else:
+                if dropped:  # the gap sits where the lines were lost
+                    buffer.append((pod, LogGap(dropped)))
+                    dropped = 0
                 buffer.append((pod, line))
             wakeup.set()
 
@@ -160,13 +163,16 @@ class LogReader:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(wakeup.wait(), remaining)
                     wakeup.clear()
+                    while buffer:
+                        pod_name, entry = buffer.popleft()
+                        if isinstance(entry, LogGap):
+                            yield entry
+                            continue
+                        last_stamp[pod_name] = entry.partition(" ")[0]
+                        yield with_pod(entry, pod_name) if several else entry
                     if dropped:
                         gap, dropped = dropped, 0
                         yield LogGap(gap)
-                    while buffer:
-                        pod_name, line = buffer.popleft()
-                        last_stamp[pod_name] = line.partition(" ")[0]
-                        yield with_pod(line, pod_name) if several else line
         finally:
             stop.set()
             for response in list(responses):

@@ -1,0 +1,254 @@
+"""The install manifest (install-scripts/install-k8s.yaml.tmpl) applies on a real API server, and
+its ServiceAccount can do exactly what the Kubernetes runtime needs: SubjectAccessReview for every
+verb used (and denial of what is not needed), then the runtime itself runs as that account."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+import secrets
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import yaml
+
+from berth.errors import PermanentCommandError
+from berth.model import ContainerRef, DeploymentSpec, PrefixTarget, WorkloadSpec
+from berth.runtimes.kubernetes import KubernetesCredentialStore, KubernetesRuntime, resources
+from berth.runtimes.kubernetes.api import KubeApi
+from berth.runtimes.kubernetes.api_errors import Request
+
+from .test_kube_deploy import _wait_pods, full_workload
+
+pytestmark = pytest.mark.kube
+TEMPLATE = Path(__file__).resolve().parents[3] / "install-scripts" / "install-k8s.yaml.tmpl"
+CA = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
+
+PATHS = {
+    "Namespace": "/api/v1/namespaces/{name}",
+    "ServiceAccount": "/api/v1/namespaces/{ns}/serviceaccounts/{name}",
+    "Secret": "/api/v1/namespaces/{ns}/secrets/{name}",
+    "ConfigMap": "/api/v1/namespaces/{ns}/configmaps/{name}",
+    "Deployment": "/apis/apps/v1/namespaces/{ns}/deployments/{name}",
+    "ClusterRole": "/apis/rbac.authorization.k8s.io/v1/clusterroles/{name}",
+    "ClusterRoleBinding": "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{name}",
+}
+
+# (verb, group, resource, subresource): every call the runtime makes
+NEEDED = [
+    ("create", "", "namespaces", ""),
+    ("patch", "", "namespaces", ""),
+    ("delete", "", "namespaces", ""),
+    *[(v, "", r, "") for r in ("configmaps", "secrets") for v in ("get", "create", "patch", "delete")],
+    *[(v, "", "services", "") for v in ("get", "list", "watch", "create", "patch", "delete")],
+    *[(v, "", "persistentvolumeclaims", "") for v in ("get", "create", "patch")],
+    ("list", "", "pods", ""),
+    ("watch", "", "pods", ""),
+    ("get", "", "pods", "log"),
+    *[(v, "apps", "deployments", "") for v in ("get", "list", "watch", "create", "patch", "delete")],
+    *[(v, "networking.k8s.io", "ingresses", "") for v in ("get", "create", "patch", "delete")],
+    *[(v, "monitoring.coreos.com", "servicemonitors", "") for v in ("get", "create", "patch", "delete")],
+]
+NOT_NEEDED = [
+    ("list", "", "secrets", ""),
+    ("watch", "", "secrets", ""),
+    ("list", "", "namespaces", ""),
+    ("delete", "", "persistentvolumeclaims", ""),
+    ("create", "", "pods", ""),
+    ("delete", "", "pods", ""),
+    ("create", "", "pods", "exec"),
+    ("get", "", "nodes", ""),
+    ("list", "apps", "replicasets", ""),
+    ("update", "apps", "deployments", ""),
+    ("create", "rbac.authorization.k8s.io", "clusterroles", ""),
+    ("create", "rbac.authorization.k8s.io", "clusterrolebindings", ""),
+    ("get", "", "events", ""),
+    ("escalate", "rbac.authorization.k8s.io", "clusterroles", ""),
+]
+
+
+def render(workload_name: str) -> str:
+    values = {
+        "GRPC_TOKEN": "install.jwt.token",
+        "NODE_NAME": "cluster-1",
+        "PLATFORM_ADDRESS": "platform.example.test:5443",
+        "CA_PEM": CA,
+        "CA_PEM_B64": base64.b64encode(CA.encode()).decode(),
+        "INSECURE": "false",
+        "IMAGE": "127.0.0.1:5000/berth/agent:test",
+        "WORKLOAD_NAME": workload_name,
+        "DATA_DIR": "/srv/berth",
+    }
+    text = TEMPLATE.read_text()
+    rendered = re.sub(r"@@([A-Z_0-9]+)@@", lambda m: values[m.group(1)], text)
+    assert "@@" not in rendered
+    return rendered
+
+
+def apply_manifest(admin: KubeApi, text: str) -> list[dict]:
+    docs = [d for d in yaml.safe_load_all(text) if d]
+    for doc in docs:
+        meta = doc["metadata"]
+        path = PATHS[doc["kind"]].format(ns=meta.get("namespace", ""), name=meta["name"])
+        admin.call(
+            Request("patch", resources.NAMESPACE, meta.get("namespace"), meta["name"]),
+            "PATCH",
+            path,
+            query=[("fieldManager", "berth-install"), ("force", "true")],
+            body=yaml.safe_dump(doc).encode(),
+            content_type="application/apply-patch+yaml",
+        )
+    return docs
+
+
+def can(admin: KubeApi, user: str, verb: str, group: str, resource: str, sub: str, ns: str) -> bool:
+    review = {
+        "apiVersion": "authorization.k8s.io/v1",
+        "kind": "SubjectAccessReview",
+        "spec": {
+            "user": user,
+            "groups": ["system:serviceaccounts", "system:authenticated"],
+            "resourceAttributes": {
+                "verb": verb,
+                "group": group,
+                "resource": resource,
+                "subresource": sub,
+                "namespace": "" if resource == "namespaces" else ns,
+            },
+        },
+    }
+    answer = admin.call(
+        Request("create", resources.NAMESPACE),
+        "POST",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        body=review,
+        content_type="application/json",
+    )
+    return bool(answer["status"].get("allowed"))
+
+
+def service_account_kubeconfig(
+    admin: KubeApi, tmp_path: Path, ns: str, account: str, server_kubeconfig: str
+) -> str:
+    token = admin.call(
+        Request("create", resources.NAMESPACE, ns, account),
+        "POST",
+        f"/api/v1/namespaces/{ns}/serviceaccounts/{account}/token",
+        body={
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"expirationSeconds": 600},
+        },
+        content_type="application/json",
+    )["status"]["token"]
+    config = yaml.safe_load(Path(server_kubeconfig).read_text())
+    config["users"] = [{"name": "agent", "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = "agent"
+    path = tmp_path / "agent.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+async def test_install_manifest_applies_and_grants_exactly_what_the_runtime_uses(
+    admin, settings, kubeconfig, prefix, events, tmp_path
+) -> None:
+    name = f"bt-agent-{secrets.token_hex(3)}"
+    docs = apply_manifest(admin, render(name))
+    try:
+        assert [d["kind"] for d in docs] == [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "Secret",
+            "ConfigMap",
+            "Deployment",
+        ]
+        deployment = admin.get(resources.DEPLOYMENT, name, f"{name}-agent")
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["serviceAccountName"] == f"{name}-agent"
+        main = pod["containers"][0]
+        env = {e["name"]: e for e in main["env"]}
+        assert env["CRANE_IN_CLUSTER"]["value"] == "true" and env["BERTH_RUNTIME"]["value"] == "kubernetes"
+        assert env["GRPC_TOKEN"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"{name}-install-token",
+            "key": "GRPC_TOKEN",
+        }
+        assert (
+            env["CRANE_DEPLOYMENT_NAME"]["value"] == f"{name}-agent"
+        )  # the Deployment, not the pod (§17 #30)
+        assert env["CRANE_DEPLOYMENT_NAMESPACE"]["value"] == name
+        assert env["BERTH_CA_FILE"]["value"] == "/etc/berth/ca/ca.pem"
+        assert "livenessProbe" in main and "readinessProbe" in main and main["resources"]["limits"]
+        token = admin.get(resources.SECRET, name, f"{name}-install-token")
+        assert base64.b64decode(token["data"]["GRPC_TOKEN"]).decode() == "install.jwt.token"
+        ca = admin.get(resources.CONFIG_MAP, name, f"{name}-ca")
+        assert base64.b64decode(ca["binaryData"]["ca.pem"]).decode() == CA
+
+        user = f"system:serviceaccount:{name}:{name}-agent"
+        missing = [n for n in NEEDED if not can(admin, user, *n, prefix)]
+        assert not missing, f"the ServiceAccount lacks {missing}"
+        excess = [n for n in NOT_NEEDED if can(admin, user, *n, prefix)]
+        assert not excess, f"the ServiceAccount may do more than needed: {excess}"
+
+        # the runtime itself, authenticated as that ServiceAccount
+        agent_config = service_account_kubeconfig(admin, tmp_path, name, f"{name}-agent", kubeconfig)
+        agent_settings = replace(
+            settings, kubeconfig=agent_config, secret_namespace=name, secret_name=f"{name}-secret"
+        )
+        runtime = KubernetesRuntime(agent_settings)
+        try:
+            workload = replace(
+                full_workload(prefix), kubernetes=replace(full_workload(prefix).kubernetes, metrics=None)
+            )
+            await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
+            await runtime.deploy(DeploymentSpec(id="d2", prefix=prefix, workloads=(workload,)), events)
+            updates = runtime.watch(prefix)
+            first = await anext(updates)
+            await updates.aclose()
+            assert [i.ref.name for i in first.items] == ["web"]
+            assert (await runtime.list_state(None)).items
+            ref = ContainerRef(prefix, "web")
+            await runtime.stop(ref)
+            await runtime.start(ref)
+            await runtime.restart(ref)
+            assert await runtime.inspect(ref)
+            assert await runtime.secret_keys(ref) == ["API_KEY"]
+            await asyncio.to_thread(_wait_pods, admin, prefix, "web")
+            logs = [line async for line in runtime.logs(ref, follow=False, tail_lines=5)]
+            assert logs == []  # pods exist but never started (no kubelet)
+            small = WorkloadSpec(id="s", prefix=prefix, name="web", image_name="busybox")
+            await runtime.deploy(
+                DeploymentSpec(id="d3", prefix=prefix, workloads=(small,)), events
+            )  # stale removal
+            await runtime.delete(ref)
+            await runtime.delete(PrefixTarget(prefix))
+        finally:
+            await runtime.aclose()
+        store = KubernetesCredentialStore(agent_settings)
+        try:
+            store.write("token.jwt", "a.b.c")
+            assert store.read("token.jwt") == "a.b.c"
+            store.delete("token.jwt")
+        finally:
+            store.close()
+
+        # what the account may not do is reported naming the missing permission (403)
+        agent_api = KubeApi(agent_settings)
+        try:
+            with pytest.raises(
+                PermanentCommandError, match=r"lacks the permission to list secrets \(API group core\)"
+            ):
+                agent_api.list(resources.SECRET, name)
+        finally:
+            agent_api.close()
+    finally:
+        admin.delete(resources.NAMESPACE, None, name)
+        for kind in ("ClusterRoleBinding", "ClusterRole"):
+            admin.call(
+                Request("delete", resources.NAMESPACE, None, name),
+                "DELETE",
+                PATHS[kind].format(ns="", name=f"{name}-agent"),
+            )

@@ -1,0 +1,167 @@
+"""Logs through the real API server's pods/log, proxied to a fake kubelet: tail, follow, and
+re-following when the pod is replaced."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from berth.model import ContainerRef, DeploymentSpec, WorkloadSpec
+from berth.runtimes.kubernetes import resources
+from berth.runtimes.kubernetes.api import KubeApi
+from berth.runtimes.kubernetes.api_errors import Request
+
+from .fake_kubelet import FakeKubelet
+from .test_kube_deploy import _patch_pod_status, _wait_pods, running_pod
+
+pytestmark = pytest.mark.kube
+
+
+@pytest.fixture
+def kubelet(tmp_path) -> Iterator[FakeKubelet]:
+    fake = FakeKubelet(tmp_path)
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def node(admin: KubeApi, kubelet: FakeKubelet) -> Iterator[str]:
+    name = f"bt-node-{secrets.token_hex(3)}"
+    path = f"/api/v1/nodes/{name}"
+    request = Request("create", resources.NAMESPACE, None, name)
+    admin.call(
+        request, "POST", "/api/v1/nodes", body={"metadata": {"name": name}}, content_type="application/json"
+    )
+    status = {
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}},
+        }
+    }
+    admin.call(request, "PATCH", f"{path}/status", body=status, content_type="application/merge-patch+json")
+    yield name
+    admin.call(request, "DELETE", path)
+
+
+def start_on_node(admin: KubeApi, prefix: str, app: str, node: str, *, skip: set[str] = frozenset()) -> str:
+    pods = [p for p in _wait_pods(admin, prefix, app) if p["metadata"]["name"] not in skip]
+    while not pods:
+        pods = [p for p in _wait_pods(admin, prefix, app) if p["metadata"]["name"] not in skip]
+    pod = pods[0]
+    name = pod["metadata"]["name"]
+    admin.call(
+        Request("create", resources.POD, prefix, name),
+        "POST",
+        resources.POD.path(prefix, name, "binding"),
+        body={
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": name},
+            "target": {"kind": "Node", "name": node},
+        },
+        content_type="application/json",
+    )
+    _patch_pod_status(admin, running_pod(admin.get(resources.POD, prefix, name), app))
+    return name
+
+
+async def collect(stream: AsyncIterator, count: int) -> list:
+    items = []
+    async with asyncio.timeout(20):
+        async for item in stream:
+            items.append(item)
+            if len(items) == count:
+                return items
+    return items
+
+
+async def test_tail_follow_and_pod_replacement(runtime, admin, prefix, events, kubelet, node) -> None:
+    await runtime.deploy(
+        DeploymentSpec(
+            id="d1",
+            prefix=prefix,
+            workloads=(WorkloadSpec(id="l", prefix=prefix, name="logger", image_name="busybox"),),
+        ),
+        events,
+    )
+    first = await asyncio.to_thread(start_on_node, admin, prefix, "logger", node)
+    kubelet.write(first, "one")
+    kubelet.write(first, "two")
+    ref = ContainerRef(prefix, "logger")
+
+    tail = [line async for line in runtime.logs(ref, follow=False, tail_lines=1)]
+    assert len(tail) == 1 and tail[0].endswith(" two\n") and tail[0].startswith("20")
+    pod, query = kubelet.requests[-1]
+    assert pod == first and query["tailLines"] == ["1"] and query["timestamps"] == ["true"]
+
+    stream = runtime.logs(ref, follow=True, tail_lines=1)
+    try:
+        assert (await collect(stream, 1))[0].endswith(" two\n")
+        kubelet.write(first, "three")
+        assert (await collect(stream, 1))[0].endswith(" three\n")
+
+        # the pod is replaced: the follow moves on to the new pod
+        kubelet.end(first)
+        admin.call(
+            Request("delete", resources.POD, prefix, first),
+            "DELETE",
+            resources.POD.path(prefix, first),
+            query=[("gracePeriodSeconds", "0")],
+        )
+        second = await asyncio.to_thread(start_on_node, admin, prefix, "logger", node, skip={first})
+        kubelet.write(second, "four")
+        assert (await collect(stream, 1))[0].endswith(" four\n")
+
+        # several pods: each line names its pod, after the timestamp
+        admin.merge_patch(resources.DEPLOYMENT, prefix, "logger", {"spec": {"replicas": 2}})
+        third = await asyncio.to_thread(start_on_node, admin, prefix, "logger", node, skip={first, second})
+        kubelet.write(third, "five")
+        line = (await collect(stream, 1))[0]
+        assert line.startswith("20") and line.endswith(f" [{third}] five\n")
+    finally:
+        await stream.aclose()
+
+
+async def test_follow_buffer_is_bounded_and_reports_the_gap(
+    settings, admin, prefix, events, kubelet, node, runtime
+) -> None:
+    from berth.model import LogGap
+    from berth.runtimes.kubernetes.bridge import Bridge
+    from berth.runtimes.kubernetes.logs import LogReader
+
+    await runtime.deploy(
+        DeploymentSpec(
+            id="d1",
+            prefix=prefix,
+            workloads=(WorkloadSpec(id="f", prefix=prefix, name="flood", image_name="busybox"),),
+        ),
+        events,
+    )
+    pod = await asyncio.to_thread(start_on_node, admin, prefix, "flood", node)
+    kubelet.write(pod, "start")
+    api, bridge = KubeApi(settings), Bridge()
+    stream = LogReader(api, bridge, buffer_lines=3).logs(
+        ContainerRef(prefix, "flood"), follow=True, tail_lines=1
+    )
+    try:
+        assert (await collect(stream, 1))[0].endswith(" start\n")
+        for n in range(10):
+            kubelet.write(pod, f"line {n}")
+        await asyncio.sleep(1.0)  # the consumer is slow: the buffer keeps 3 lines and counts the rest
+        items = await collect(stream, 4)
+        kubelet.write(pod, "after")
+        items += await collect(stream, 1)
+        assert [i.rsplit(" ", 2)[-2:] for i in items[:3]] == [
+            ["line", "0\n"],
+            ["line", "1\n"],
+            ["line", "2\n"],
+        ]
+        assert items[3] == LogGap(7)  # lines 3..9 were dropped, and the stream says so where they were
+        assert items[4].endswith(" after\n")
+    finally:
+        await stream.aclose()
+        bridge.close()
+        api.close()
