@@ -57,14 +57,14 @@ class Token:
         return self.type == INSTALL
 
 
-def _b64url_json(segment: str) -> Mapping[str, object]:
+def _b64url_json(segment: str, part: str) -> Mapping[str, object]:
     padded = segment + "=" * (-len(segment) % 4)
     try:
         decoded = json.loads(base64.urlsafe_b64decode(padded.encode("ascii")))
     except (binascii.Error, UnicodeError, ValueError) as err:
-        raise TokenError("token payload is not base64url-encoded JSON") from err
+        raise TokenError(f"token {part} is not base64url-encoded JSON") from err
     if not isinstance(decoded, dict):
-        raise TokenError("token payload is not a JSON object")
+        raise TokenError(f"token {part} is not a JSON object")
     return decoded
 
 
@@ -93,10 +93,10 @@ def parse_token(raw: str, *, now: float | None = None, skew_s: float = 60.0) -> 
     parts = raw.split(".")
     if len(parts) != 3 or not all(parts[:2]):
         raise TokenError("token is not a JWT (expected three dot-separated parts)")
-    header = _b64url_json(parts[0])
+    header = _b64url_json(parts[0], "header")
     if not isinstance(header.get("alg"), str):
         raise TokenError("token header has no algorithm")
-    claims = _b64url_json(parts[1])
+    claims = _b64url_json(parts[1], "payload")
     current = time.time() if now is None else now
     iat = _number_claim(claims, "iat")
     if iat is None:
