@@ -160,5 +160,5 @@ def test_decrypt_roundtrip_empty_value_and_failure_names_only_the_key(tmp_path: 
 
 def test_corrupt_key_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / KEY_FILE).write_text("garbage")
-    with pytest.raises(Exception, match="secret.key"):
+    with pytest.raises(Exception, match=r"secret\.key"):
         AgentKey.load_or_create(FileCredentialStore(tmp_path))
