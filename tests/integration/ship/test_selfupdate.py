@@ -59,11 +59,10 @@ def repo(client: docker.DockerClient) -> Iterator[str]:
 def sweep(client: docker.DockerClient) -> Iterator[list[str]]:
     """Names of networks made by a test; every container with the test label is removed after."""
     networks: list[str] = []
-    before = {c.id for c in client.containers.list(all=True, filters={"label": "io.berth.test=1"})}
     yield networks
-    for c in client.containers.list(all=True, filters={"label": "io.berth.test=1"}):
-        if c.id not in before and c.labels.get("io.berth.selfupdate-test") == "1":
-            c.remove(force=True, v=True)
+    for c in client.api.containers(all=True, filters={"label": "io.berth.selfupdate-test=1"}):
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(c["Id"], force=True, v=True)
     for n in networks:
         with contextlib.suppress(docker.errors.APIError):
             client.networks.get(n).remove()
@@ -151,7 +150,8 @@ def new_exec(client: docker.DockerClient, container_id: str, command: str) -> st
 async def _assert_rolled_back(client: docker.DockerClient, old: Any) -> None:
     attrs = await asyncio.to_thread(_inspect, client, old.name)
     assert attrs["Id"] == old.id and attrs["State"]["Running"]
-    names = {c.name for c in await asyncio.to_thread(client.containers.list, all=True)}
+    summaries = await asyncio.to_thread(client.api.containers, all=True)
+    names = {n.lstrip("/") for c in summaries for n in c["Names"]}
     assert f"{old.name}-update" not in names
 
 

@@ -37,6 +37,9 @@ log = structlog.get_logger("berth.selfupdate")
 
 UPDATE_SUFFIX: Final = "-update"
 POLL_INTERVAL_S: Final = 1.0
+# Roll back a little before the platform's own update window ends, so the AbortUpdate reaches it
+# while the node is still "updating" and the reason is shown (10 % of the window, at most 10 s).
+DEADLINE_MARGIN_MAX_S: Final = 10.0
 CLIENT_TIMEOUT_S: Final = 120
 DISCOVERY_TIMEOUT_S: Final = 3
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
@@ -339,7 +342,7 @@ class DockerSelfUpdater:
             aside_name=aside,
             successor_id=successor_id,
             image=image,
-            deadline=time.monotonic() + timeout_s,
+            deadline=time.monotonic() + timeout_s - min(DEADLINE_MARGIN_MAX_S, timeout_s * 0.1),
             accepted=accepted,
         )
         try:
