@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from berth.errors import NotFound, PersistenceError
+from berth.errors import NotFound, PermanentCommandError, PersistenceError
 from berth.model import (
     ContainerRef,
     DeploymentSpec,
@@ -102,6 +102,10 @@ async def test_delete_workload_keeps_pvcs_and_missing_is_success(runtime, admin,
     assert namespace is None or namespace["status"]["phase"] == "Terminating"
     gone = await runtime.delete(PrefixTarget("bt-never-existed"))
     assert gone.notes == ("namespace bt-never-existed was already gone",)
+    for protected in ("kube-system", "default", "dyrectorio"):  # dyrectorio: the agent's own (secret store)
+        with pytest.raises(PermanentCommandError, match="protected"):
+            await runtime.delete(PrefixTarget(protected))
+    assert admin.get(resources.NAMESPACE, None, "kube-system")["status"]["phase"] == "Active"
 
 
 async def test_inspect_and_secret_keys(runtime, prefix, events) -> None:

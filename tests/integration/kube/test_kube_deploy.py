@@ -41,6 +41,8 @@ from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api_errors import Request
 from berth.runtimes.kubernetes.manifests import DEPLOYMENT_ID_ANNOTATION
 
+from .conftest import wait_until
+
 pytestmark = pytest.mark.kube
 
 
@@ -207,15 +209,19 @@ async def test_same_deployment_is_a_noop_new_id_rolls_changes_update_in_place(
     workload = full_workload(prefix)
     await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
     first = admin.get(resources.DEPLOYMENT, prefix, "web")
+
+    def replica_sets() -> list[dict]:
+        path = f"/apis/apps/v1/namespaces/{prefix}/replicasets"
+        return admin.call(Request("list", resources.DEPLOYMENT, prefix), "GET", path)["items"]
+
+    await asyncio.to_thread(wait_until, replica_sets)
     await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
     again = admin.get(resources.DEPLOYMENT, prefix, "web")
     assert again["metadata"]["generation"] == first["metadata"]["generation"]
     assert again["spec"]["template"] == first["spec"]["template"]
     assert "unchanged (no rollout needed)" in events.text()
-    replica_sets = admin.call(
-        Request("list", resources.DEPLOYMENT, prefix), "GET", f"/apis/apps/v1/namespaces/{prefix}/replicasets"
-    )
-    assert len(replica_sets["items"]) == 1  # no second ReplicaSet: no pod restart
+    await asyncio.sleep(0.5)  # time for the controller to react, if it had anything to do
+    assert len(replica_sets()) == 1  # no second ReplicaSet: no pod restart
 
     # a new deployment id of the same content rolls the pods (new pod template)
     await runtime.deploy(DeploymentSpec(id="d2", prefix=prefix, workloads=(workload,)), events)

@@ -57,13 +57,11 @@ class Deployer:
             await self._apply(manifests.namespace(ns), events)
         if deployment.shared_secrets:
             await self._apply(manifests.shared_secret(deployment.prefix, deployment.shared_secrets), events)
-        monitoring = False
-        if any(objects.service_monitor is not None for _, objects in built):
-            monitoring = await self._bridge.call(self._api.has_api, MONITORING_API)
-            if not monitoring:
-                raise PermanentCommandError(
-                    f"metrics were requested but the ServiceMonitor CRD ({MONITORING_API}) is not installed"
-                )
+        monitoring = await self._bridge.call(self._api.has_api, MONITORING_API)
+        if any(objects.service_monitor is not None for _, objects in built) and not monitoring:
+            raise PermanentCommandError(
+                f"metrics were requested but the ServiceMonitor CRD ({MONITORING_API}) is not installed"
+            )
         total = max(len(built), 1)
         for index, (workload, objects) in enumerate(built):
             await self._apply_workload(workload, objects, events, monitoring)
@@ -140,9 +138,7 @@ class Deployer:
             stale.append((resources.SECRET, f"{name}-reg"))
         if objects.ingress is None:
             stale.append((resources.INGRESS, name))
-        if objects.service_monitor is None and (
-            monitoring or await self._bridge.call(self._api.has_api, MONITORING_API)
-        ):
+        if objects.service_monitor is None and monitoring:
             stale.append((resources.SERVICE_MONITOR, name))
         for kind, obj_name in stale:
             await self._remove_stale(kind, ns, obj_name, events)

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from berth.errors import NotFound
+from berth.errors import NotFound, PermanentCommandError
 from berth.model import (
     ContainerRef,
     DeleteOutcome,
@@ -42,6 +42,9 @@ WORKLOAD_OBJECTS = (
     (resources.SECRET, "-reg"),
     (resources.SERVICE_MONITOR, ""),
 )
+
+
+PROTECTED_NAMESPACES = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
 
 
 def _now() -> str:
@@ -95,6 +98,12 @@ class KubernetesRuntime:
 
     async def delete(self, target: Target) -> DeleteOutcome:
         if isinstance(target, PrefixTarget):
+            protected = PROTECTED_NAMESPACES | {
+                self._settings.secret_namespace,
+                self._settings.deployment_namespace,
+            }
+            if target.prefix in protected:
+                raise PermanentCommandError(f"namespace {target.prefix} is protected: Berth never deletes it")
             gone = await self._bridge.call(self._api.delete, resources.NAMESPACE, None, target.prefix)
             note = f"namespace {target.prefix} " + ("deleted" if gone else "was already gone")
             return DeleteOutcome(notes=(note,))
