@@ -175,10 +175,14 @@ class Agent:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(runtime.aclose)
             await self._start_health(stack)
+            # Self-discovery asks the engine (a blocking SDK call): off the loop.
+            container_name = (
+                await asyncio.to_thread(updater.own_container_name) if updater is not None else None
+            )
             identity = AgentIdentity(
                 version=settings.connection.version,
                 public_key=self.key.public_key,
-                container_name=updater.own_container_name() if updater is not None else None,
+                container_name=container_name,
             )
             session = Session(
                 settings.connection,

@@ -31,8 +31,8 @@ class HealthState:
 
     def _publish(self) -> None:
         if self._metrics is not None:
-            self._metrics.session_connected.set(1 if self.stream_open else 0)
-            self._metrics.session_accepted.set(1 if self.accepted else 0)
+            self._metrics.session_open = self.stream_open
+            self._metrics.session_accepted = self.accepted
         self.changed.set()
         self.changed = asyncio.Event()
 

@@ -304,7 +304,7 @@ class Session:
             while True:
                 token = self._keeper.current
                 if self.attempts and self._metrics is not None:
-                    self._metrics.reconnects.inc()
+                    self._metrics.reconnects += 1
                 self.attempts += 1
                 on_new_session()
                 healthy = HealthyTimer(self._settings.healthy_after_s)
@@ -329,7 +329,7 @@ class Session:
     def _refused(self, error: grpc.aio.AioRpcError) -> int | None:
         token = self._keeper.current
         if self._metrics is not None:
-            self._metrics.refusals.labels(token_type=token.type or "unknown").inc()
+            self._metrics.token_refused(token.type or "unknown")
         outcome = self._keeper.refused()
         log.error(
             "token_refused",

@@ -150,9 +150,7 @@ async def test_deploy_completed_early_by_platform_stops_sending(harness: Harness
     )
     stream = await harness.platform.wait_stream("DeploymentStatus")
     assert stream.completed_by_platform
-    await eventually(
-        lambda: harness.running.agent.metrics.commands.labels("deploy", "successful")._value.get()
-    )
+    await eventually(lambda: harness.running.agent.metrics.count("deploy", "successful"))
     # The session is alive: the next command is served.
     await harness.platform.send(
         _cmd(listSecrets=agent_pb2.ListSecretsRequest(target=common_pb2.ContainerOrPrefix(prefix="p")))
@@ -318,11 +316,7 @@ async def test_container_log_streaming_follows_until_completed(harness: Harness)
     assert [m.log for m in stream.messages] == ["old 2\n", "old 3\n", "new\n"]
     stream.complete()
     await asyncio.wait_for(stream.done.wait(), 5)
-    await eventually(
-        lambda: harness.running.agent.metrics.commands.labels(
-            "container_log", "completed_by_platform"
-        )._value.get()
-    )
+    await eventually(lambda: harness.running.agent.metrics.count("container_log", "completed_by_platform"))
 
 
 async def test_container_inspect_and_not_found(harness: Harness) -> None:

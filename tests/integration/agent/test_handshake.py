@@ -100,9 +100,7 @@ async def test_token_replaced_failure_keeps_old_token_and_writes_nothing(tmp_pat
         async with running_agent(settings, runtime=MemoryRuntime()) as running:
             await platform.wait_accepted()
             await running.agent.health.wait_accepted()
-            await eventually(
-                lambda: running.agent.metrics.commands.labels("replace_token", "failed")._value.get()
-            )
+            await eventually(lambda: running.agent.metrics.count("replace_token", "failed"))
             assert not (tmp_path / "data" / "token.jwt").exists()
             assert not list((tmp_path / "data").glob(".token.jwt.*"))
             assert running.agent.keeper is not None

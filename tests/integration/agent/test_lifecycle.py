@@ -237,9 +237,7 @@ async def test_metrics_endpoint_livez_readyz_metrics(tmp_path: Path) -> None:
                 )
             )
             await platform.wait_stream("ContainerState")
-            await eventually(
-                lambda: running.agent.metrics.commands.labels("container_state", "sent_once")._value.get()
-            )
+            await eventually(lambda: running.agent.metrics.count("container_state", "sent_once"))
             status, body = await _http_get(port, "/metrics")
             assert status == 200
             assert "berth_agent_session_accepted 1.0" in body

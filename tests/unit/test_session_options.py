@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from berth.agent.session import PlatformChannel
+from berth.settings import ConnectionSettings, load_agent_settings
+
+
+def test_keepalive_is_never_below_30_s_and_messages_are_capped() -> None:
+    options = dict(PlatformChannel(ConnectionSettings(keepalive_s=5.0))._options("platform:443"))
+    assert options["grpc.keepalive_time_ms"] == 30_000
+    assert options["grpc.keepalive_timeout_ms"] == 5_000
+    assert options["grpc.keepalive_permit_without_calls"] == 1
+    assert options["grpc.http2.max_pings_without_data"] == 0
+    assert options["grpc.max_send_message_length"] == 4 * 1024 * 1024
+    assert "grpc.ssl_target_name_override" not in options
+
+
+def test_dial_override_keeps_the_tls_name_of_iss() -> None:
+    channel = PlatformChannel(ConnectionSettings(dial_override="10.0.0.5:5000"))
+    assert (
+        dict(channel._options("platform.example.com:443"))["grpc.ssl_target_name_override"]
+        == "platform.example.com"
+    )
+
+
+def test_settings_clamp_keepalive_and_tls_is_the_default(tmp_path: Path) -> None:
+    settings = load_agent_settings({"GRPC_KEEPALIVE": "10s", "INTERNAL_MOUNT_PATH": str(tmp_path)})
+    assert settings.connection.keepalive_s == 30.0
+    assert settings.connection.allow_plaintext is False
+    assert load_agent_settings({"DEBUG": "true"}).connection.allow_plaintext is True
