@@ -17,7 +17,13 @@ import docker.errors
 import pytest
 
 from berth.errors import UpdateRefused
-from berth.runtimes.docker.selfupdate import DockerSelfUpdater
+from berth.runtimes.docker.selfupdate import (
+    DockerSelfUpdater,
+    collisions,
+    container_id_candidates,
+    new_image_reference,
+    successor_config,
+)
 from berth.settings import DockerSettings
 
 pytestmark = pytest.mark.docker
@@ -231,3 +237,115 @@ async def test_pull_uses_credentials_and_reports_unauthorized_and_missing_tags(
         for tag in ("old", "new"):
             with contextlib.suppress(docker.errors.APIError):
                 await asyncio.to_thread(client.images.remove, f"{repo}:{tag}", force=True)
+
+
+# -- pure parts (no engine) ------------------------------------------------------------------------
+
+ID = "92f4fb41d22ccd6aeaba493688dd83e9f011cefd21bf874d4cc250c26704c422"
+
+
+@pytest.mark.parametrize(
+    ("cgroup", "mountinfo", "hostname", "expected"),
+    [
+        (f"12:pids:/docker/{ID}\n1:cpu:/docker/{ID}", "", "abc", [ID, "abc"]),
+        (f"0::/machine.slice/libpod-{ID}.scope", "", None, [ID]),
+        (
+            "0::/",
+            f"98 79 254:0 /var/lib/containers/storage/overlay-containers/{ID}/userdata/hostname"
+            " /etc/hostname rw",
+            "node-host",
+            [ID, "node-host"],
+        ),
+        ("0::/", f"98 79 254:0 /var/lib/docker/containers/{ID}/hostname /etc/hostname rw", None, [ID]),
+        ("", "", "b2c3", ["b2c3"]),
+        ("", "", None, []),
+    ],
+)
+def test_own_container_candidates(
+    cgroup: str, mountinfo: str, hostname: str | None, expected: list[str]
+) -> None:
+    assert container_id_candidates(cgroup, mountinfo, hostname) == expected
+
+
+@pytest.mark.parametrize(
+    ("current", "tag", "expected"),
+    [
+        ("berth/agent:0.1", "0.2", "berth/agent:0.2"),
+        ("127.0.0.1:5000/berth/agent:1", "2", "127.0.0.1:5000/berth/agent:2"),
+        ("registry:5000/agent", "2", "registry:5000/agent:2"),
+        ("ghcr.io/x/agent:1@sha256:" + "a" * 64, "2", "ghcr.io/x/agent:2"),
+    ],
+)
+def test_new_image_reference_keeps_the_repository(current: str, tag: str, expected: str) -> None:
+    assert new_image_reference(current, tag) == expected
+
+
+@pytest.mark.parametrize("tag", ["", "a/b", "x@y", "two words"])
+def test_new_image_reference_refuses_odd_tags(tag: str) -> None:
+    with pytest.raises(UpdateRefused):
+        new_image_reference("berth/agent:1", tag)
+
+
+def test_successor_config_keeps_operator_settings_and_drops_image_defaults() -> None:
+    container = {
+        "Id": ID,
+        "Config": {
+            "Hostname": ID[:12],
+            "Image": "berth/agent:1",
+            "Env": ["PATH=/image", "GRPC_TOKEN=t", "NAME=n"],
+            "Labels": {"org.opencontainers.image.version": "1", "operator": "yes"},
+            "Cmd": ["agent"],
+            "Entrypoint": ["berth"],
+            "Volumes": {"/srv/dagent": {}},
+        },
+        "HostConfig": {
+            "Binds": ["/data:/srv/dagent"],
+            "NetworkMode": "appnet",
+            "RestartPolicy": {"Name": "always"},
+            "ExtraHosts": ["host.docker.internal:host-gateway"],
+            "ContainerIDFile": "/tmp/cid",
+            "LogConfig": {"Type": "json-file", "Config": {"max-size": "1m"}},
+        },
+        "Mounts": [{"Type": "bind", "Destination": "/srv/dagent"}],
+        "NetworkSettings": {
+            "Networks": {
+                "appnet": {"Aliases": [ID[:12], "agent"], "Links": None},
+                "other": {"Aliases": None, "Links": None},
+            }
+        },
+    }
+    image = {
+        "Config": {
+            "Env": ["PATH=/image"],
+            "Labels": {"org.opencontainers.image.version": "1"},
+            "Cmd": ["agent"],
+            "Entrypoint": ["berth"],
+            "Volumes": {"/srv/dagent": {}},
+        }
+    }
+    body, extra = successor_config(container, image, "berth/agent:2")
+    assert body["Image"] == "berth/agent:2"
+    assert body["Env"] == ["GRPC_TOKEN=t", "NAME=n"]
+    assert body["Labels"] == {"operator": "yes"}
+    assert "Cmd" not in body and "Entrypoint" not in body and "Hostname" not in body
+    assert body["HostConfig"]["RestartPolicy"] == {"Name": "always"}
+    assert body["HostConfig"]["ExtraHosts"] == ["host.docker.internal:host-gateway"]
+    assert body["HostConfig"]["LogConfig"]["Config"] == {"max-size": "1m"}
+    assert "ContainerIDFile" not in body["HostConfig"]
+    assert body["NetworkingConfig"] == {"EndpointsConfig": {"appnet": {"Aliases": ["agent"], "Links": None}}}
+    assert set(extra) == {"other"}
+
+
+def test_collisions_name_fixed_ports_static_ips_and_macs() -> None:
+    container = {
+        "Config": {"MacAddress": "02:42:ac:11:00:02"},
+        "HostConfig": {
+            "PortBindings": {"80/tcp": [{"HostIp": "", "HostPort": "8080"}], "81/tcp": [{"HostPort": ""}]}
+        },
+        "NetworkSettings": {"Networks": {"net": {"IPAMConfig": {"IPv4Address": "10.0.0.5"}}}},
+    }
+    assert collisions(container) == [
+        "host port 8080 (80/tcp)",
+        "a fixed MAC address",
+        "a static IP address on network net",
+    ]

@@ -55,16 +55,18 @@ _DEFAULT_NETWORK_MODES: Final = ("default", "bridge", "host", "none")
 
 def container_id_candidates(cgroup_text: str, mountinfo_text: str, hostname: str | None) -> list[str]:
     """Ways to name the own container, most exact first: the 64-hex id from ``/proc/self/cgroup``
-    (cgroup v1: ``…/docker/<id>``), then from ``/proc/self/mountinfo`` (the engine bind-mounts
-    ``…/containers/<id>/hostname``; works with cgroup v2 and host networking), then ``$HOSTNAME``
+    (cgroup v1: ``…/docker/<id>``, ``libpod-<id>.scope``), then from ``/proc/self/mountinfo`` (the
+    engine bind-mounts ``…/containers/<id>/hostname``, Podman ``…/overlay-containers/<id>/userdata/
+    hostname``; works with cgroup v2 and host networking), then ``$HOSTNAME``
     (a name or short id unless the container runs on the host network)."""
     found: list[str] = []
     first = cgroup_text.splitlines()[0] if cgroup_text.strip() else ""
-    last_segment = first.rsplit("/", 1)[-1].removeprefix("docker-").removesuffix(".scope")
+    last_segment = first.rsplit("/", 1)[-1].removesuffix(".scope")
+    last_segment = last_segment.removeprefix("docker-").removeprefix("libpod-")
     if _CONTAINER_ID.fullmatch(last_segment):
         found.append(last_segment)
     for line in mountinfo_text.splitlines():
-        match = re.search(r"/containers/([0-9a-f]{64})/(?:hostname|hosts|resolv\.conf)\b", line)
+        match = re.search(r"containers/([0-9a-f]{64})/(?:userdata/)?(?:hostname|hosts|resolv\.conf)\b", line)
         if match and match.group(1) not in found:
             found.append(match.group(1))
             break
@@ -309,7 +311,10 @@ class DockerSelfUpdater:
         except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
             raise UpdateRefused(f"Update failed: the container engine is not reachable ({err})") from err
         if own is None:
-            raise UpdateRefused("Update failed: the agent cannot find its own container")
+            raise UpdateRefused(
+                "Update failed: the agent cannot find its own container (an agent outside a "
+                "container, e.g. a systemd install, is updated by re-running its install script)"
+            )
         name = str(own["Name"]).lstrip("/")
         self._own_name = self._own_name or name
         problems = collisions(own)
