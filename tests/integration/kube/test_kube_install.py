@@ -6,20 +6,24 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import os
 import re
 import secrets
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
-from berth.errors import PermanentCommandError
+from berth.errors import NotFound, PermanentCommandError
 from berth.model import ContainerRef, DeploymentSpec, PrefixTarget, WorkloadSpec
 from berth.runtimes.kubernetes import KubernetesCredentialStore, KubernetesRuntime, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
 
+from .conftest import BASE
 from .test_kube_deploy import _wait_pods, full_workload
 
 pytestmark = pytest.mark.kube
@@ -252,3 +256,51 @@ async def test_install_manifest_applies_and_grants_exactly_what_the_runtime_uses
                 "DELETE",
                 PATHS[kind].format(ns="", name=f"{name}-agent"),
             )
+
+
+SCRIPT = TEMPLATE.parent / "install-k8s.sh"
+
+
+def _run_script(kubeconfig: str, *args: str) -> subprocess.CompletedProcess[str]:
+    kubectl = BASE / "bin" / "kubectl"
+    env = {**os.environ, "KUBECONFIG": kubeconfig, "KUBECTL": str(kubectl)}
+    return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=120)
+
+
+async def test_install_script_dry_run_apply_wait_and_uninstall(admin, kubeconfig, tmp_path) -> None:
+    if not (BASE / "bin" / "kubectl").is_file():
+        pytest.skip("kubectl was not extracted by tools/kube-apiserver.sh")
+    name = f"bt-inst-{secrets.token_hex(3)}"
+    manifest = tmp_path / "berth.yaml"
+    manifest.write_text(render(name))
+    try:
+        unrendered = await asyncio.to_thread(_run_script, kubeconfig, str(TEMPLATE))
+        assert unrendered.returncode == 2 and "PLACEHOLDERS" in unrendered.stderr
+
+        dry = await asyncio.to_thread(_run_script, kubeconfig, "--dry-run", str(manifest))
+        assert dry.returncode == 0 and "dry run (client side" in dry.stderr, dry.stderr
+        assert admin.get_or_none(resources.NAMESPACE, None, name) is None
+
+        # no kubelet here: everything is applied, then the rollout wait times out (exit 5)
+        applied = await asyncio.to_thread(_run_script, kubeconfig, "--timeout", "2", str(manifest))
+        assert applied.returncode == 5, applied.stderr
+        assert f"applied deployment.apps/{name}-agent" in applied.stderr
+        assert admin.get(resources.DEPLOYMENT, name, f"{name}-agent")["spec"]["replicas"] == 1
+        again = await asyncio.to_thread(_run_script, kubeconfig, "--dry-run", str(manifest))
+        assert again.returncode == 0 and "dry run (server side" in again.stderr, again.stderr
+
+        removed = await asyncio.to_thread(_run_script, kubeconfig, "--uninstall", str(manifest))
+        assert removed.returncode == 0, removed.stderr
+        namespace = admin.get_or_none(resources.NAMESPACE, None, name)
+        assert namespace is None or namespace["status"]["phase"] == "Terminating"
+        role = admin.call(Request("list", resources.NAMESPACE), "GET", PATHS["ClusterRole"].format(name=""))
+        assert f"{name}-agent" not in {r["metadata"]["name"] for r in role["items"]}
+    finally:
+        admin.delete(resources.NAMESPACE, None, name)
+        for kind in ("ClusterRoleBinding", "ClusterRole"):
+            with contextlib.suppress(NotFound):
+                admin.call(
+                    Request("delete", resources.NAMESPACE, None, name),
+                    "DELETE",
+                    PATHS[kind].format(ns="", name=f"{name}-agent"),
+                )
