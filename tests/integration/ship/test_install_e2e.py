@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import io
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -158,7 +160,9 @@ def agent_name(client: docker.DockerClient) -> Iterator[str]:
                 client.api.remove_container(c["Id"], force=True, v=True)
 
 
-def _run_script(script: Path, folder: Path, name: str, *args: str) -> subprocess.CompletedProcess[str]:
+def _run_script(
+    script: Path, folder: Path, name: str, *args: str, extra: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {
         **os.environ,
         "PERSISTENCE_FOLDER": str(folder),
@@ -166,6 +170,7 @@ def _run_script(script: Path, folder: Path, name: str, *args: str) -> subprocess
         "BERTH_NETWORK": "host",
         "BERTH_PULL": "never",
         "BERTH_RUN_ARGS": "--label io.berth.test=1 --env BERTH_BACKOFF_MAX=2s",
+        **(extra or {}),
     }
     return subprocess.run(["sh", str(script), *args], env=env, capture_output=True, text=True, timeout=120)
 
@@ -185,7 +190,11 @@ def _leftovers(client: docker.DockerClient, name: str) -> list[str]:
 
 
 async def _install(
-    platform: Platform, client: docker.DockerClient, name: str, tmp_path: Path
+    platform: Platform,
+    client: docker.DockerClient,
+    name: str,
+    tmp_path: Path,
+    extra: dict[str, str] | None = None,
 ) -> tuple[str, Path]:
     """Node created on the platform, install script rendered by it and run: connected over TLS."""
     assert platform.api is not None
@@ -200,7 +209,7 @@ async def _install(
     script.write_text(text)
     folder = tmp_path / "node-data"
     started = time.monotonic()
-    result = await asyncio.to_thread(_run_script, script, folder, name)
+    result = await asyncio.to_thread(functools.partial(_run_script, script, folder, name, extra=extra))
     assert result.returncode == 0, result.stderr
     await platform.wait_status(node_id, "connected")
     _figure("install script -> node connected", f"{time.monotonic() - started:.1f} s")
@@ -356,3 +365,43 @@ async def _wait_event(platform: Platform, node_id: str, kind: str, within_s: flo
         lambda: platform.events(node_id), lambda items: any(kind in str(e) for e in items), within_s
     )
     return next(e for e in events if kind in str(e))
+
+
+PODMAN_DIR = Path(os.environ.get("BERTH_PODMAN_DIR", "/var/tmp/berth-podman"))
+
+
+@pytest.mark.podman
+async def test_install_with_podman(
+    client: docker.DockerClient, images: None, platform: Platform, tmp_path: Path
+) -> None:
+    """The same rendered script with CRI_EXECUTABLE=podman and the Podman API socket: the agent
+    runs in a Podman container and drives Podman through the Docker-compatible API."""
+    sock = Path(os.environ.get("BERTH_PODMAN_SOCK", PODMAN_DIR / "podman.sock"))
+    if shutil.which("podman") is None or not await asyncio.to_thread(sock.is_socket):
+        pytest.skip("no Podman API socket (tools/podman.sh up starts one)")
+    podman_env = {**os.environ, "CONTAINERS_CONF": str(PODMAN_DIR / "containers.conf")}
+    loaded = await asyncio.to_thread(
+        subprocess.run,
+        f"docker save {REPO}:{TAG_1} | podman load -q",
+        shell=True,
+        env=podman_env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert loaded.returncode == 0, loaded.stderr
+    name = f"berth-e2e-podman-{uuid.uuid4().hex[:6]}"
+    try:
+        await platform.start(f"{REPO}:{TAG_1}")
+        extra = {
+            "CRI_EXECUTABLE": "podman",
+            "HOST_DOCKER_SOCK_PATH": str(sock),
+            "CONTAINERS_CONF": podman_env["CONTAINERS_CONF"],
+        }
+        node_id, _ = await _install(platform, client, name, tmp_path, extra)
+        node = await platform.node(node_id)
+        assert node["version"].startswith("0.15.4-")
+    finally:
+        await asyncio.to_thread(
+            subprocess.run, ["podman", "rm", "-f", "-v", name], env=podman_env, capture_output=True
+        )
