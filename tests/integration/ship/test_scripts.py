@@ -222,3 +222,19 @@ def test_systemd_install_switches_back_when_the_new_version_does_not_start(
     failing = _run(script, env=_systemd_env(tmp_path, berth_wheel, fail_restart=True))
     assert failing.returncode == 7 and "switching back" in failing.stderr
     assert os.readlink(current) == working
+
+
+def test_powershell_script_renders_and_is_balanced() -> None:
+    """No PowerShell on this machine: check what can be checked without one. Every placeholder is
+    known, the CA here-string closes at a line start, brackets balance outside strings, and the
+    token goes into an env file, never onto a command line."""
+    text = render(SCRIPTS / "install-docker.ps1.tmpl")
+    assert "\n'@\n" in text and CA.strip() in text
+    code = re.sub(r"@'\n.*?\n'@", "''", text, flags=re.S)  # here-strings
+    code = re.sub(r"'[^'\n]*'", "''", code)
+    code = re.sub(r'"(?:`.|[^"`\n])*"', '""', code)
+    code = "\n".join(line.split("#", 1)[0] for line in code.splitlines())
+    for opening, closing in ("{}", "()", "[]"):
+        assert code.count(opening) == code.count(closing), (opening, closing)
+    assert '"GRPC_TOKEN=$BerthToken"' in text and "--env-file" in text
+    assert "exit " not in code  # exit would close the user's shell under Invoke-Expression
