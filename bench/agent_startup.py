@@ -32,11 +32,15 @@ CONNECT_TARGET_S = 1.0
 RSS_TARGET_MB = 50.0
 
 
-def _rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+def _memory_mb(pid: int) -> dict[str, float]:
+    """Rss (what the target is about), Pss and Private (USS) from /proc/<pid>/smaps_rollup."""
+    values: dict[str, float] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        name, _, rest = line.partition(":")
+        if name in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+            values[name] = int(rest.split()[0]) / 1024
+    values["Private"] = values.pop("Private_Clean", 0.0) + values.pop("Private_Dirty", 0.0)
+    return values
 
 
 def _env(data_dir: Path, token: str, runtime: str) -> dict[str, str]:
@@ -101,7 +105,7 @@ async def measure(runs: int, idle_s: float, runtime: str) -> int:
                 await server.platform.wait_accepted(count=runs + 1, within_s=30)
                 await asyncio.sleep(idle_s)
                 alive = process.returncode is None and server.platform.connected
-                rss = _rss_mb(process.pid)
+                memory = _memory_mb(process.pid)
             finally:
                 await _stop(process)
     median = statistics.median(times)
@@ -111,9 +115,11 @@ async def measure(runs: int, idle_s: float, runtime: str) -> int:
         f"process start -> Connect at the platform: median {median * 1000:.0f} ms "
         f"({spread}; target < {CONNECT_TARGET_S * 1000:.0f} ms)"
     )
+    rss = memory["Rss"]
     print(
         f"idle RSS after {idle_s:.0f} s connected: {rss:.1f} MB "
-        f"(target < {RSS_TARGET_MB:.0f} MB); still connected: {alive}"
+        f"(target < {RSS_TARGET_MB:.0f} MB; PSS {memory['Pss']:.1f} MB, private {memory['Private']:.1f} MB); "
+        f"still connected: {alive}"
     )
     return 0 if median < CONNECT_TARGET_S and rss < RSS_TARGET_MB and alive else 1
 

@@ -47,7 +47,7 @@ def build_runtime(settings: AgentSettings) -> Runtime:
             runtime: Runtime = DockerRuntime(settings.docker)
             return runtime
         case "kubernetes":
-            from berth.runtimes.kubernetes import KubernetesRuntime  # type: ignore[attr-defined,unused-ignore]
+            from berth.runtimes.kubernetes import KubernetesRuntime
 
             kube_runtime: Runtime = KubernetesRuntime(settings.kubernetes)
             return kube_runtime
@@ -60,7 +60,7 @@ def build_runtime(settings: AgentSettings) -> Runtime:
 
 def build_store(settings: AgentSettings) -> CredentialStore:
     if settings.runtime == "kubernetes":
-        from berth.runtimes.kubernetes import KubernetesCredentialStore  # type: ignore[attr-defined,unused-ignore]
+        from berth.runtimes.kubernetes import KubernetesCredentialStore
 
         store: CredentialStore = KubernetesCredentialStore(settings.kubernetes)
         return store
@@ -72,7 +72,7 @@ def build_updater(settings: AgentSettings) -> SelfUpdater | None:
     if settings.runtime != "docker":
         return None
     try:
-        from berth.runtimes.docker.selfupdate import DockerSelfUpdater  # type: ignore[import-not-found,unused-ignore]
+        from berth.runtimes.docker.selfupdate import DockerSelfUpdater
     except ImportError:
         return None
     updater: SelfUpdater = DockerSelfUpdater(settings.docker)
