@@ -128,13 +128,14 @@ class PlatformChannel:
             channel = self._channel
             self._channel = None
             self._key = None
-            self._closing.add(asyncio.ensure_future(channel.close(None)))
+            closing = asyncio.create_task(channel.close(None), name="grpc-channel-close")
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
 
     async def aclose(self) -> None:
         self.discard()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
-            self._closing.clear()
 
 
 class ClientStream(Generic[T]):

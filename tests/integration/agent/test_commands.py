@@ -387,3 +387,18 @@ async def test_container_state_watch_with_many_containers_stays_under_message_li
     assert len(stream.messages) > 1
     assert all(m.ByteSize() < 4 * 1024 * 1024 for m in stream.messages)
     assert harness.runtime.containers["big-c0"].state == ContainerState.RUNNING
+
+
+async def test_streaming_log_of_missing_container_half_closes_without_command_error(harness: Harness) -> None:
+    await harness.platform.send(
+        _cmd(
+            containerLog=agent_pb2.ContainerLogRequest(
+                container=_container("p", "ghost"), streaming=True, tail=10
+            )
+        )
+    )
+    stream = await harness.platform.wait_stream("ContainerLogStream")
+    await asyncio.wait_for(stream.done.wait(), 5)
+    assert stream.half_closed_by_agent
+    assert stream.messages == []
+    assert harness.platform.calls("CommandError") == []

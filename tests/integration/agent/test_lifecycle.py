@@ -6,6 +6,7 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import grpc
 import pytest
 from conftest import Harness
 from fakeplatform import PlatformServer, agent_settings, eventually, running_agent
@@ -246,3 +247,28 @@ async def test_metrics_endpoint_livez_readyz_metrics(tmp_path: Path) -> None:
             await server.stop()
             await eventually(lambda: not running.agent.health.accepted)
             assert (await _http_get(port, "/readyz"))[0] == 503
+
+
+async def test_backoff_resets_after_a_healthy_session(tmp_path: Path) -> None:
+    async with PlatformServer() as server:
+        platform = server.platform
+        failures = {"left": 4}
+
+        def flaky(_: object) -> tuple[grpc.StatusCode, str] | None:
+            if failures["left"]:
+                failures["left"] -= 1
+                return grpc.StatusCode.UNAVAILABLE, "starting up"
+            return None
+
+        platform.connect_status_override = flaky
+        settings = agent_settings(tmp_path / "d", platform.issue_connection_token(), healthy_after_s=0.2)
+        async with running_agent(settings, runtime=MemoryRuntime()) as running:
+            await platform.wait_accepted()
+            session = running.agent.session
+            assert session is not None
+            assert session.backoff.failures == 4
+            await running.agent.health.wait_accepted()
+            await asyncio.sleep(0.3)  # the session must last healthy_after_s
+            await platform.end_stream()
+            await platform.wait_accepted(count=2)
+            assert session.backoff.failures == 1  # reset, then one delay for the ended stream
