@@ -314,7 +314,7 @@ class Session:
                 if healthy.was_healthy():
                     self.backoff.reset()
                 if error is not None and is_refusal(error):
-                    exit_code = self._refused(error)
+                    exit_code = await self._refused(error)
                     if exit_code is not None:
                         return exit_code
                     continue
@@ -327,11 +327,11 @@ class Session:
         finally:
             self._health.disconnected()
 
-    def _refused(self, error: grpc.aio.AioRpcError) -> int | None:
+    async def _refused(self, error: grpc.aio.AioRpcError) -> int | None:
         token = self._keeper.current
         if self._metrics is not None:
             self._metrics.token_refused(token.type or "unknown")
-        outcome = self._keeper.refused()
+        outcome = await asyncio.to_thread(self._keeper.refused)  # the store may be an API
         log.error(
             "token_refused",
             token_type=token.type,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import structlog
 
 from berth.agent.commands import Close, ReplaceToken, Update
@@ -35,13 +37,14 @@ class LifecycleHandler:
     async def _swap_token(self, raw: str) -> PendingReplacement:
         """Validate, stage the file, TokenReplaced with the old token, then commit and switch.
         On failure nothing is written and the old token stays in use."""
-        pending = self._keeper.prepare_replacement(raw)
+        # The credential store may be a Kubernetes Secret (an API call): off the loop.
+        pending = await asyncio.to_thread(self._keeper.prepare_replacement, raw)
         try:
             await self._link.token_replaced()
         except BaseException:
             pending.discard()
             raise
-        pending.commit()
+        await asyncio.to_thread(pending.commit)
         return pending
 
     async def replace_token(self, command: ReplaceToken) -> str:
@@ -79,7 +82,7 @@ class LifecycleHandler:
                 self._lifecycle.request_exit(0, "the platform sent close(SHUTDOWN)")
                 return "shutdown"
             case CloseReason.REVOKE_TOKEN:
-                self._keeper.revoke()
+                await asyncio.to_thread(self._keeper.revoke)
                 self._lifecycle.request_exit(0, "the platform revoked the token")
                 return "revoked"
             case CloseReason.SELF_DESTRUCT:
