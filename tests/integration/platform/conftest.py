@@ -30,5 +30,6 @@ async def platform(tmp_path: Path, templates: Path, request: pytest.FixtureReque
         headers={"authorization": f"Bearer {started.api_token}"},
         timeout=10,
     ) as api:
-        yield Harness(server, started, api, data_dir, templates)
-    await server.stop()
+        harness = Harness(server, started, api, data_dir, templates)
+        yield harness
+    await harness.server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 import grpc
 import pysequoia
@@ -88,14 +89,31 @@ class FakeAgent:
     def decrypt(self, armored: str) -> str:
         return bytes(pysequoia.decrypt(armored.encode(), self.key.decryptor()).bytes).decode()
 
-    async def send_states(
-        self, prefix: str, batches: AsyncIterator[list[common_pb2.ContainerStateItem]]
+    async def stream_until_completed(
+        self, call: Any, first: list[Any], more: asyncio.Queue[Any] | None
     ) -> None:
-        async def messages() -> AsyncIterator[common_pb2.ContainerStateListMessage]:
-            async for items in batches:
-                yield common_pb2.ContainerStateListMessage(prefix=prefix, data=items)
-
-        await self.stub.ContainerState(messages(), metadata=self.metadata(dyo_filter_prefix=prefix))
+        """Writes ``first``, then whatever ``more`` yields, until the platform completes the call
+        (or half-closes after ``first`` when ``more`` is None)."""
+        for message in first:
+            await call.write(message)
+        if more is None:
+            await call.done_writing()
+            await call
+            return
+        completed = asyncio.ensure_future(call)
+        try:
+            while not completed.done():
+                getter = asyncio.ensure_future(more.get())
+                await asyncio.wait([getter, completed], return_when=asyncio.FIRST_COMPLETED)
+                if getter.done():
+                    await call.write(getter.result())
+                else:
+                    getter.cancel()
+                    await asyncio.gather(getter, return_exceptions=True)
+        finally:
+            if not completed.done():
+                call.cancel()
+            await asyncio.gather(completed, return_exceptions=True)
 
     async def send_deploy_status(
         self, deployment_id: str, messages: Iterable[common_pb2.DeploymentStatusMessage]
