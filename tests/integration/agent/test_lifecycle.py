@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import grpc
@@ -272,3 +272,45 @@ async def test_backoff_resets_after_a_healthy_session(tmp_path: Path) -> None:
             await platform.end_stream()
             await platform.wait_accepted(count=2)
             assert session.backoff.failures == 1  # reset, then one delay for the ended stream
+
+
+async def test_shutdown_lets_in_flight_deploy_finish_then_exits(harness: Harness) -> None:
+    harness.runtime.deploy_delay_s = 0.5
+    workload = agent_pb2.DeployWorkloadRequest(
+        id="w1", imageName="img", common=agent_pb2.CommonContainerConfig(name="web")
+    )
+    await harness.platform.send(
+        agent_pb2.AgentCommand(deploy=agent_pb2.DeployRequest(id="d", prefix="p", requests=[workload]))
+    )
+    stream = await harness.platform.wait_stream("DeploymentStatus")
+    harness.running.agent.request_shutdown()
+    assert await harness.running.exit_code() == 0
+    await asyncio.wait_for(stream.done.wait(), 5)
+    assert stream.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL
+    assert "p-web" in harness.runtime.containers
+
+
+async def test_shutdown_cancels_work_that_outlives_the_grace(tmp_path: Path) -> None:
+    async with PlatformServer() as server:
+        runtime = MemoryRuntime()
+        runtime.deploy_delay_s = 30
+        settings = replace(
+            agent_settings(tmp_path / "d", server.platform.issue_connection_token()), shutdown_grace_s=0.2
+        )
+        async with running_agent(settings, runtime=runtime) as running:
+            await server.platform.wait_accepted()
+            workload = agent_pb2.DeployWorkloadRequest(
+                id="w1", imageName="img", common=agent_pb2.CommonContainerConfig(name="web")
+            )
+            await server.platform.send(
+                agent_pb2.AgentCommand(
+                    deploy=agent_pb2.DeployRequest(id="d", prefix="p", requests=[workload])
+                )
+            )
+            stream = await server.platform.wait_stream("DeploymentStatus")
+            running.agent.request_shutdown()
+            assert await running.exit_code() == 0
+            await asyncio.wait_for(stream.done.wait(), 5)
+            last = stream.messages[-1]
+            assert last.deploymentStatus == common_pb2.FAILED
+            assert "stopped before it finished" in " ".join(last.log)
