@@ -164,6 +164,10 @@ class AgentSettings:
     metrics_address: str = ""  # BERTH_METRICS_ADDRESS host:port (loopback), "" = off
     max_concurrent_commands: int = 64  # BERTH_MAX_CONCURRENT_COMMANDS
     shutdown_grace_s: float = 20.0  # BERTH_SHUTDOWN_GRACE
+    install_method: str = "container"  # BERTH_INSTALL: container | systemd (set by the installer)
+    systemd_prefix: Path = Path("/opt/berth")  # BERTH_SYSTEMD_PREFIX: venvs/ and current -> venv
+    update_package: str = "berth=={tag}"  # BERTH_UPDATE_PACKAGE: pip spec of a systemd update
+    update_pip_args: str = ""  # BERTH_PIP_ARGS: extra pip arguments (e.g. --index-url URL)
     connection: ConnectionSettings = field(default_factory=ConnectionSettings)
     docker: DockerSettings = field(default_factory=DockerSettings)
     kubernetes: KubernetesSettings = field(default_factory=KubernetesSettings)
@@ -284,6 +288,10 @@ def load_agent_settings(environ: Mapping[str, str] | None = None) -> AgentSettin
         metrics_address=_address("BERTH_METRICS_ADDRESS", metrics) if metrics else "",
         max_concurrent_commands=env.integer("BERTH_MAX_CONCURRENT_COMMANDS", 64, minimum=1),
         shutdown_grace_s=env.duration_s("BERTH_SHUTDOWN_GRACE", "20s"),
+        install_method=env.choice("BERTH_INSTALL", "container", ("container", "systemd")),
+        systemd_prefix=Path(env.text("BERTH_SYSTEMD_PREFIX", "/opt/berth") or "/opt/berth"),
+        update_package=env.text("BERTH_UPDATE_PACKAGE", "berth=={tag}") or "berth=={tag}",
+        update_pip_args=env.text("BERTH_PIP_ARGS"),
         connection=connection,
         docker=docker,
         kubernetes=kubernetes,
