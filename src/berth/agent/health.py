@@ -140,7 +140,8 @@ class HttpEndpoint:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
+            async with asyncio.timeout(5):
+                request = await reader.readuntil(b"\r\n\r\n")
             parts = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
             method, path = (parts[0], parts[1].split("?", 1)[0]) if len(parts) >= 2 else ("", "")
             if method not in ("GET", "HEAD"):

@@ -176,7 +176,8 @@ class ClientStream(Generic[T]):
         try:
             if not self._call.done():
                 await self._call.done_writing()
-            await asyncio.wait_for(self._call, timeout=HALF_CLOSE_WAIT_S)
+            async with asyncio.timeout(HALF_CLOSE_WAIT_S):
+                await self._call
         except TimeoutError:
             log.warning("stream_close_unanswered", stream=self._name)
             self._call.cancel()

@@ -8,8 +8,8 @@ shutdown). The call is half-closed exactly once on every path.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable
-from typing import Final, TypeVar
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Final, TypeVar
 
 import structlog
 
@@ -23,6 +23,10 @@ log = structlog.get_logger("berth.agent.streams")
 
 T = TypeVar("T")
 MAX_LINE_BYTES: Final = 64 * 1024
+
+
+async def _wait_completed(stream: OutboundStream[T]) -> None:
+    await stream.wait_completed()
 
 
 async def close_iterator(iterator: AsyncIterator[object]) -> None:
@@ -41,12 +45,10 @@ def fit_line(line: str, limit: int = MAX_LINE_BYTES) -> str:
     return f"{kept} [berth: line truncated, {len(encoded)} bytes]\n"
 
 
-async def _until_completed(stream: OutboundStream[T], work: Awaitable[None], name: str) -> str:
+async def _until_completed(stream: OutboundStream[T], work: Coroutine[Any, Any, None], name: str) -> str:
     """Run ``work`` until it ends or the platform completes the call; returns how it ended."""
-    worker = asyncio.ensure_future(work)
-    worker.set_name(name)
-    completed = asyncio.ensure_future(stream.wait_completed())
-    completed.set_name(f"{name}:completion")
+    worker = asyncio.create_task(work, name=name)
+    completed = asyncio.create_task(_wait_completed(stream), name=f"{name}:completion")
     try:
         done, _ = await asyncio.wait({worker, completed}, return_when=asyncio.FIRST_COMPLETED)
     finally:
