@@ -32,6 +32,7 @@ KEEPALIVE_OPTIONS: Final = [
     ("grpc.http2.min_time_between_pings_ms", 10_000),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+    ("grpc.so_reuseport", 0),  # a port already taken fails the start instead of being shared
 ]
 ERROR_KINDS: Final = ("listSecrets", "deleteContainers", "containerLog", "containerInspect")
 

@@ -436,7 +436,8 @@ class ControlPlane:
         await self.store.add_node_event(
             node.id, "install_script_generated", {"type": node_type, "scriptType": script_type}
         )
-        return self._install_view(node, installer)
+        # the API caller is the administrator: hand over the token for agents started by hand
+        return {**self._install_view(node, installer), "installToken": issued.token}
 
     async def render_script(self, node_id: str) -> tuple[str, str]:
         """The install script text and its media type; only while the installer is valid."""

@@ -375,8 +375,10 @@ class Deployments:
         event: dict[str, Any]
         if kind == "deploymentStatus":
             status = _status_name(message.deploymentStatus)
+            repeated = status == run.last_status
             run.last_status = status
-            event = {"type": "deploymentStatus", "deploymentStatus": status}
+            # the platform recorded in_progress itself at start: a repeat only carries its log lines
+            event = {"type": "log"} if repeated else {"type": "deploymentStatus", "deploymentStatus": status}
             if status not in FINAL_STATUSES:
                 await self._set_status(deployment, status, record=False)
         elif kind == "instance":
@@ -412,7 +414,7 @@ class Deployments:
         fresh.set_instances(deployment.get_instances())
         if reason:
             await self._add_event(run.deployment_id, {"type": "log", "log": [reason], "level": "error"})
-        await self._set_status(fresh, outcome)
+        await self._set_status(fresh, outcome, record=run.last_status != outcome)
         log.info("deployment_finished", deployment_id=run.deployment_id, status=outcome)
         feed = self._feeds.get(run.deployment_id)
         if feed is not None:

@@ -116,6 +116,7 @@ class HttpApi:
         deployment = api + "/deployments/{deployment_id}"
         return [
             Route("/api/health", self._health, methods=["GET"]),
+            Route("/api/ca.pem", self._ca, methods=["GET"]),
             Route(api + "/nodes", g(self._list_nodes), methods=["GET"]),
             Route(api + "/nodes", g(self._create_node), methods=["POST"]),
             Route(node, g(self._get_node), methods=["GET"]),
@@ -161,6 +162,12 @@ class HttpApi:
 
     async def _health(self, request: Request) -> Response:
         return JSONResponse({"status": "ok", "agents": len(self._plane.connections.all())})
+
+    async def _ca(self, request: Request) -> Response:
+        ca_pem = self._plane.scripts.ca_pem
+        if not ca_pem:
+            return JSONResponse({"message": "The platform runs without TLS (--insecure)"}, status_code=404)
+        return PlainTextResponse(ca_pem, media_type="application/x-pem-file")
 
     # -- nodes ---------------------------------------------------------------------------------
 
