@@ -33,6 +33,8 @@ async def test_runtime_store_and_updater_per_runtime(tmp_path: Path) -> None:
     assert isinstance(build_store(docker), FileCredentialStore)
     updater = build_updater(docker)
     assert updater is None or type(updater).__name__ == "DockerSelfUpdater"
+    systemd = replace(docker, install_method="systemd")
+    assert type(build_updater(systemd)).__name__ == "SystemdSelfUpdater"
     kube = replace(memory, runtime="kubernetes")
     assert type(build_store(kube)).__name__ == "KubernetesCredentialStore"
     kube_runtime = build_runtime(kube)

@@ -68,7 +68,13 @@ def build_store(settings: AgentSettings) -> CredentialStore:
 
 
 def build_updater(settings: AgentSettings) -> SelfUpdater | None:
-    """Self-update is optional; without an updater ``update`` is answered with AbortUpdate."""
+    """Self-update is optional; without an updater ``update`` is answered with AbortUpdate.
+    A systemd installation replaces its virtual environment; a container replaces itself."""
+    if settings.install_method == "systemd":
+        from berth.agent.updater_systemd import SystemdSelfUpdater
+
+        systemd: SelfUpdater = SystemdSelfUpdater(settings)
+        return systemd
     if settings.runtime != "docker":
         return None
     try:
