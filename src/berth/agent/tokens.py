@@ -18,7 +18,7 @@ from berth.agent.credentials import (
     check_replacement,
     parse_token,
 )
-from berth.errors import TokenError
+from berth.errors import PersistenceError, TokenError
 from berth.runtimes.base import CredentialStore
 
 log = structlog.get_logger("berth.agent.tokens")
@@ -116,10 +116,18 @@ class TokenKeeper:
     def refused(self) -> RefusalOutcome:
         """§4.4: the platform refused ``current``."""
         token = self.current
-        if token.is_install:
-            self.store.write(BLACKLIST_FILE, token.nonce)
-        else:
-            self.store.delete(TOKEN_FILE)
+        try:
+            if token.is_install:
+                self.store.write(BLACKLIST_FILE, token.nonce)
+            else:
+                self.store.delete(TOKEN_FILE)
+        except PersistenceError as err:
+            # The refusal still decides what happens next; the next start meets the refusal again.
+            log.error(
+                "refused_token_not_forgotten",
+                reason=str(err),
+                hint="the persistence folder must be writable",
+            )
         if self.using_fallback:
             return RefusalOutcome.STOP_FALLBACK_REFUSED
         if self.fallback is not None:
