@@ -144,7 +144,7 @@ class Deployer:
             return mounts
 
         try:
-            mounts = await asyncio.to_thread(prepare)
+            mounts = await asyncio.to_thread(prepare) if workload.volumes else MountPlan()
         except OSError as err:
             raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
         plan = plan_container(workload, self._settings, image, outcome.labels, mounts)
@@ -166,10 +166,11 @@ class Deployer:
                 )
             cid = new_id
             await self._bridge.call(f"start {plan.name}", lambda c: c.api.start(cid))
-            raw = await self._bridge.call(f"inspect {plan.name}", lambda c: _raw_state(c, cid))
+            attrs = await self._bridge.call(f"inspect {plan.name}", lambda c: c.api.inspect_container(cid))
+            raw = str(attrs["State"]["Status"])
             await events.instance(workload.id, state_of(raw), raw)
             await events.log(LogLevel.INFO, f"Started container: {plan.name}")
-            await self._wait_expected(workload, cid, plan.name)
+            await self._wait_expected(workload, cid, plan.name, attrs)
         except BaseException as err:
             await self._undo(
                 workload, name=plan.name, new_id=new_id, aside=aside, old=old, events=events, cause=err
@@ -236,7 +237,9 @@ class Deployer:
 
     # -- expected state -----------------------------------------------------------------------
 
-    async def _wait_expected(self, workload: WorkloadSpec, cid: str, name: str) -> None:
+    async def _wait_expected(
+        self, workload: WorkloadSpec, cid: str, name: str, attrs: dict[str, Any]
+    ) -> None:
         expected = workload.docker.expected_state or ExpectedState()
         want = expected.state if expected.state != ContainerState.UNSPECIFIED else ContainerState.RUNNING
         timeout_s = expected.timeout_s or self._settings.default_expected_timeout_s
@@ -245,7 +248,6 @@ class Deployer:
         deadline = time.monotonic() + timeout_s
         interval = _POLL_START_S
         while True:
-            attrs = await self._bridge.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
             raw = str(attrs["State"]["Status"])
             state = state_of(raw)
             code = int(attrs["State"].get("ExitCode", 0))
@@ -263,6 +265,7 @@ class Deployer:
                 )
             await asyncio.sleep(interval)
             interval = min(interval * 2, _POLL_MAX_S)
+            attrs = await self._bridge.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
 
     # -- import and init containers (§6.4) ----------------------------------------------------
 

@@ -14,7 +14,7 @@ import docker
 import structlog
 
 from berth.errors import RuntimeFailure, TemporaryCommandError
-from berth.model import PREFIX_LABEL, ContainerStatus, StateUpdate
+from berth.model import PREFIX_LABEL, ContainerState, ContainerStatus, StateUpdate
 from berth.runtimes.docker.backoff import Backoff
 from berth.runtimes.docker.bridge import EngineBridge
 from berth.runtimes.docker.status import status_from_summary
@@ -41,7 +41,12 @@ WATCHED_ACTIONS: Final = frozenset(
         "died",
     }
 )
+_DIED: Final = frozenset({"die", "died"})
 _END: Final = object()
+
+
+def _action(event: dict[str, Any]) -> str:
+    return str(event.get("Action") or event.get("status") or "").split(":", 1)[0]
 
 
 def _comparable(status: ContainerStatus) -> ContainerStatus:
@@ -112,8 +117,7 @@ class StateWatcher:
         def pump() -> None:
             try:
                 for event in stream:
-                    action = str(event.get("Action") or event.get("status") or "").split(":", 1)[0]
-                    if action in WATCHED_ACTIONS:
+                    if _action(event) in WATCHED_ACTIONS:
                         loop.call_soon_threadsafe(offer, event)
             except Exception as err:  # the engine went away mid-read
                 log.debug("docker_events_read_failed", error=str(err))
@@ -158,15 +162,21 @@ class StateWatcher:
         return self._diff(current, set(self._known) | set(current))
 
     async def _apply_events(self, events: list[dict[str, Any]]) -> list[ContainerStatus]:
-        touched: list[str] = []
+        last_action: dict[str, str] = {}
         for event in events:
             cid = str(event.get("id") or event.get("Actor", {}).get("ID", ""))
-            if cid and cid not in touched:
-                touched.append(cid)
-        if not touched:
+            if cid:
+                last_action[cid] = _action(event)
+        if not last_action:
             return []
-        ids = touched
+        ids = list(last_action)
         current = await self._bridge.call("list containers", _lister(self._prefix, ids))
+        for cid, action in last_action.items():
+            listed = current.get(cid)
+            # Docker emits "die" before its container list shows the exit: the process is gone,
+            # so the list's "running" is stale (the later "stop" event would confirm it).
+            if action in _DIED and listed is not None and listed.state is ContainerState.RUNNING:
+                current[cid] = dataclasses.replace(listed, state=ContainerState.EXITED, reason="exited")
         return self._diff(current, set(ids))
 
     def _diff(self, current: dict[str, ContainerStatus], scope: set[str]) -> list[ContainerStatus]:

@@ -1,0 +1,82 @@
+"""Shared pieces of the Docker benchmarks: the engine client, labelled throw-away containers and
+the row format ``(figure, berth, floor, ratio, target)`` that bench/run_all.py collects."""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import statistics
+import tempfile
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import docker
+import docker.errors
+
+from berth.model import ContainerState, LogLevel
+from berth.settings import DockerSettings
+
+Row = tuple[str, float, float, float, str]
+TEST_LABEL = "io.berth.test"
+PREFIX_LABEL = "org.dyrectorio.container.prefix"
+IMAGE = "local/busybox:1"
+SERVE_FOREVER = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
+
+
+class DiscardEvents:
+    """DeployEvents that only counts (a benchmark measures the runtime, not a transport)."""
+
+    def __init__(self) -> None:
+        self.messages = 0
+
+    async def log(self, level: LogLevel, *lines: str) -> None:
+        self.messages += 1
+
+    async def instance(
+        self, workload_id: str, state: ContainerState, reason: str, level: LogLevel = LogLevel.INFO
+    ) -> None:
+        self.messages += 1
+
+    async def progress(self, workload_id: str, status: str, fraction: float) -> None:
+        self.messages += 1
+
+
+def new_prefix(kind: str) -> str:
+    return f"bench{kind}{secrets.token_hex(2)}"
+
+
+def engine() -> docker.DockerClient:
+    return docker.from_env(version="auto", max_pool_size=32)
+
+
+@contextlib.contextmanager
+def data_folder() -> Iterator[DockerSettings]:
+    with tempfile.TemporaryDirectory(prefix="berth-bench-") as folder:
+        yield DockerSettings(data_mount_path=Path(folder), internal_mount_path=Path(folder))
+
+
+def remove_prefix(client: docker.DockerClient, prefix: str) -> None:
+    summaries = client.api.containers(all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"})
+
+    def remove(cid: str) -> None:
+        with contextlib.suppress(docker.errors.NotFound):
+            client.api.remove_container(cid, force=True)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(remove, [s["Id"] for s in summaries]))
+
+
+def labels(prefix: str) -> dict[str, str]:
+    return {TEST_LABEL: "1", PREFIX_LABEL: prefix}
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+def print_rows(title: str, rows: list[Row]) -> None:
+    print(title)
+    print(f"  {'figure':<44} {'berth':>10} {'floor':>10} {'ratio':>7}  target")
+    for figure, berth, floor, ratio, target in rows:
+        print(f"  {figure:<44} {berth:>10.3f} {floor:>10.3f} {ratio:>7.3f}  {target}")
