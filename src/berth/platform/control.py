@@ -155,8 +155,6 @@ class ControlPlane:
         self, claims: Claims, token: str, info: agent_pb2.AgentInfo, address: str
     ) -> AgentConnection:
         node = await self._known_node(claims.sub)
-        if self.connections.get(node.id) is not None:
-            raise Refusal(grpc.StatusCode.ALREADY_EXISTS, "Node is already connected")
         installer = node.get_installer()
         if node.nonce is not None or installer is None:
             raise Refusal(
@@ -166,6 +164,8 @@ class ControlPlane:
             raise Refusal(grpc.StatusCode.UNAUTHENTICATED, "Install token mismatch")
         if installer.expires_at < time.time():
             raise Refusal(grpc.StatusCode.FAILED_PRECONDITION, "Install token expired")
+        if self.connections.get(node.id) is not None:
+            raise Refusal(grpc.StatusCode.ALREADY_EXISTS, "Node is already connected")
         node.installer = None  # consumed
         self._record_agent(node, info, address)
         await self.store.put_node(node)
