@@ -235,7 +235,8 @@ async def _container_operations(api: httpx.AsyncClient, node_id: str, prefix: st
     assert (await api.delete(f"{base}/web")).status_code == 204
     await eventually("web deleted", lambda: becomes("web", "absent"))
     assert (await api.get(f"{base}/web/inspect")).status_code == 404
-    containers = subprocess.run(
+    containers = await asyncio.to_thread(
+        subprocess.run,
         ["docker", "ps", "-a", "--filter", f"name=^{prefix}-web$", "-q"],
         capture_output=True,
         text=True,

@@ -101,18 +101,15 @@ class PlatformServer:
             ca_pem = tls.ca_pem
             credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.cert_chain_pem)])
             grpc_port = server.add_secure_port(config.grpc_listen, credentials)
-        advertise_host, advertise_port = split_address(config.advertise)
+        _, advertise_port = split_address(config.advertise)
         if advertise_port == 0:
             config = replace(config, advertise=f"{config.advertise.rpartition(':')[0]}:{grpc_port}")
         _, listen_port = split_address(config.grpc_listen)
         if listen_port == 0:
             config = replace(config, grpc_listen=f"{config.grpc_listen.rpartition(':')[0]}:{grpc_port}")
-        del advertise_host
-
         http_socket = _bind_http(config.http_listen)
-        http_host, http_port = http_socket.getsockname()[:2]
+        http_port = http_socket.getsockname()[1]
         config = replace(config, http_listen=f"{config.http_listen.rpartition(':')[0]}:{http_port}")
-        del http_host
         self._config = config
 
         issuer = TokenIssuer(secret.encode(), config.advertise)
