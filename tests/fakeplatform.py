@@ -30,6 +30,7 @@ import jwt
 
 from berth.agent.app import Agent
 from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
+from berth.runtimes.memory import MemoryRuntime
 from berth.settings import AgentSettings, ConnectionSettings
 
 PLATFORM_SECRET = "fake-platform-jwt-secret-0123456789abcdef"
@@ -464,3 +465,15 @@ class RunningAgent:
 
     async def exit_code(self, within_s: float = 5.0) -> int:
         return await asyncio.wait_for(asyncio.shield(self.task), within_s)
+
+
+@dataclass
+class Harness:
+    """What the ``harness`` fixture of tests/integration/agent yields: a fake platform and an agent
+    connected to it with a connection token, on the in-memory runtime."""
+
+    server: PlatformServer
+    platform: FakePlatform
+    running: RunningAgent
+    runtime: MemoryRuntime
+    data_dir: Path

@@ -90,3 +90,14 @@ def test_replacement_is_staged_then_committed(tmp_path: Path) -> None:
     assert store.read("token.jwt") == new
     keeper.revoke()
     assert store.read("token.jwt") is None
+
+
+def test_replacement_switches_even_when_the_file_cannot_be_written(tmp_path: Path) -> None:
+    store = _store(tmp_path)
+    keeper = TokenKeeper.select(store, mint_token(iss="p:1", sub="n"))
+    new = mint_token(iss="p:1", sub="n", token_type="connection")
+    pending = keeper.prepare_replacement(new)
+    (tmp_path / "token.jwt").mkdir()  # the rename target is now a directory: the rename fails
+    pending.commit()
+    assert keeper.current.raw == new
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["token.jwt"]

@@ -166,6 +166,8 @@ class _FileStagedWrite:
             os.replace(self._temp, self._final)
             _fsync_dir(self._final.parent)
         except OSError as err:
+            with contextlib.suppress(OSError):
+                self._temp.unlink()
             raise PersistenceError(f"cannot store {self._final.name}: {err.strerror}") from err
 
     def discard(self) -> None:

@@ -43,11 +43,16 @@ class PendingReplacement:
     staged: StagedWrite | None
 
     def commit(self) -> None:
-        """Called after TokenReplaced succeeded: make the file visible, then switch."""
-        if self.staged is not None:
-            self.staged.commit()
-        else:
-            self.keeper.store.write(TOKEN_FILE, self.token.raw)
+        """Called after TokenReplaced succeeded: make the file visible, then switch. The platform
+        already holds the new nonce, so the agent switches even when the file cannot be written
+        (the token then lives until the process ends; the error is logged)."""
+        try:
+            if self.staged is not None:
+                self.staged.commit()
+            else:
+                self.keeper.store.write(TOKEN_FILE, self.token.raw)
+        except PersistenceError as err:
+            log.error("token_not_persisted", reason=str(err), hint="the persistence folder must be writable")
         self.keeper.current = self.token
         self.keeper.fallback = None
         self.keeper.using_fallback = False

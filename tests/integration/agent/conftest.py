@@ -1,22 +1,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from fakeplatform import FakePlatform, PlatformServer, RunningAgent, agent_settings, running_agent
+from fakeplatform import Harness, PlatformServer, agent_settings, running_agent
 
 from berth.runtimes.memory import MemoryRuntime
-
-
-@dataclass
-class Harness:
-    server: PlatformServer
-    platform: FakePlatform
-    running: RunningAgent
-    runtime: MemoryRuntime
-    data_dir: Path
 
 
 @pytest.fixture

@@ -8,8 +8,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import Harness
-from fakeplatform import eventually
+from fakeplatform import Harness, eventually
 
 from berth.model import ContainerRef, ContainerState
 from berth.proto import agent_pb2, common_pb2

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import grpc
 import pytest
-from conftest import Harness
-from fakeplatform import PlatformServer, agent_settings, eventually, running_agent
+from fakeplatform import Harness, PlatformServer, agent_settings, eventually, running_agent
 
 from berth.agent.health import read_health_socket
 from berth.errors import UpdateRefused
