@@ -90,16 +90,12 @@ async def test_a_flood_is_bounded_and_the_gap_reported(settings: DockerSettings,
             first = await anext(follow)
             assert isinstance(first, str)
             await asyncio.sleep(1.0)  # a slow consumer: the reader thread keeps filling the buffer
-            seen_lines, dropped = 1, 0
+            counted = [1]  # lines and dropped lines so far
 
             def done(got: list[LogItem]) -> bool:
-                return (
-                    seen_lines
-                    + sum(1 for i in got if isinstance(i, str))
-                    + dropped
-                    + sum(i.dropped_lines for i in got if isinstance(i, LogGap))
-                    >= total
-                )
+                item = got[-1]
+                counted[0] += item.dropped_lines if isinstance(item, LogGap) else 1
+                return counted[0] >= total
 
             rest = await collect(follow, done)
         finally:

@@ -72,7 +72,12 @@ async def test_podman_deploy_state_logs_delete(podman_runtime: DockerRuntime, pr
         web = ContainerRef(prefix, "web")
         await next_item(updates, lambda i: i.ref == web and i.state is ContainerState.RUNNING)
 
-        await asyncio.sleep(0.3)
+        follow = podman_runtime.logs(web, follow=True, tail_lines=10)
+        try:
+            first = await asyncio.wait_for(anext(follow), 10)
+            assert "hello-podman" in str(first)
+        finally:
+            await follow.aclose()
         lines = [i async for i in podman_runtime.logs(web, follow=False, tail_lines=10)]
         assert any("hello-podman" in str(line) for line in lines)
 

@@ -22,6 +22,7 @@ from berth.runtimes.docker.lookup import find_container
 log = structlog.get_logger(__name__)
 
 RESTART_POLL_S: Final = 0.5
+BACKPRESSURE_S: Final = 0.05
 
 
 class _Gap:
@@ -32,8 +33,10 @@ class _Gap:
 
 
 class LineBuffer:
-    """Lines from a reader thread to the event loop. Holds at most ``capacity`` lines; a line
-    that does not fit is dropped and counted, and the consumer sees a ``LogGap`` where it was."""
+    """Lines from a reader thread to the event loop. Holds at most ``capacity`` lines. When it is
+    full the reader waits a moment (``BACKPRESSURE_S``, absorbing a short stall of the consumer);
+    a line that still does not fit is dropped and counted, and the consumer sees a ``LogGap``
+    where it was, so a flood keeps the view current instead of lagging without bound."""
 
     def __init__(self, capacity: int, loop: asyncio.AbstractEventLoop) -> None:
         self._capacity = capacity
@@ -41,6 +44,7 @@ class LineBuffer:
         self._items: deque[str | _Gap] = deque()
         self._lines = 0
         self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
         self._closed = False
         self._waiting = False
         self._wakeup = asyncio.Event()
@@ -51,6 +55,9 @@ class LineBuffer:
         wake = False
         with self._lock:
             room = self._capacity - self._lines
+            if len(lines) > room and not self._closed:
+                self._drained.wait(BACKPRESSURE_S)
+                room = self._capacity - self._lines
             if len(lines) <= room:
                 self._items.extend(lines)
                 self._lines += len(lines)
@@ -75,6 +82,7 @@ class LineBuffer:
         with self._lock:
             self._closed = True
             wake, self._waiting = self._waiting, False
+            self._drained.notify_all()
         if wake:
             self._loop.call_soon_threadsafe(self._wakeup.set)
 
@@ -86,6 +94,7 @@ class LineBuffer:
                 batch = list(self._items)
                 self._items.clear()
                 self._lines = 0
+                self._drained.notify_all()
                 closed = self._closed
                 if not batch and not closed:
                     self._waiting = True

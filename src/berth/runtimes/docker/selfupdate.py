@@ -42,6 +42,9 @@ POLL_INTERVAL_S: Final = 1.0
 DEADLINE_MARGIN_MAX_S: Final = 10.0
 CLIENT_TIMEOUT_S: Final = 120
 DISCOVERY_TIMEOUT_S: Final = 3
+# Docker 20.10 and Podman 4 speak 1.41 and newer engines still accept it; a fixed version also
+# skips the SDK's version probe, which leaks its socket when the engine is down.
+API_VERSION: Final = "1.41"
 _CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # Config keys whose value comes from the image unless the container overrode it.
 _IMAGE_DEFAULTS: Final = ("Cmd", "Entrypoint", "Healthcheck", "WorkingDir", "User", "StopSignal", "Shell")
@@ -216,7 +219,11 @@ class DockerSelfUpdater:
         """``own_container`` (a name or id) skips self-discovery; tests use it to act as the agent
         of a container they started."""
         self._settings = settings
-        self._client_factory = client_factory or (lambda: docker.from_env(timeout=CLIENT_TIMEOUT_S))
+        self._client_factory = client_factory or (
+            lambda: docker.from_env(
+                version=API_VERSION, timeout=CLIENT_TIMEOUT_S, environment=dict(self._environ)
+            )
+        )
         self._client: docker.DockerClient | None = None
         self._own_hint = own_container
         self._environ = os.environ if environ is None else environ
@@ -232,7 +239,9 @@ class DockerSelfUpdater:
         a short timeout) and the answer is cached."""
         if self._own_name is None:
             try:
-                client = docker.from_env(timeout=DISCOVERY_TIMEOUT_S, environment=dict(self._environ))
+                client = docker.from_env(
+                    version=API_VERSION, timeout=DISCOVERY_TIMEOUT_S, environment=dict(self._environ)
+                )
                 try:
                     found = self._find_own(client)
                 finally:
