@@ -6,6 +6,8 @@
 ARG BASE_IMAGE=berth/debian-base:bookworm
 
 # -- builder: a wheel of Berth, installed with its dependencies into /opt/berth ------------------
+# Left out of the final venv: pip/setuptools/wheel, caches, and the kubernetes client's asyncio
+# copy (kubernetes/aio, ~40 MB) as long as Berth does not import it (checked at build time).
 FROM ${BASE_IMAGE} AS builder
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -24,6 +26,9 @@ COPY src ./src
 RUN /opt/berth/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /build/dist . \
  && /opt/berth/bin/pip install --quiet --no-deps --no-index /build/dist/berth-*.whl \
  && /opt/berth/bin/pip uninstall --quiet --yes setuptools wheel pip \
+ && site=$(echo /opt/berth/lib/python3*/site-packages) \
+ && if ! grep -rqE 'kubernetes[./]aio|from kubernetes import aio' "$site/berth"; then \
+      rm -rf "$site/kubernetes/aio"; fi \
  && find /opt/berth -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/berth/bin/python -m compileall -q -j 0 -x '/kubernetes/' /opt/berth/lib \
  && /opt/berth/bin/berth version

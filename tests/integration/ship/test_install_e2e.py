@@ -24,6 +24,7 @@ import docker
 import docker.errors
 import httpx
 import pytest
+import requests.exceptions
 
 from berth.platform.app import PlatformServer, Started
 from berth.platform.config import PlatformConfig
@@ -42,10 +43,11 @@ def _figure(name: str, value: str) -> None:
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[docker.DockerClient]:
+    c = docker.from_env(timeout=120, version="1.41")  # no version probe that could leak a socket
     try:
-        c = docker.from_env(timeout=120)
         c.ping()
-    except docker.errors.DockerException as err:
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+        c.close()
         pytest.skip(f"no Docker engine: {err}")
     yield c
     c.close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import socket
 import stat
 import subprocess
 import sys
@@ -105,8 +106,6 @@ def test_docker_script_names_a_missing_runtime_socket_and_bad_arguments(tmp_path
 
 
 def test_docker_script_reports_an_engine_without_permission(tmp_path: Path) -> None:
-    import socket
-
     sock_path = tmp_path / "engine.sock"
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(sock_path))
@@ -162,12 +161,20 @@ def _systemd_env(tmp_path: Path, wheel: Path, fail_restart: bool = False) -> dic
         "BERTH_PACKAGE": str(wheel),
         "BERTH_PIP_ARGS": "--no-deps --no-index",
         "PYTHON": sys.executable,
-        "HOST_DOCKER_SOCK_PATH": os.environ.get("BERTH_TEST_DOCKER_SOCK", "/var/run/docker.sock"),
+        "HOST_DOCKER_SOCK_PATH": str(_engine_socket(tmp_path)),
     }
 
 
+def _engine_socket(tmp_path: Path) -> Path:
+    """A Unix socket standing in for the engine's: the script only checks that it exists."""
+    path = tmp_path / "engine.sock"
+    if not path.exists():
+        with socket.socket(socket.AF_UNIX) as server:
+            server.bind(str(path))
+    return path
+
+
 @pytest.mark.skipif(os.geteuid() != 0, reason="the systemd installer requires root")
-@pytest.mark.skipif(not Path("/var/run/docker.sock").is_socket(), reason="no Docker socket on this machine")
 def test_systemd_install_writes_venv_env_unit_and_switches(tmp_path: Path, berth_wheel: Path) -> None:
     script = tmp_path / "install-systemd.sh"
     script.write_text(render(SCRIPTS / "install-systemd.sh.tmpl"))
@@ -208,7 +215,6 @@ def test_systemd_install_writes_venv_env_unit_and_switches(tmp_path: Path, berth
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="the systemd installer requires root")
-@pytest.mark.skipif(not Path("/var/run/docker.sock").is_socket(), reason="no Docker socket on this machine")
 def test_systemd_install_switches_back_when_the_new_version_does_not_start(
     tmp_path: Path, berth_wheel: Path
 ) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 import docker
 import docker.errors
 import pytest
+import requests.exceptions
 
 from berth.errors import UpdateRefused
 from berth.runtimes.docker.selfupdate import (
@@ -34,10 +35,11 @@ BASE = os.environ.get("BERTH_TEST_LOCAL_IMAGE", "local/busybox:1")
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[docker.DockerClient]:
+    c = docker.from_env(timeout=60, version="1.41")  # no version probe that could leak a socket
     try:
-        c = docker.from_env(timeout=60)
         c.ping()
-    except docker.errors.DockerException as err:
+    except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+        c.close()
         pytest.skip(f"no Docker engine: {err}")
     yield c
     c.close()
