@@ -330,3 +330,31 @@ async def test_empty_deployment_succeeds(runtime: DockerRuntime, prefix: str) ->
     events = RecordingEvents()
     await runtime.deploy(deployment(prefix), events)
     assert events.instances == []
+
+
+async def test_unreachable_registry_falls_back_to_the_local_image_with_a_warning(
+    runtime: DockerRuntime, prefix: str
+) -> None:
+    # local/busybox:1 exists only locally; its registry (Docker Hub) is not reachable here
+    spec = workload(prefix, "web", registry=None, registry_auth=None, image_name="local/busybox", tag="1")
+    events = RecordingEvents()
+    await runtime.deploy(deployment(prefix, spec), events)
+    warnings = [lines for level, lines in events.logs if level is LogLevel.WARNING]
+    assert any(
+        "not reachable" in line and "using the local image" in line for lines in warnings for line in lines
+    )
+
+
+async def test_traefik_boot_container_fails_clearly_without_its_image(
+    settings: DockerSettings, docker_client: docker.DockerClient
+) -> None:
+    existing = docker_client.api.containers(all=True, filters={"name": "^/traefik$"})
+    if existing:
+        pytest.skip("a container named traefik already exists on this engine")
+    rt = DockerRuntime(replace(settings, traefik_enabled=True))
+    try:
+        with pytest.raises(PermanentCommandError, match="start Traefik"):
+            await rt.preflight()
+    finally:
+        await rt.aclose()
+    assert (settings.internal_mount_path / "traefik" / "logs").is_dir()
