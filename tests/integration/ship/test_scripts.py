@@ -44,7 +44,11 @@ def render(template: Path, **overrides: str) -> str:
 
 
 def _shell_scripts() -> list[Path]:
-    found = sorted(SCRIPTS.glob("*.sh.tmpl")) + sorted((ROOT / "tools").glob("*.sh"))
+    found = (
+        sorted(SCRIPTS.glob("*.sh.tmpl"))
+        + sorted(SCRIPTS.glob("*.sh"))
+        + sorted((ROOT / "tools").glob("*.sh"))
+    )
     ci = ROOT / ".ci" / "run"
     return found + ([ci] if ci.exists() else [])
 
