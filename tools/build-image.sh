@@ -1,7 +1,8 @@
 #!/bin/sh
 # Build Berth's agent image on this machine, without a public image registry.
 #
-#   tools/build-image.sh [TAG]        (default TAG: berth/agent:<package version>)
+#   tools/build-image.sh [TAG]        (default: berth/agent:<version>, also tagged berth/agent:<major.minor>,
+#                                      the tag a platform of that release names in `update`)
 #
 # 1. The base image (BERTH_BASE_IMAGE, default berth/debian-base:bookworm) is made with debootstrap
 #    from the machine's own Debian mirror when it is missing, then `docker import`ed. The rootfs
@@ -95,5 +96,8 @@ DOCKER_BUILDKIT=1 "$DOCKER" build --quiet \
   --build-arg "REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
   --tag "$TAG" . >/dev/null
+if [ $# -eq 0 ]; then
+  "$DOCKER" tag "$TAG" "berth/agent:$(echo "$VERSION" | cut -d. -f1-2)"
+fi
 size=$("$DOCKER" image inspect --format '{{.Size}}' "$TAG")
 echo "$TAG $((size / 1000000)) MB ($size bytes)"
