@@ -172,7 +172,13 @@ class AgentConnection:
         return False
 
     def accepts(self, nonce: str) -> bool:
-        return nonce == self.nonce or (self.pending_token is not None and nonce == self.pending_token.nonce)
+        # After an update's TokenReplaced the old agent already signs with the new token (§3.2),
+        # including the AbortUpdate that may follow, so the pending update's nonce is live too.
+        return (
+            nonce == self.nonce
+            or (self.pending_token is not None and nonce == self.pending_token.nonce)
+            or (self.pending_update is not None and nonce == self.pending_update.token.nonce)
+        )
 
     def tear_down(self) -> None:
         """The Connect call ended: end every feed and cancel pending callbacks (§3.9)."""
