@@ -40,6 +40,13 @@ from berth.settings import DockerSettings
 
 pytestmark = pytest.mark.docker
 
+# Started, then fails its expected state: exits with 3 where 0 is expected (deterministic, unlike
+# a RUNNING check racing a container that exits right after its start).
+FAILS_AFTER_START = DockerOptions(
+    restart_policy=RestartPolicy.NO,
+    expected_state=ExpectedState(ContainerState.EXITED, timeout_s=10, exit_code=0),
+)
+
 
 def deployment(prefix: str, *workloads: object, **fields: object) -> DeploymentSpec:
     return DeploymentSpec(id="dep-1", prefix=prefix, workloads=tuple(workloads), **fields)  # type: ignore[arg-type]
@@ -180,11 +187,7 @@ async def test_failing_redeploy_restores_the_previous_container(
     await runtime.deploy(deployment(prefix, good), RecordingEvents())
     before = docker_client.api.inspect_container(f"{prefix}-web")["Id"]
 
-    broken = replace(
-        good,
-        args=("exit 3",),
-        docker=replace(good.docker, restart_policy=RestartPolicy.NO),
-    )
+    broken = replace(good, args=("exit 3",), docker=replace(FAILS_AFTER_START, labels=good.docker.labels))
     events = RecordingEvents()
     with pytest.raises(PermanentCommandError, match="exited with code 3"):
         await runtime.deploy(deployment(prefix, broken), events)
@@ -358,3 +361,35 @@ async def test_traefik_boot_container_fails_clearly_without_its_image(
     finally:
         await rt.aclose()
     assert (settings.internal_mount_path / "traefik" / "logs").is_dir()
+
+
+async def test_a_container_left_aside_by_an_interrupted_redeploy_is_recovered(
+    runtime: DockerRuntime, prefix: str, docker_client: docker.DockerClient
+) -> None:
+    leftover = f"{prefix}-web-berth-previous"
+    docker_client.api.create_container(
+        "local/busybox:1",
+        name=leftover,
+        command=["true"],
+        labels={"io.berth.test": "1", PREFIX_LABEL: prefix},
+    )
+    broken = workload(prefix, "web", args=("exit 3",), docker=FAILS_AFTER_START)
+    events = RecordingEvents()
+    with pytest.raises(PermanentCommandError):
+        await runtime.deploy(deployment(prefix, broken), events)
+    assert "kept aside" in events.text
+    restored = docker_client.api.inspect_container(f"{prefix}-web")
+    assert restored["Name"] == f"/{prefix}-web" and restored["Config"]["Cmd"] == ["true"]
+
+    await runtime.deploy(deployment(prefix, workload(prefix, "web")), RecordingEvents())
+    listed = docker_client.api.containers(all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"})
+    assert [c["Names"][0] for c in listed] == [f"/{prefix}-web"]
+
+
+async def test_invalid_prefix_never_names_a_folder(runtime: DockerRuntime, data_dir: Path) -> None:
+    with pytest.raises(InvalidSpec):
+        await runtime.deploy(
+            DeploymentSpec(id="d", prefix="../escape", shared_secrets=frozen_map({"A": "x"})),
+            RecordingEvents(),
+        )
+    assert not (data_dir.parent / "escape").exists()

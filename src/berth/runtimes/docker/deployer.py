@@ -12,7 +12,7 @@ import docker
 import docker.errors
 import structlog
 
-from berth.errors import InvalidSpec, PermanentCommandError, RuntimeFailure
+from berth.errors import InvalidSpec, PermanentCommandError, PersistenceError, RuntimeFailure
 from berth.model import (
     MANAGED_LABEL,
     PREFIX_LABEL,
@@ -37,7 +37,7 @@ from berth.runtimes.docker.pull import ImagePuller
 from berth.runtimes.docker.pulls import PullSet
 from berth.runtimes.docker.records import write_release_record, write_shared_secrets
 from berth.runtimes.docker.status import state_of
-from berth.runtimes.docker.validation import check_workload
+from berth.runtimes.docker.validation import check_rfc1123_label, check_workload
 from berth.settings import DockerSettings
 
 log = structlog.get_logger(__name__)
@@ -69,11 +69,12 @@ class Deployer:
                 await self._report_failure(workload, err, events)
                 raise
         if deployment.shared_secrets:
-            await asyncio.to_thread(
-                write_shared_secrets,
-                self._settings.internal_mount_path,
-                deployment.prefix,
-                deployment.shared_secrets,
+            check_rfc1123_label("prefix", deployment.prefix)  # it names a folder
+            await self._persist(
+                "shared secrets",
+                lambda: write_shared_secrets(
+                    self._settings.internal_mount_path, deployment.prefix, deployment.shared_secrets
+                ),
             )
         pulls = PullSet(self._puller, events)
         try:
@@ -85,14 +86,24 @@ class Deployer:
             await pulls.aclose()
         if deployment.version_name and deployment.workloads:
             names = [w.ref.key for w in deployment.workloads]
-            await asyncio.to_thread(
-                write_release_record,
-                self._settings.internal_mount_path,
-                deployment.prefix,
-                deployment.version_name,
-                deployment.release_notes,
-                names,
+            check_rfc1123_label("prefix", deployment.prefix)
+            await self._persist(
+                "the release record",
+                lambda: write_release_record(
+                    self._settings.internal_mount_path,
+                    deployment.prefix,
+                    deployment.version_name,
+                    deployment.release_notes,
+                    names,
+                ),
             )
+
+    @staticmethod
+    async def _persist(what: str, write: Callable[[], object]) -> None:
+        try:
+            await asyncio.to_thread(write)
+        except (PersistenceError, OSError) as err:
+            raise PermanentCommandError(f"cannot write {what}: {err}") from err
 
     def _main_image(self, workload: WorkloadSpec) -> ImageReference:
         return ImageReference.from_request(
@@ -153,6 +164,16 @@ class Deployer:
 
         old = await self._bridge.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
         aside = await self._set_aside(workload, old, events) if old is not None else None
+        if old is None:
+            # An interrupted redeploy (the agent stopped mid-way) left the previous one aside.
+            leftover = f"{plan.name}{ASIDE_SUFFIX}"
+            old = await self._bridge.call(f"inspect {leftover}", lambda c: _exact(c, leftover))
+            if old is not None:
+                aside = leftover
+                await events.log(
+                    LogLevel.WARNING,
+                    f"Found the previous container kept aside as {leftover}; kept until the new one runs",
+                )
         new_id: str | None = None
         try:
             new_id = await self._bridge.call(f"create {plan.name}", lambda c: _create(c, plan))
