@@ -33,7 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--insecure", action="store_true", help="plaintext gRPC instead of TLS")
     serve.add_argument("--public-url", default="", help="base URL of the HTTP API in install commands")
-    serve.add_argument("--agent-image", default="berth:0.1", help="agent image for install scripts")
+    serve.add_argument("--agent-image", default="berth/agent:0.1", help="agent image for install scripts")
     serve.add_argument("--install-window", type=float, default=600.0, help="install token validity, seconds")
     serve.add_argument("--callback-timeout", type=float, default=5.0, help="agent callback timeout, seconds")
     serve.add_argument("--install-scripts-dir", type=Path, default=None)

@@ -23,7 +23,7 @@ class PlatformConfig:
     install_window_s: float = 600.0
     callback_timeout_s: float = 5.0
     update_window_s: float = 300.0
-    agent_image: str = "berth:0.1"
+    agent_image: str = "berth/agent:0.1"
     install_scripts_dir: Path | None = None
     team: str = DEFAULT_TEAM
 

@@ -47,7 +47,7 @@ log = structlog.get_logger(__name__)
 
 MIN_AGENT_VERSION: Final = (0, 15, 4)
 NODE_TYPES: Final = ("docker", "k8s")
-SCRIPT_TYPES: Final = ("shell", "powershell")
+SCRIPT_TYPES: Final = ("shell", "powershell", "systemd")
 _SEMVER = re.compile(r"(\d+)(?:\.(\d+))?(?:\.(\d+))?")
 _RFC1123 = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
@@ -417,7 +417,7 @@ class ControlPlane:
         if node_type not in NODE_TYPES:
             raise InvalidInput("type", f"expected one of {', '.join(NODE_TYPES)}")
         if script_type not in SCRIPT_TYPES or (node_type == "k8s" and script_type != "shell"):
-            raise InvalidInput("scriptType", "expected shell or powershell (k8s: shell)")
+            raise InvalidInput("scriptType", "expected shell, powershell or systemd (k8s: shell)")
         if node.nonce is not None:
             raise Conflict("The node already has a connection token; revoke it first")
         self.scripts.require(node_type, script_type)

@@ -18,6 +18,7 @@ from berth.platform.records import Installer, NodeRecord
 TEMPLATES: Final = {
     ("docker", "shell"): ("install-docker.sh.tmpl", "text/x-shellscript; charset=utf-8"),
     ("docker", "powershell"): ("install-docker.ps1.tmpl", "text/plain; charset=utf-8"),
+    ("docker", "systemd"): ("install-systemd.sh.tmpl", "text/x-shellscript; charset=utf-8"),
     ("k8s", "shell"): ("install-k8s.yaml.tmpl", "application/yaml; charset=utf-8"),
 }
 DEFAULT_DATA_DIR: Final = "/srv/berth"
@@ -73,6 +74,8 @@ class InstallScripts:
                 f"Invoke-WebRequest -UseBasicParsing -Uri '{url}' "
                 "| Select-Object -ExpandProperty Content | Invoke-Expression"
             )
+        if script_type == "systemd":
+            return f"curl -sSfL '{url}' | sudo sh -"
         return f"curl -sSfL '{url}' | sh -"
 
     def values(self, node: NodeRecord, installer: Installer) -> dict[str, str]:

@@ -28,7 +28,7 @@ class Installer(_Doc):
     nonce: str
     expires_at: float
     node_type: str  # docker | k8s
-    script_type: str  # shell | powershell (docker), shell for k8s
+    script_type: str  # shell | powershell | systemd (docker), shell for k8s
     root_path: str = ""
 
 
