@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export K8S_DEB_BASE ?= /var/tmp/berth-kube
 
-.PHONY: venv proto proto-check lint test test-fast demo bench testenv kube-up kube-down clean
+.PHONY: venv proto proto-check lint test test-fast demo bench testenv podman-up kube-up kube-down clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -30,6 +30,9 @@ lint: venv proto-check
 testenv:
 	tools/testenv.sh up
 
+podman-up:
+	tools/podman.sh up
+
 kube-up:
 	tools/kube-apiserver.sh all
 
@@ -37,7 +40,7 @@ kube-down:
 	tools/kube-apiserver.sh stop
 
 # The whole suite on real components: Docker engine, private registry, kube-apiserver.
-test: venv lint testenv kube-up
+test: venv lint testenv podman-up kube-up
 	eval "$$(tools/testenv.sh env)"; export KUBECONFIG=$(K8S_DEB_BASE)/kubeconfig; \
 	$(VENV)/bin/pytest -q -p no:cacheprovider
 
