@@ -127,8 +127,12 @@ class StateWatcher:
         pumping = asyncio.wrap_future(self._bridge.submit_stream(pump))
         try:
             current = await self._bridge.call("list containers", lambda c: list_statuses(c, self._prefix))
+            current_refs = {status.ref for status in current.values()}
+            vanished = [s.ref for s in self._known.values() if s.ref not in current_refs]
             self._known = current
             yield StateUpdate(tuple(current.values()), initial=True)
+            if vanished:  # removed while the subscription was down (after an engine restart)
+                yield StateUpdate(tuple(ContainerStatus.removed(ref) for ref in vanished))
             next_resync = time.monotonic() + self._resync_interval_s
             while True:
                 try:
