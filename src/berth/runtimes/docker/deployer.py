@@ -21,6 +21,7 @@ from berth.model import (
     ExpectedState,
     InitContainer,
     LogLevel,
+    RegistryAuth,
     WorkloadSpec,
 )
 from berth.runtimes.base import DeployEvents
@@ -198,8 +199,12 @@ class Deployer:
             )
             raise
         if aside is not None:
-            await self._bridge.call(f"remove {aside}", lambda c: c.api.remove_container(aside, v=False))
-            await events.log(LogLevel.INFO, f"Removed previous container: {old_id12(old)}")
+            try:
+                await self._bridge.call(f"remove {aside}", lambda c: c.api.remove_container(aside, v=False))
+            except RuntimeFailure as err:  # the new container runs: the deployment succeeded
+                await events.log(LogLevel.WARNING, f"Could not remove the previous container {aside}: {err}")
+            else:
+                await events.log(LogLevel.INFO, f"Removed previous container: {old_id12(old)}")
 
     # -- redeploy safety ----------------------------------------------------------------------
 
@@ -217,7 +222,12 @@ class Deployer:
         taken = await self._bridge.call(f"inspect {aside}", lambda c: _exact(c, aside))
         if taken is not None:
             aside = f"{aside}-{int(time.time())}"
-        await self._bridge.call(f"rename {workload.ref}", lambda c: c.api.rename(cid, aside))
+        try:
+            await self._bridge.call(f"rename {workload.ref}", lambda c: c.api.rename(cid, aside))
+        except RuntimeFailure:
+            if raw in _STOPPABLE:  # put it back as it was before failing
+                await self._bridge.call(f"start {workload.ref}", lambda c: c.api.start(cid))
+            raise
         await events.instance(workload.id, ContainerState.WAITING, "replacing")
         await events.log(
             LogLevel.INFO, f"Previous container {cid[:12]} stopped and kept as {aside} until the new one runs"
@@ -294,7 +304,7 @@ class Deployer:
         return ImageReference.parse(init.image, default_tag=self._settings.default_tag)
 
     @staticmethod
-    def _auth_for(workload: WorkloadSpec, main: ImageReference, other: ImageReference) -> Any:
+    def _auth_for(workload: WorkloadSpec, main: ImageReference, other: ImageReference) -> RegistryAuth | None:
         return workload.registry_auth if other.registry == main.registry else None
 
     async def _run_import(
