@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
+import signal
+import subprocess
+import time
 from collections.abc import AsyncIterator
 
 import httpx
@@ -24,6 +27,7 @@ from berth.model import (
 )
 from berth.runtimes.kubernetes.watcher import StateWatcher
 
+from .conftest import BASE, ROOT
 from .test_kube_deploy import _patch_pod_status, _wait_pods, running_pod
 
 pytestmark = pytest.mark.kube
@@ -115,4 +119,57 @@ async def test_watch_survives_a_forced_410_gone(
         await next_matching(updates, ContainerRef(prefix, "later"), ContainerState.WAITING)
         assert snapshots >= 2, "the 410 did not lead to a re-list"
         assert [e["reason"] for e in logs if e["event"] == "kube_watch_relist"] == ["410 Gone"]
+        await updates.aclose()
+
+
+def _stop_process(name: str, sig: signal.Signals) -> None:
+    pid = int((BASE / "run" / f"{name}.pid").read_text())
+    os.kill(pid, sig)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+
+
+def _restart_api_server() -> None:
+    """Kill the API server (as a crash would) and start the control plane again with the project's
+    script; the controller manager is restarted too (it does not recover well from a vanished
+    API server, and the later tests need its controllers)."""
+    _stop_process("kube-apiserver", signal.SIGKILL)
+    _stop_process("kube-controller-manager", signal.SIGTERM)
+    env = {**os.environ, "K8S_DEB_BASE": str(BASE)}
+    subprocess.run(
+        [str(ROOT / "tools/kube-apiserver.sh"), "start"],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
+
+
+async def test_watch_survives_an_api_server_restart(runtime, prefix, events) -> None:
+    if not (BASE / "run" / "kube-apiserver.pid").is_file():
+        pytest.skip("the API server was not started by tools/kube-apiserver.sh")
+    web = WorkloadSpec(id="w", prefix=prefix, name="web", image_name="busybox")
+    await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(web,)), events)
+    updates = runtime.watch(prefix)
+    try:
+        first = await anext(updates)
+        assert first.initial
+        await asyncio.to_thread(_restart_api_server)
+        # the watches end with the server, resume, get 410 from the new server's cache, re-list
+        later = WorkloadSpec(id="l", prefix=prefix, name="later", image_name="busybox")
+        await runtime.deploy(DeploymentSpec(id="d2", prefix=prefix, workloads=(later,)), events)
+        # the controller manager reconnects slowly: "later" may still have no pod (EXITED)
+        async with asyncio.timeout(30):
+            seen = await anext(updates)
+            while ContainerRef(prefix, "later") not in {i.ref for i in seen.items}:
+                seen = await anext(updates)
+        await runtime.delete(ContainerRef(prefix, "web"))
+        await next_matching(updates, ContainerRef(prefix, "web"), ContainerState.REMOVED)
+    finally:
         await updates.aclose()

@@ -119,6 +119,8 @@ class LogReader:
                 return
             responses.add(response)
             try:
+                if stop.is_set():  # stopped while opening: the owner's shutdown() missed it
+                    return
                 for raw in response:
                     if stop.is_set():
                         return

@@ -102,22 +102,31 @@ class StateWatcher:
         return snap
 
     async def updates(self) -> AsyncIterator[StateUpdate]:
-        emitted: dict[ContainerRef, ContainerStatus] | None = None
+        """The full list first; then changes. After the API server was unreachable the full list
+        is sent again (``initial=True``); a re-list after 410 Gone or the periodic resync sends
+        only what changed."""
+        emitted: dict[ContainerRef, ContainerStatus] = {}
+        full_list = True
         failures = 0
         while True:
             try:
                 snap = await self.snapshot()
             except RuntimeFailure as err:
                 failures += 1
-                delay = random.uniform(0, min(BACKOFF_MAX_S, 2.0**failures))  # noqa: S311 - jitter
+                full_list = True
+                delay = _backoff_s(failures)
                 log.warning(
-                    "kube_state_list_failed", namespace=self._namespace, error=str(err), retry_s=delay
+                    "kube_state_list_failed",
+                    namespace=self._namespace,
+                    error=str(err),
+                    retry_s=round(delay, 2),
                 )
                 await asyncio.sleep(delay)
                 continue
             current = snap.all()
-            if emitted is None:
+            if full_list:
                 yield StateUpdate(tuple(current.values()), initial=True)
+                full_list = False
             else:
                 changes = _diff(emitted, current)
                 if changes:
@@ -126,15 +135,17 @@ class StateWatcher:
             outcome = "resync"
             async for update in self._watch(snap, emitted):
                 if isinstance(update, StateUpdate):
-                    failures = 0
                     yield update
                 else:
                     outcome = update
             if outcome == RELIST:
                 log.info("kube_watch_relist", namespace=self._namespace, reason="410 Gone")
-            if outcome == "error":
+            elif outcome == "error":
                 failures += 1
-                await asyncio.sleep(random.uniform(0, min(BACKOFF_MAX_S, 2.0**failures)))  # noqa: S311
+                full_list = True
+                await asyncio.sleep(_backoff_s(failures))
+            else:
+                failures = 0
 
     async def _watch(
         self, snap: Snapshot, emitted: dict[ContainerRef, ContainerStatus]
@@ -238,6 +249,8 @@ class StateWatcher:
                 return
             responses.add(response)
             try:
+                if stop.is_set():  # stopped while opening: the owner's shutdown() missed it
+                    return
                 for line in response:
                     if stop.is_set():
                         return
@@ -260,6 +273,11 @@ class StateWatcher:
             finally:
                 responses.discard(response)
                 response.release_conn()
+
+
+def _backoff_s(failures: int) -> float:
+    """Full jitter, capped."""
+    return random.uniform(0, min(BACKOFF_MAX_S, 0.5 * 2.0**failures))  # noqa: S311 - jitter, not crypto
 
 
 def _diff(
