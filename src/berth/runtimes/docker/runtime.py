@@ -44,21 +44,6 @@ _MINIMUM: Final = {"docker": ((20, 10), (23, 0)), "podman": ((4, 0), (4, 4))}
 _SIGKILL_EXIT: Final = 137
 
 
-REDACTED: Final = "<redacted secret>"
-
-
-def redact_secrets(attrs: dict[str, Any]) -> dict[str, Any]:
-    config = attrs.get("Config") or {}
-    keys = {k for k in str((config.get("Labels") or {}).get(SECRET_KEYS_LABEL, "")).split(",") if k}
-    if not keys or not config.get("Env"):
-        return attrs
-    env = [
-        f"{item.split('=', 1)[0]}={REDACTED}" if item.split("=", 1)[0] in keys else item
-        for item in config["Env"]
-    ]
-    return {**attrs, "Config": {**config, "Env": env}}
-
-
 def _version_tuple(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
 
@@ -156,9 +141,7 @@ class DockerRuntime:
         await self._bridge.call(f"restart {ref}", lambda c: c.api.restart(cid))
 
     async def inspect(self, ref: ContainerRef) -> str:
-        """The Engine's inspect document, except the values of the container's secrets (keys in
-        ``org.dyrectorio.secret.keys``), which the platform would otherwise show in its UI."""
-        return json.dumps(redact_secrets(await self._require(ref)))
+        return json.dumps(await self._require(ref))
 
     # -- delete -------------------------------------------------------------------------------
 
