@@ -149,7 +149,9 @@ class EngineBridge:
             client, self._client = self._client, None
             pool, self._streams = self._streams, None
         if pool is not None:
-            await asyncio.to_thread(pool.shutdown, wait=True, cancel_futures=True)
+            # Tracked streams are closed above, so their threads end at once; a helper container's
+            # wait (bounded by its own timeout) is not waited for: shutdown must stay quick.
+            pool.shutdown(wait=False, cancel_futures=True)
         if client is not None:
             await asyncio.to_thread(client.close)
 
