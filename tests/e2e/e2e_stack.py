@@ -94,6 +94,18 @@ async def eventually(description: str, check: Callable[[], Awaitable[Any]], time
     raise AssertionError(f"{description}: not within {timeout_s} s (last: {last!r})")
 
 
+async def wait_for_engine(timeout_s: float = 60.0) -> None:
+    """The engine may be restarting (fault tests restart it): wait until it answers."""
+
+    def _up() -> bool:
+        return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+    async def _check() -> bool:
+        return await asyncio.to_thread(_up)
+
+    await eventually("the Docker engine answers", _check, timeout_s)
+
+
 async def sweep_containers(prefix: str) -> None:
     """Removes every test container of the prefix (labelled io.berth.test=1)."""
 

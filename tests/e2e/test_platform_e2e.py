@@ -25,6 +25,7 @@ from e2e_stack import (
     platform_config,
     start_platform,
     sweep_containers,
+    wait_for_engine,
 )
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
@@ -43,7 +44,11 @@ def _stack(node_id: str, prefix: str, registry_id: str) -> dict[str, Any]:
                 "tag": "1",
                 "registryId": registry_id,
                 "config": {
-                    "common": {"name": "web", "commands": ["httpd"], "args": ["-f", "-p", "8080"]},
+                    "common": {
+                        "name": "web",
+                        "commands": ["sh", "-c"],
+                        "args": ["trap 'exit 0' TERM; httpd -f -p 8080 & wait $!"],
+                    },
                     "dagent": {"labels": TEST_LABEL},
                 },
             },
@@ -102,6 +107,7 @@ async def test_platform_drives_a_real_agent(tmp_path: Path, prefix: str) -> None
                 config.data_dir / "tls" / "ca.pem",
                 tmp_path / "agent.log",
             )
+            await wait_for_engine()
             await agent.start()
 
             async def node_status() -> str:
@@ -220,7 +226,10 @@ async def _container_operations(api: httpx.AsyncClient, node_id: str, prefix: st
     assert tail.status_code == 200 and len(tail.json()["logs"]) == 2
 
     async def state_of(name: str) -> str:
-        items = (await api.get(base)).json()
+        response = await api.get(base)
+        if response.status_code != 200:
+            return f"unknown (HTTP {response.status_code})"
+        items = response.json()
         return next((str(i["state"]) for i in items if i["id"]["name"] == name), "absent")
 
     async def becomes(name: str, state: str) -> bool:
