@@ -127,7 +127,7 @@ def demo_stack(registry: str, user: str, password: str, web_port: int) -> Stack:
                         "commands": ["sh", "-c"],
                         "args": [
                             "mkdir -p /www && echo 'Hello from Berth' > /www/index.html && "
-                            "exec httpd -f -v -p 8080 -h /www"
+                            "trap 'exit 0' TERM; httpd -f -v -p 8080 -h /www & wait $!"
                         ],
                         "ports": [{"internal": 8080, "external": web_port}],
                     },
@@ -166,6 +166,8 @@ async def _wait_for(description: str, check: Any, timeout_s: float = STARTUP_TIM
 
 
 async def run() -> int:
+    if _state_file().is_file():
+        say(f"[{_elapsed()}] tearing down the previous demo")
     await teardown(quiet=True)
     await asyncio.to_thread(DEMO_DIR.mkdir, parents=True, mode=0o700)
     registry = os.environ.get("BERTH_TEST_REGISTRY", "127.0.0.1:5000")
