@@ -23,7 +23,7 @@ TEMPLATES: Final = {
 }
 DEFAULT_DATA_DIR: Final = "/srv/berth"
 WORKLOAD_NAME: Final = "berth"
-_PLACEHOLDER = re.compile(r"@@([A-Z_]+)@@")
+_PLACEHOLDER = re.compile(r"@@([A-Z0-9_]+)@@")
 
 
 def find_templates_dir(configured: Path | None = None) -> Path:

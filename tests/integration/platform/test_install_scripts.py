@@ -1,0 +1,57 @@
+"""Install scripts: the repository's templates render completely; a missing template is a clear 500."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from platform_harness import Harness
+
+from berth.platform.install_scripts import TEMPLATES, InstallScripts, find_templates_dir
+from berth.platform.records import Installer, NodeRecord
+
+
+def test_repository_templates_render_completely() -> None:
+    folder = find_templates_dir()
+    present = [key for key, (name, _) in TEMPLATES.items() if (folder / name).is_file()]
+    if not present:
+        pytest.fail(f"no install script template found in {folder}")
+    scripts = InstallScripts(
+        templates_dir=folder,
+        base_url="http://127.0.0.1:8000",
+        team="default",
+        advertise="platform.example:5000",
+        ca_pem="-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        insecure=False,
+        image="berth:0.1",
+    )
+    node = NodeRecord(id="n1", name="Edge Node 1", created_at=time.time())
+    for node_type, script_type in present:
+        installer = Installer(
+            token="header.payload.signature",
+            nonce="n",
+            expires_at=time.time() + 60,
+            node_type=node_type,
+            script_type=script_type,
+        )
+        text, _ = scripts.render(node, installer)
+        assert "@@" not in text, (node_type, script_type)
+        assert "header.payload.signature" in text and "platform.example:5000" in text
+        assert "edgenode1" in text
+
+
+async def test_missing_template_is_a_clear_server_error(platform: Harness) -> None:
+    node_id = await platform.create_node()
+    response = await platform.api.post(
+        f"/nodes/{node_id}/script", json={"type": "k8s", "scriptType": "shell"}
+    )
+    assert response.status_code == 500
+    assert "install-k8s.yaml.tmpl" in response.json()["message"]
+    bad = await platform.api.post(
+        f"/nodes/{node_id}/script", json={"type": "k8s", "scriptType": "powershell"}
+    )
+    assert bad.status_code == 400 and bad.json()["property"] == "scriptType"
+    powershell = await platform.api.post(
+        f"/nodes/{node_id}/script", json={"type": "docker", "scriptType": "powershell"}
+    )
+    assert powershell.status_code == 201 and "Invoke-Expression" in powershell.json()["command"]
