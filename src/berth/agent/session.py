@@ -25,7 +25,7 @@ from berth.agent.health import HealthState
 from berth.agent.metrics import AgentMetrics
 from berth.agent.ports import MAX_MESSAGE_BYTES, OutboundStream
 from berth.agent.tokens import RefusalOutcome, TokenKeeper
-from berth.errors import PlatformUnavailable
+from berth.errors import InvalidSpec, PlatformUnavailable
 from berth.model import ContainerRef, StateUpdate, Target
 from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
 from berth.settings import KEEPALIVE_MIN_S, ConnectionSettings
@@ -65,6 +65,11 @@ def is_refusal(error: grpc.aio.AioRpcError) -> bool:
     return code in REFUSAL_CODES or (
         code == grpc.StatusCode.UNKNOWN and "forbidden resource" in (error.details() or "").lower()
     )
+
+
+def is_header_safe(value: str) -> bool:
+    """Printable ASCII, as a gRPC metadata value must be."""
+    return all(" " <= char <= "~" for char in value)
 
 
 def _describe_error(error: grpc.aio.AioRpcError) -> str:
@@ -202,6 +207,10 @@ class GrpcPlatformLink:
         return agent_pb2_grpc.AgentStub(self._channel.get(self._keeper.current.iss))
 
     def _metadata(self, *extra: tuple[str, str]) -> tuple[tuple[str, str], ...]:
+        for key, value in extra:
+            if not is_header_safe(value):
+                # gRPC refuses such metadata with an internal error type: say it plainly instead.
+                raise InvalidSpec(key, "is not printable ASCII, so no answer can carry it")
         return (("dyo-node-token", self._keeper.current.raw), *extra)
 
     async def _unary(self, name: str, request: Message, metadata: tuple[tuple[str, str], ...]) -> None:
