@@ -20,7 +20,7 @@ import docker
 import docker.errors
 import grpc
 import grpc.aio
-from fakeplatform import FakePlatform, PlatformServer, StreamRecord, agent_settings
+from fakeplatform import FakePlatform, PlatformServer, RunningAgent, StreamRecord, agent_settings
 
 from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
 from berth.settings import AgentSettings, DockerSettings
@@ -76,6 +76,13 @@ class TunedPlatformServer(PlatformServer):
 
 
 # -- agents --------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class DockerAgent:
+    platform: FakePlatform
+    running: RunningAgent
+    data_dir: Path
 
 
 def docker_agent_settings(data_dir: Path, token: str, **connection: Any) -> AgentSettings:
