@@ -65,22 +65,25 @@ def _spawn(command: list[str], log_file: Path, env: dict[str, str] | None = None
     return process.pid
 
 
-def _stop_pid(pid: int) -> None:
+def _alive(pid: int) -> bool:
     try:
-        os.kill(pid, signal.SIGTERM)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return
+        return False
+    return True
+
+
+def _stop_pids(pids: list[int]) -> None:
+    """SIGTERM to all, then wait for all (SIGKILL after 10 s)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    try:
-        os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
+    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _state_file() -> Path:
@@ -101,9 +104,7 @@ async def teardown(quiet: bool = False) -> None:
                 say(f"deleted the containers of prefix {PREFIX}")
     except (ApiError, KeyError) as err:
         say(f"could not delete the demo containers through the platform ({err})")
-    for key in ("agent_pid", "platform_pid"):
-        if key in state:
-            _stop_pid(int(state[key]))
+    await asyncio.to_thread(_stop_pids, [int(state[k]) for k in ("agent_pid", "platform_pid") if k in state])
     shutil.rmtree(DEMO_DIR, ignore_errors=True)
     if not quiet:
         say("demo platform and agent stopped, demo folder removed")
@@ -142,7 +143,10 @@ def demo_stack(registry: str, user: str, password: str, web_port: int) -> Stack:
                     "common": {
                         "name": "logger",
                         "commands": ["sh", "-c"],
-                        "args": ['i=0; while true; do i=$((i+1)); echo "tick $i: $GREETING"; sleep 1; done'],
+                        "args": [
+                            "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); "
+                            'echo "tick $i: $GREETING"; sleep 1 & wait $!; done'
+                        ],
                     },
                     "dagent": {"restartPolicy": "UNLESS_STOPPED"},
                 },
