@@ -104,12 +104,14 @@ class FakeAgent:
         try:
             while not completed.done():
                 getter = asyncio.ensure_future(more.get())
-                await asyncio.wait([getter, completed], return_when=asyncio.FIRST_COMPLETED)
-                if getter.done():
+                try:
+                    await asyncio.wait([getter, completed], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    if not getter.done():
+                        getter.cancel()
+                        await asyncio.gather(getter, return_exceptions=True)
+                if not getter.cancelled() and not completed.done():
                     await call.write(getter.result())
-                else:
-                    getter.cancel()
-                    await asyncio.gather(getter, return_exceptions=True)
         finally:
             if not completed.done():
                 call.cancel()

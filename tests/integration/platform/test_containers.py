@@ -12,7 +12,7 @@ from platform_fake_agent import FakeAgent, state_item
 from platform_harness import Harness
 from platform_responder import Responder
 
-from berth.proto import common_pb2
+from berth.proto import agent_pb2, common_pb2
 
 PREFIX = "shop"
 
@@ -117,3 +117,16 @@ async def test_state_and_log_feeds(platform: Harness) -> None:
             raise AssertionError("the handshake should fail")
     except websockets.InvalidStatus as err:
         assert err.response.status_code == 403
+
+
+async def test_node_delete_shuts_the_agent_down_and_ends_feeds(platform: Harness) -> None:
+    headers = {"authorization": f"Bearer {platform.started.api_token}"}
+    async with connected(platform, ["web"]) as (node_id, responder):
+        url = _ws_url(platform, f"/ws/nodes/{node_id}/containers?prefix={PREFIX}")
+        async with websockets.connect(url, additional_headers=headers) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "containers"
+            assert (await platform.api.delete(f"/nodes/{node_id}")).status_code == 204
+            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "end"}
+        closes = [c.close.reason for c in responder.seen if c.HasField("close")]
+        assert closes == [agent_pb2.SHUTDOWN]
+    assert (await platform.api.get(f"/nodes/{node_id}")).status_code == 404
