@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import socket
+import urllib.request
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +30,7 @@ from berth.model import (
     ExpectedState,
     InitContainer,
     LogLevel,
+    Port,
     PrefixTarget,
     RestartPolicy,
     SecretValue,
@@ -393,3 +397,31 @@ async def test_invalid_prefix_never_names_a_folder(runtime: DockerRuntime, data_
             RecordingEvents(),
         )
     assert not (data_dir.parent / "escape").exists()
+
+
+async def test_published_port_serves_on_the_host(
+    runtime: DockerRuntime, prefix: str, docker_client: docker.DockerClient
+) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        host_port = probe.getsockname()[1]
+    spec = workload(prefix, "web", commands=("httpd",), args=("-f", "-p", "80", "-h", "/www"))
+    spec = replace(spec, ports=(Port(internal=80, external=host_port), Port(internal=81)))
+    await runtime.deploy(deployment(prefix, spec), RecordingEvents())
+
+    attrs = docker_client.api.inspect_container(f"{prefix}-web")
+    assert set(attrs["Config"]["ExposedPorts"]) == {"80/tcp", "81/tcp"}
+    body = b""
+    for _ in range(50):  # httpd binds a moment after the container starts
+        try:
+            body = await asyncio.to_thread(_fetch, f"http://127.0.0.1:{host_port}/")
+            break
+        except OSError:
+            await asyncio.sleep(0.1)
+    assert b"berth demo" in body
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=2) as answer:
+        data: bytes = answer.read()
+    return data

@@ -91,21 +91,22 @@ def plan_container(
         labels[SECRET_KEYS_LABEL] = ",".join(workload.secrets)
     labels.update(workload.docker.labels)
 
-    exposed: list[str] = []
+    # The SDK's ``ports`` takes (port, protocol) tuples; a "8080/tcp" string would become
+    # "8080/tcp/tcp" there. ``port_bindings`` keys take the "port/protocol" form.
+    exposed: list[tuple[int, str]] = []
     bindings: dict[str, Any] = {}
     for port in capability_ports(image_labels):
-        exposed.append(f"{port}/tcp")
+        exposed.append((port, "tcp"))
         bindings[f"{port}/tcp"] = None  # a random host port
     for p in workload.ports:
-        key = f"{p.internal}/tcp"
-        exposed.append(key)
+        exposed.append((p.internal, "tcp"))
         if p.external:
-            bindings[key] = ("0.0.0.0", p.external)
+            bindings[f"{p.internal}/tcp"] = ("0.0.0.0", p.external)
     for binding in workload.port_ranges:
         for offset in range(binding.internal.end - binding.internal.start + 1):
-            key = f"{binding.internal.start + offset}/tcp"
-            exposed.append(key)
-            bindings[key] = ("0.0.0.0", binding.external.start + offset)
+            internal = binding.internal.start + offset
+            exposed.append((internal, "tcp"))
+            bindings[f"{internal}/tcp"] = ("0.0.0.0", binding.external.start + offset)
 
     host: dict[str, Any] = {
         "restart_policy": {"Name": restart_policy_name(workload.docker.restart_policy)},
