@@ -29,7 +29,8 @@ from berth.agent.health import HealthSocket, HealthState, HttpEndpoint
 from berth.agent.metrics import AgentMetrics
 from berth.agent.session import AgentIdentity, Session
 from berth.agent.tokens import NoToken, TokenKeeper
-from berth.errors import BerthError, ConfigError
+from berth.errors import BerthError, ConfigError, TemporaryCommandError
+from berth.model import RuntimeInfo
 from berth.runtimes.base import CredentialStore, Runtime, SelfUpdater
 from berth.settings import AgentSettings
 
@@ -141,6 +142,28 @@ class Agent:
 
     # -- run -------------------------------------------------------------------------------------
 
+    async def _preflight(self, runtime: Runtime) -> RuntimeInfo | None:
+        """The engine may still be starting (or restarting) when the agent starts: wait for it
+        with backoff instead of exiting; an unsupported engine is a permanent error."""
+        conn = self.settings.connection
+        backoff = Backoff(conn.backoff_initial_s, conn.backoff_max_s)
+        while True:
+            try:
+                return await runtime.preflight()
+            except TemporaryCommandError as err:
+                delay_s = backoff.next_delay_s()
+                log.warning(
+                    "runtime_waiting",
+                    runtime=self.settings.runtime,
+                    reason=str(err),
+                    retry_in_s=round(delay_s, 2),
+                )
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay_s):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return None
+
     async def run(self) -> int:
         settings = self.settings
         store = self._store if self._store is not None else build_store(settings)
@@ -161,11 +184,14 @@ class Agent:
         runtime = self._runtime if self._runtime is not None else build_runtime(settings)
         updater = build_updater(settings) if isinstance(self._updater, _Unset) else self._updater
         try:
-            info = await runtime.preflight()
+            info = await self._preflight(runtime)
         except BerthError as err:
             log.error("runtime_unavailable", runtime=settings.runtime, reason=str(err))
             await runtime.aclose()
             return EXIT_FAILURE
+        if info is None:  # stopped while waiting for the engine
+            await runtime.aclose()
+            return EXIT_OK
         for warning in info.warnings:
             log.warning("runtime_warning", detail=warning)
         log.info(

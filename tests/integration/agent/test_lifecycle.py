@@ -11,8 +11,8 @@ import pytest
 from fakeplatform import Harness, PlatformServer, agent_settings, eventually, running_agent
 
 from berth.agent.health import read_health_socket
-from berth.errors import UpdateRefused
-from berth.model import CloseReason
+from berth.errors import TemporaryCommandError, UpdateRefused
+from berth.model import CloseReason, RuntimeInfo
 from berth.proto import agent_pb2, common_pb2
 from berth.runtimes.memory import MemoryRuntime
 
@@ -313,3 +313,42 @@ async def test_shutdown_cancels_work_that_outlives_the_grace(tmp_path: Path) -> 
             last = stream.messages[-1]
             assert last.deploymentStatus == common_pb2.FAILED
             assert "stopped before it finished" in " ".join(last.log)
+
+
+class _EngineStartingRuntime(MemoryRuntime):
+    """The engine answers only from the third preflight on (it was still starting)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.preflights = 0
+
+    async def preflight(self) -> RuntimeInfo:
+        self.preflights += 1
+        if self.preflights < 3:
+            raise TemporaryCommandError("engine not reachable yet")
+        return await super().preflight()
+
+
+async def test_agent_waits_for_an_engine_that_is_still_starting(tmp_path: Path) -> None:
+    async with PlatformServer() as server:
+        runtime = _EngineStartingRuntime()
+        settings = agent_settings(tmp_path / "data", server.platform.issue_connection_token())
+        async with running_agent(settings, runtime=runtime):
+            await server.platform.wait_accepted()
+        assert runtime.preflights == 3
+
+
+async def test_shutdown_while_waiting_for_the_engine_exits_cleanly(tmp_path: Path) -> None:
+    class NeverUp(MemoryRuntime):
+        async def preflight(self) -> RuntimeInfo:
+            raise TemporaryCommandError("engine down")
+
+    async with PlatformServer() as server:
+        runtime = NeverUp()
+        settings = agent_settings(tmp_path / "data", server.platform.issue_connection_token())
+        async with running_agent(settings, runtime=runtime) as running:
+            await asyncio.sleep(0.1)
+            running.agent.request_shutdown()
+            assert await running.exit_code() == 0
+        assert not server.platform.connects
+        assert runtime.closed
