@@ -31,7 +31,7 @@ from berth.agent.session import AgentIdentity, Session
 from berth.agent.tokens import NoToken, TokenKeeper
 from berth.errors import BerthError, ConfigError, TemporaryCommandError
 from berth.model import RuntimeInfo
-from berth.runtimes.base import CredentialStore, Runtime, SelfUpdater
+from berth.runtimes.base import CredentialStore, Runtime, SelfScaler, SelfUpdater
 from berth.settings import AgentSettings
 
 log = structlog.get_logger("berth.agent")
@@ -84,6 +84,16 @@ def build_updater(settings: AgentSettings) -> SelfUpdater | None:
         return None
     updater: SelfUpdater = DockerSelfUpdater(settings.docker)
     return updater
+
+
+def build_self_scaler(settings: AgentSettings) -> SelfScaler | None:
+    """On Kubernetes, SHUTDOWN scales the agent's own Deployment to 0 first (§13.3)."""
+    if settings.runtime != "kubernetes":
+        return None
+    from berth.runtimes.kubernetes.selfscale import KubernetesSelfScaler
+
+    scaler: SelfScaler = KubernetesSelfScaler(settings.kubernetes)
+    return scaler
 
 
 class _Unset:
@@ -232,7 +242,9 @@ class Agent:
                 state=StateWatchHandler(runtime, session.link),
                 log_stream=LogStreamHandler(runtime, session.link),
                 callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
-                lifecycle=LifecycleHandler(self.keeper, session.link, self, updater),
+                lifecycle=LifecycleHandler(
+                    self.keeper, session.link, self, updater, build_self_scaler(settings)
+                ),
             )
             dispatcher = Dispatcher(
                 handlers, session.link, max_concurrent=settings.max_concurrent_commands, metrics=self.metrics

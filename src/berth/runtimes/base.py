@@ -113,6 +113,16 @@ class SelfUpdater(Protocol):
         ...
 
 
+class SelfScaler(Protocol):
+    """Optional capability of an orchestrated runtime: make sure the agent is not restarted after
+    ``close{SHUTDOWN}`` (Kubernetes: scale the agent's own Deployment to 0, §13.3)."""
+
+    async def scale_down_self(self) -> None:
+        """Scale the agent's own workload down; raises a ``berth.errors.BerthError`` with a clear
+        reason when it cannot (the agent then logs it and exits anyway)."""
+        ...
+
+
 class CredentialStore(Protocol):
     """Where the agent keeps ``secret.key``, ``token.jwt`` and ``token-nonce.blacklist``: files in
     the persistence folder (Docker, systemd) or one Secret (Kubernetes, §15.11). Writes are

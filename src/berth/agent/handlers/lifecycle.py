@@ -11,7 +11,7 @@ from berth.agent.ports import Lifecycle, PlatformLink
 from berth.agent.tokens import PendingReplacement, TokenKeeper
 from berth.errors import BerthError, PlatformError, TokenError, UpdateRefused
 from berth.model import CloseReason
-from berth.runtimes.base import SelfUpdater
+from berth.runtimes.base import SelfScaler, SelfUpdater
 
 log = structlog.get_logger("berth.agent.lifecycle")
 
@@ -28,11 +28,13 @@ class LifecycleHandler:
         link: PlatformLink,
         lifecycle: Lifecycle,
         updater: SelfUpdater | None,
+        scaler: SelfScaler | None = None,
     ) -> None:
         self._keeper = keeper
         self._link = link
         self._lifecycle = lifecycle
         self._updater = updater
+        self._scaler = scaler
 
     async def _swap_token(self, raw: str) -> PendingReplacement:
         """Validate, stage the file, TokenReplaced with the old token, then commit and switch.
@@ -79,6 +81,7 @@ class LifecycleHandler:
     async def close(self, command: Close) -> str:
         match command.reason:
             case CloseReason.SHUTDOWN:
+                await self._scale_down_self()
                 self._lifecycle.request_exit(0, "the platform sent close(SHUTDOWN)")
                 return "shutdown"
             case CloseReason.REVOKE_TOKEN:
@@ -93,3 +96,20 @@ class LifecycleHandler:
                 return "ignored"
             case CloseReason.CLOSE | CloseReason.UNSPECIFIED:
                 return "ignored"
+
+    async def _scale_down_self(self) -> None:
+        """On Kubernetes, scale the agent's own Deployment to 0 first so it is not restarted; a
+        failure is logged and the agent exits 0 anyway (the platform asked it to stop)."""
+        if self._scaler is None:
+            return
+        try:
+            await self._scaler.scale_down_self()
+        except BerthError as err:
+            reason = str(err)
+        except Exception as err:  # an unexpected client failure must not turn SHUTDOWN into a crash
+            reason = f"{type(err).__name__}: {err}"
+        else:
+            return
+        log.error(
+            "self_scale_down_failed", reason=reason, consequence="the orchestrator may start the agent again"
+        )
