@@ -210,6 +210,12 @@ class Deployer:
 
     async def _set_aside(self, workload: WorkloadSpec, old: dict[str, Any], events: DeployEvents) -> str:
         """Stop the existing container and rename it aside; it stays recoverable."""
+        owner = (old.get("Config") or {}).get("Labels", {}).get(PREFIX_LABEL)
+        if owner is not None and owner != workload.prefix:
+            # <p>+"b-c" and <p>-b+"c" share a name: never take over another prefix's container.
+            raise PermanentCommandError(
+                f"container {workload.ref} already exists and belongs to prefix {owner!r}"
+            )
         raw = str(old["State"]["Status"])
         await events.instance(workload.id, state_of(raw), raw)
         if raw not in _REPLACEABLE:
