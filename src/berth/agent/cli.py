@@ -40,8 +40,14 @@ def agent_main(argv: Sequence[str]) -> int:
         main = asyncio.current_task()
         assert main is not None
 
+        signals_seen = 0
+
         def on_signal() -> None:
-            if agent.stopping:
+            # Only a second *signal* forces the exit: after close{SHUTDOWN} on Kubernetes the pod
+            # gets one SIGTERM while the agent is already draining, and must still exit 0.
+            nonlocal signals_seen
+            signals_seen += 1
+            if signals_seen > 1:
                 main.cancel()  # second signal: no more waiting
             else:
                 agent.request_shutdown()
