@@ -17,6 +17,7 @@ import structlog
 from berth.agent.backoff import Backoff
 from berth.agent.credentials import AgentKey, FileCredentialStore
 from berth.agent.dispatcher import Dispatcher
+from berth.agent.footprint import release_once_accepted
 from berth.agent.handlers import (
     CallbackHandler,
     DeployHandler,
@@ -94,6 +95,12 @@ def build_self_scaler(settings: AgentSettings) -> SelfScaler | None:
 
     scaler: SelfScaler = KubernetesSelfScaler(settings.kubernetes)
     return scaler
+
+
+async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 class _Unset:
@@ -237,6 +244,10 @@ class Agent:
             )
             self.session = session
             stack.push_async_callback(session.channel.aclose)
+            release = asyncio.create_task(
+                release_once_accepted(self.health), name="agent-release-startup-memory"
+            )
+            stack.push_async_callback(_cancel_and_wait, release)
             handlers = Handlers(
                 deploy=DeployHandler(runtime, self.key, session.link),
                 state=StateWatchHandler(runtime, session.link),

@@ -1,0 +1,64 @@
+"""Give memory left over from start-up back to the system once the agent is connected and idle.
+
+Start-up (imports, the runtime's preflight, dialling, key and token loading) leaves garbage and
+freed-but-retained allocator pages behind. One full ``gc.collect()`` frees the garbage; glibc's
+``malloc_trim(0)`` then returns free heap pages to the kernel. Elsewhere (musl, macOS) only the
+collection runs. It is done once, after the platform accepted the first session.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import gc
+import sys
+import time
+from collections.abc import Callable
+from functools import cache
+
+import structlog
+
+from berth.agent.health import HealthState
+
+log = structlog.get_logger("berth.agent.footprint")
+
+
+@cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        trim = libc.malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+def release_memory() -> bool:
+    """Collect garbage, then hand free heap pages back; True when ``malloc_trim`` released some."""
+    started = time.perf_counter()
+    collected = gc.collect()
+    trim = _malloc_trim()
+    released = bool(trim(0)) if trim is not None else False
+    log.debug(
+        "memory_released",
+        collected=collected,
+        malloc_trim=trim is not None,
+        trimmed=released,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+    return released
+
+
+async def release_once_accepted(health: HealthState) -> None:
+    """Wait until the platform accepted the session, then release start-up memory once."""
+    while True:
+        changed = health.changed
+        if health.accepted:
+            break
+        await changed.wait()
+    release_memory()
