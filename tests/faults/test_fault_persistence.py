@@ -96,7 +96,9 @@ async def test_replace_token_on_unwritable_folder_keeps_the_old_token(tmp_path: 
             assert not running.task.done()
 
 
-async def test_read_only_folder_without_key_exits_with_a_clear_error(tmp_path: Path) -> None:
+async def test_read_only_folder_without_key_exits_with_a_clear_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = tmp_path / "data"
     async with own_mount(data, "read-only"), PlatformServer() as server:
         await asyncio.to_thread(make_unwritable, data, "read-only")
@@ -104,9 +106,13 @@ async def test_read_only_folder_without_key_exits_with_a_clear_error(tmp_path: P
         agent = Agent(settings_in(data, token), runtime=MemoryRuntime(), updater=None)
         assert await asyncio.wait_for(agent.run(), 10) == 1
         assert server.platform.connects == []
+    said = capsys.readouterr().out
+    assert "agent_credentials_failed" in said and "Read-only file system" in said
 
 
-async def test_refused_token_on_read_only_folder_exits_cleanly(tmp_path: Path) -> None:
+async def test_refused_token_on_read_only_folder_exits_cleanly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The platform refuses the stored token while the folder is read-only: forgetting it fails,
     and the agent still ends with an exit code, not an unhandled exception."""
     data = tmp_path / "data"
@@ -122,3 +128,4 @@ async def test_refused_token_on_read_only_folder_exits_cleanly(tmp_path: Path) -
             code = await running.exit_code(within_s=15)
             assert code in (0, 1)
             assert (data / "token.jwt").exists()
+    assert "refused_token_not_forgotten" in capsys.readouterr().out
