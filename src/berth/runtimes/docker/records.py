@@ -13,8 +13,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
-import yaml
-
 from berth.errors import PersistenceError
 
 SHARED_SECRETS_FILE: Final = ".shared-secrets"
@@ -82,5 +80,7 @@ def write_release_record(
         "date": datetime.now(UTC).isoformat(),
         "containers": list(containers),
     }
+    import yaml  # only deployments with a version name write a record
+
     _write_atomic(path, yaml.safe_dump(record, sort_keys=False), mode=0o644)
     return path

@@ -8,7 +8,7 @@ import math
 import re
 import time
 from collections.abc import AsyncIterator
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import docker
 import docker.errors
@@ -28,7 +28,6 @@ from berth.model import (
 )
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.docker.bridge import EngineBridge, translated
-from berth.runtimes.docker.deployer import Deployer
 from berth.runtimes.docker.logstream import LogFollower
 from berth.runtimes.docker.lookup import find_container, prefix_container_ids
 from berth.runtimes.docker.records import read_shared_secret_keys
@@ -36,6 +35,9 @@ from berth.runtimes.docker.traefik import TRAEFIK_IMAGE, TRAEFIK_NAME, boot_cont
 from berth.runtimes.docker.validation import check_rfc1123_label
 from berth.runtimes.docker.watcher import StateWatcher
 from berth.settings import DockerSettings
+
+if TYPE_CHECKING:
+    from berth.runtimes.docker.deployer import Deployer
 
 log = structlog.get_logger(__name__)
 
@@ -55,7 +57,7 @@ class DockerRuntime:
     def __init__(self, settings: DockerSettings, *, base_url: str | None = None) -> None:
         self._settings = settings
         self._bridge = EngineBridge(base_url)
-        self._deployer = Deployer(self._bridge, settings)
+        self._deployer: Deployer | None = None  # built on the first deploy: an idle agent skips its imports
         self._logs = LogFollower(self._bridge, settings.log_buffer_lines)
 
     # -- startup ------------------------------------------------------------------------------
@@ -118,6 +120,10 @@ class DockerRuntime:
     # -- deploy -------------------------------------------------------------------------------
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
+        if self._deployer is None:
+            from berth.runtimes.docker.deployer import Deployer
+
+            self._deployer = Deployer(self._bridge, self._settings)
         await self._deployer.deploy(deployment, events)
 
     # -- container commands -------------------------------------------------------------------
