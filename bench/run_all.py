@@ -4,8 +4,9 @@
 * agent start-up (bench/agent_startup.py, read from its output);
 * soak, log flood and burst (bench/soak.py, bench/burst.py), with the agent as a process.
 
-The default run is sized for CI (about 5-8 minutes on 2 cores, bounded by ``--budget``); ``--long``
-soaks for 10 minutes and floods for 2. Needs the test engine and registry:
+Each benchmark runs in its own process with a time limit; the default run is sized for CI (about
+3-4 minutes on 2 cores, never more than ``--budget``, 570 s); ``--long`` soaks for 10 minutes and
+floods for 2. Needs the test engine and registry:
 
     eval "$(tools/testenv.sh env)"; .venv/bin/python bench/run_all.py [--long]
 """
@@ -14,12 +15,12 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import platform
 import re
 import subprocess
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
@@ -29,6 +30,7 @@ sys.path.insert(0, str(BENCH))
 from docker_benchkit import Row  # noqa: E402
 
 Job = tuple[str, Callable[[], list[Row]]]
+JOB_TIMEOUT_S = 180.0  # one benchmark in the CI run; a hung one is stopped, the rest still run
 
 
 def docker_jobs() -> list[Job]:
@@ -87,38 +89,65 @@ def machine() -> str:
     )
 
 
+def jobs(long: bool) -> dict[str, Callable[[], list[Row]]]:
+    import burst
+    import soak
+
+    soak_s, flood_s = (600.0, 120.0) if long else (60.0, 20.0)
+    runs, idle_s = (5, 60.0) if long else (3, 10.0)
+    return {
+        **dict(docker_jobs()),
+        "agent_startup": lambda: startup_rows(runs, idle_s),
+        "soak+flood": lambda: soak.run(soak_s, flood_s),
+        "burst": burst.run,
+    }
+
+
+def run_job(name: str, long: bool) -> int:
+    """Child mode: run one benchmark, its rows as one JSON line last on stdout."""
+    rows = jobs(long)[name]()
+    print(json.dumps(rows))
+    return 0
+
+
+def run_in_child(name: str, long: bool, timeout_s: float) -> list[Row]:
+    """Each benchmark in its own process, so a hung one is stopped and the run stays bounded."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--job", name]
+    if long:
+        command.append("--long")
+    result = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"exit {result.returncode}: {result.stderr.strip()[-300:]}")
+    return [tuple(row) for row in json.loads(result.stdout.strip().splitlines()[-1])]  # type: ignore[misc]
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--long", action="store_true", help="10 min soak, 2 min flood, 5 start-up runs")
-    parser.add_argument("--budget", type=float, default=600.0, help="skip what would start after this (s)")
+    parser.add_argument("--budget", type=float, default=570.0, help="the whole run's bound in seconds")
+    parser.add_argument("--job", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    import burst
-    import soak
-
-    soak_s, flood_s = (600.0, 120.0) if args.long else (60.0, 20.0)
-    runs, idle_s = (5, 60.0) if args.long else (3, 10.0)
-    jobs: list[Job] = [
-        *docker_jobs(),
-        ("agent_startup", lambda: startup_rows(runs, idle_s)),
-        ("soak+flood", lambda: soak.run(soak_s, flood_s)),
-        ("burst", burst.run),
-    ]
+    if args.job:
+        return run_job(args.job, args.long)
     budget = args.budget if not args.long else max(args.budget, 3600.0)
     started = time.monotonic()
     rows: list[Row] = []
     problems: list[str] = []
-    for name, job in jobs:
-        elapsed = time.monotonic() - started
-        if elapsed > budget:
+    for name in jobs(args.long):
+        left = budget - (time.monotonic() - started)
+        if left < 10:
             problems.append(f"{name}: skipped, the {budget:.0f} s budget was spent")
             continue
-        print(f"[{elapsed:5.0f} s] {name} ...", file=sys.stderr, flush=True)
+        print(f"[{budget - left:5.0f} s] {name} ...", file=sys.stderr, flush=True)
         try:
-            rows += job()
+            rows += run_in_child(
+                name, args.long, timeout_s=min(left, JOB_TIMEOUT_S * (6 if args.long else 1))
+            )
+        except subprocess.TimeoutExpired:
+            problems.append(f"{name}: stopped after its time limit")
         except Exception as err:
-            traceback.print_exc()
             problems.append(f"{name}: failed ({type(err).__name__}: {err})")
     total = time.monotonic() - started
     print(f"Berth benchmarks ({'long' if args.long else 'CI'} run, {total:.0f} s) on {machine()}")
