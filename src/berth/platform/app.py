@@ -124,6 +124,7 @@ class PlatformServer:
         )
         self._plane = plane = ControlPlane(config, store, issuer, scripts)
         deployments = Deployments(plane)
+        await deployments.fail_interrupted()
         agent_pb2_grpc.add_AgentServicer_to_server(AgentService(plane, deployments), server)
         await server.start()
         self._grpc = server

@@ -420,6 +420,15 @@ class Deployments:
         if feed is not None:
             feed.publish({"type": "end", "status": outcome})
 
+    async def fail_interrupted(self) -> None:
+        """At start-up: a deployment still in progress lost its status stream when the platform
+        stopped, as when a node disconnects (§3.9); record it as failed, saying why."""
+        for deployment in await self._store.list_deployments():
+            if deployment.status == "in_progress":
+                reason = "The platform restarted during the deployment"
+                await self._add_event(deployment.id, {"type": "log", "log": [reason], "level": "error"})
+                await self._set_status(deployment, "failed")
+
     async def node_disconnected(self, node_id: str) -> None:
         for run in [r for r in self._runs.values() if r.node_id == node_id]:
             deployment = await self._store.get_deployment(run.deployment_id)

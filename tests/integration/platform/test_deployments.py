@@ -11,6 +11,7 @@ from platform_harness import Harness
 from platform_responder import Responder
 
 from berth.platform.app import PlatformServer
+from berth.platform.store import Store
 from berth.proto import common_pb2
 
 STACK = {
@@ -196,3 +197,32 @@ async def test_deployment_lifecycle_and_restart(platform: Harness) -> None:
             raise AssertionError("the agent did not reconnect after the restart")
     finally:
         await agent.close()
+
+
+async def test_a_deployment_cut_off_by_a_platform_crash_is_failed_at_start(platform: Harness) -> None:
+    """A killed platform never saw the status stream end (no disconnect hook ran): at the next
+    start the deployment is recorded as failed with the reason, not left in progress."""
+    node_id = await platform.create_node()
+    stack = json.loads(json.dumps(STACK))
+    stack["nodeId"] = node_id
+    stack["instances"][0].pop("registryId", None)
+    created = await platform.api.post("/deployments", json=stack)
+    assert created.status_code == 201, created.text
+    deployment_id = created.json()["id"]
+    await platform.server.stop()
+
+    store = await Store.open(platform.data_dir / "platform.db")
+    try:
+        record = await store.get_deployment(deployment_id)
+        assert record is not None
+        record.status = "in_progress"  # what a crash mid-deployment leaves behind
+        await store.put_deployment(record)
+    finally:
+        await store.close()
+
+    platform.server = PlatformServer(platform.started.config)
+    platform.started = await platform.server.start()
+    got = (await platform.api.get(f"/deployments/{deployment_id}")).json()
+    assert got["status"] == "failed"
+    events = (await platform.api.get(f"/deployments/{deployment_id}/log")).json()["items"]
+    assert any("platform restarted" in " ".join(e.get("log", [])) for e in events)
