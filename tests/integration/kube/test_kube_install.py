@@ -220,8 +220,14 @@ async def test_install_manifest_applies_and_grants_exactly_what_the_runtime_uses
             await runtime.restart(ref)
             assert await runtime.inspect(ref)
             assert await runtime.secret_keys(ref) == ["API_KEY"]
-            await asyncio.to_thread(_wait_pods, admin, prefix, "web")
-            logs = [line async for line in runtime.logs(ref, follow=False, tail_lines=5)]
+            # the restart above replaces the pod: the one found may be gone by the time logs ask
+            for _ in range(50):
+                await asyncio.to_thread(_wait_pods, admin, prefix, "web")
+                try:
+                    logs = [line async for line in runtime.logs(ref, follow=False, tail_lines=5)]
+                    break
+                except NotFound:
+                    await asyncio.sleep(0.2)
             assert logs == []  # pods exist but never started (no kubelet)
             small = WorkloadSpec(id="s", prefix=prefix, name="web", image_name="busybox")
             await runtime.deploy(
