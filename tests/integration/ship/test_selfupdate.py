@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import io
 import os
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +22,7 @@ import requests.exceptions
 from berth.errors import UpdateRefused
 from berth.runtimes.docker.selfupdate import (
     DockerSelfUpdater,
+    _Pending,
     collisions,
     container_id_candidates,
     new_image_reference,
@@ -351,3 +354,35 @@ def test_collisions_name_fixed_ports_static_ips_and_macs() -> None:
         "a fixed MAC address",
         "a static IP address on network net",
     ]
+
+
+class _SlowStartUpdater(DockerSelfUpdater):
+    """Starting the successor blocks until released: the successor is already running (and may
+    already be accepted) while the starting thread has not returned yet."""
+
+    def __init__(self) -> None:
+        super().__init__(DockerSettings(), own_container="agent")
+        self.release = threading.Event()
+        self.removed: list[str] = []
+
+    def _start_successor(self, tag: str, timeout_s: int, accepted: asyncio.Event) -> _Pending:
+        self.release.wait(10)
+        return _Pending(
+            "own-id", "agent", "agent-update", "new-id", f"img:{tag}", time.monotonic() + 30, accepted
+        )
+
+    def _remove(self, container_id: str) -> None:
+        self.removed.append(container_id)
+
+
+async def test_self_destruct_that_outruns_the_successor_start_still_removes_the_old_agent() -> None:
+    updater = _SlowStartUpdater()
+    update = asyncio.create_task(updater.begin_update("new", 30), name="test-slow-start-update")
+    await asyncio.sleep(0.05)  # begin_update is now inside the starting thread
+    destruct = asyncio.create_task(updater.self_destruct(), name="test-early-self-destruct")
+    await asyncio.sleep(0.05)
+    assert not destruct.done()  # it waits for the start to settle instead of answering False
+    updater.release.set()
+    assert await asyncio.wait_for(destruct, 5) is True
+    await asyncio.wait_for(update, 5)
+    assert updater.removed == ["own-id"]

@@ -17,6 +17,7 @@ make the update refuse up front instead of half-copying the configuration.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import time
@@ -229,6 +230,7 @@ class DockerSelfUpdater:
         self._environ = os.environ if environ is None else environ
         self._own_name: str | None = None
         self._pending: _Pending | None = None
+        self._settled: asyncio.Event | None = None
         self._busy = False
 
     # -- SelfUpdater ------------------------------------------------------------------------------
@@ -260,8 +262,12 @@ class DockerSelfUpdater:
         self._busy = True
         try:
             accepted = asyncio.Event()
-            pending = await asyncio.to_thread(self._start_successor, tag, timeout_s, accepted)
-            self._pending = pending
+            self._settled = settled = asyncio.Event()
+            try:
+                pending = await asyncio.to_thread(self._start_successor, tag, timeout_s, accepted)
+                self._pending = pending
+            finally:
+                settled.set()
             log.info(
                 "update_successor_started",
                 container=pending.name,
@@ -282,6 +288,13 @@ class DockerSelfUpdater:
             self._busy = False
 
     async def self_destruct(self) -> bool:
+        settled = self._settled
+        if self._pending is None and self._busy and settled is not None:
+            # The successor connects as soon as it runs, so SELF_DESTRUCT can arrive before the
+            # thread that started it has returned: wait for that step to settle.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(CLIENT_TIMEOUT_S):
+                    await settled.wait()
         pending = self._pending
         if pending is None or pending.accepted.is_set() or time.monotonic() >= pending.deadline:
             return False
