@@ -8,6 +8,7 @@
 #   up    install (apt) what is missing, start dockerd and the registry, build and push images
 #   down  stop the registry and dockerd started by this script
 #   env   print the variables tests read (BERTH_TEST_REGISTRY, _USER, _PASSWORD, _IMAGE)
+#   restart-engine  stop the dockerd this script started (exit 3 if it did not), then `up` again
 # Idempotent: re-running `up` only does what is missing. State lives in $BERTH_TESTENV_DIR
 # (default /var/tmp/berth-testenv).
 set -euo pipefail
@@ -135,9 +136,20 @@ cmd_down() {
   done
 }
 
+cmd_restart_engine() {
+  [ -f "$DIR/dockerd.pid" ] || { log "dockerd was not started by this script: cannot restart it"; exit 3; }
+  local pid i; pid=$(cat "$DIR/dockerd.pid")
+  log "restarting dockerd (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  for ((i = 0; i < 300; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  rm -f "$DIR/dockerd.pid"
+  docker_up; registry_up
+}
+
 case "${1:-up}" in
   up) docker_up; registry_up; images_up; log "ready: $(docker version --format '{{.Server.Version}}') + registry $REG_ADDR" ;;
   down) cmd_down ;;
+  restart-engine) cmd_restart_engine ;;
   env) cmd_env ;;
-  *) echo "usage: $0 [up|down|env]" >&2; exit 2 ;;
+  *) echo "usage: $0 [up|down|env|restart-engine]" >&2; exit 2 ;;
 esac

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -40,24 +38,18 @@ pytestmark = [
     ),
 ]
 
-TESTENV_DIR = Path(os.environ.get("BERTH_TESTENV_DIR", "/var/tmp/berth-testenv"))
 REPO = Path(__file__).resolve().parents[2]
 CHATTY = "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); echo line $i; sleep 0.1; done"
 
 
 def restart_engine() -> None:
-    pid_file = TESTENV_DIR / "dockerd.pid"
-    if not pid_file.exists():
-        pytest.skip("dockerd was not started by tools/testenv.sh (no pid file): cannot restart it")
-    pid = int(pid_file.read_text().strip())
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(300):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        subprocess.run(["sleep", "0.1"], check=True)
-    subprocess.run([str(REPO / "tools" / "testenv.sh"), "up"], check=True, capture_output=True)
+    """Restart the dockerd that tools/testenv.sh started (skip when it did not start one)."""
+    done = subprocess.run(
+        [str(REPO / "tools" / "testenv.sh"), "restart-engine"], capture_output=True, text=True
+    )
+    if done.returncode == 3:
+        pytest.skip(f"cannot restart the engine: {done.stderr.strip()}")
+    done.check_returncode()
 
 
 async def test_engine_restart_under_open_streams(tmp_path: Path, prefix: str) -> None:

@@ -5,8 +5,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
 import subprocess
 from pathlib import Path
 
@@ -18,23 +16,17 @@ from berth.runtimes.docker import DockerRuntime
 
 pytestmark = [pytest.mark.docker, pytest.mark.engine_restart]
 
-TESTENV_DIR = Path(os.environ.get("BERTH_TESTENV_DIR", "/var/tmp/berth-testenv"))
 REPO = Path(__file__).resolve().parents[3]
 
 
 def restart_engine() -> None:
-    pid_file = TESTENV_DIR / "dockerd.pid"
-    if not pid_file.exists():
-        pytest.skip("dockerd was not started by tools/testenv.sh (no pid file): cannot restart it")
-    pid = int(pid_file.read_text().strip())
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(300):
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            break
-        subprocess.run(["sleep", "0.1"], check=True)
-    subprocess.run([str(REPO / "tools" / "testenv.sh"), "up"], check=True, capture_output=True)
+    """Restart the dockerd that tools/testenv.sh started (skip when it did not start one)."""
+    done = subprocess.run(
+        [str(REPO / "tools" / "testenv.sh"), "restart-engine"], capture_output=True, text=True
+    )
+    if done.returncode == 3:
+        pytest.skip(f"cannot restart the engine: {done.stderr.strip()}")
+    done.check_returncode()
 
 
 async def test_watch_survives_an_engine_restart(runtime: DockerRuntime, prefix: str) -> None:
