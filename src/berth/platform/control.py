@@ -196,8 +196,20 @@ class ControlPlane:
             raise Refusal(grpc.StatusCode.UNAUTHENTICATED, "Token nonce mismatch")
         self._record_agent(node, info, address)
         await self.store.put_node(node)
+        connection = self._register(node.id, token, claims, info, address)
+        await self.store.add_node_event(
+            node.id,
+            "connected",
+            {"address": address, "version": info.version, "containerName": info.containerName},
+        )
+        log.info("agent_connected", node_id=node.id, address=address, outdated=connection.outdated)
+        return connection
+
+    def _register(
+        self, node_id: str, token: str, claims: Claims, info: agent_pb2.AgentInfo, address: str
+    ) -> AgentConnection:
         connection = AgentConnection(
-            node_id=node.id,
+            node_id=node_id,
             token=token,
             nonce=claims.nonce,
             status="connected",
@@ -207,12 +219,6 @@ class ControlPlane:
             outdated=is_outdated(info.version),
         )
         self.connections.register(connection)
-        await self.store.add_node_event(
-            node.id,
-            "connected",
-            {"address": address, "version": info.version, "containerName": info.containerName},
-        )
-        log.info("agent_connected", node_id=node.id, address=address, outdated=connection.outdated)
         return connection
 
     async def _accept_update(
@@ -236,17 +242,7 @@ class ControlPlane:
         existing.close(agent_pb2.SELF_DESTRUCT)
         self.connections.unregister(existing)
         existing.tear_down()
-        connection = AgentConnection(
-            node_id=node.id,
-            token=token,
-            nonce=claims.nonce,
-            status="connected",
-            version=info.version,
-            public_key=info.publicKey,
-            address=address,
-            outdated=is_outdated(info.version),
-        )
-        self.connections.register(connection)
+        connection = self._register(node.id, token, claims, info, address)
         await self.store.add_node_event(node.id, "updated", {"version": info.version})
         log.info("agent_updated", node_id=node.id)
         return connection

@@ -128,28 +128,6 @@ def test_docker_script_reports_an_engine_without_permission(tmp_path: Path) -> N
         server.close()
 
 
-@pytest.fixture(scope="module")
-def berth_wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return next(out.glob("berth-*.whl"))
-
-
 def _systemd_env(tmp_path: Path, wheel: Path, fail_restart: bool = False) -> dict[str, str]:
     log = tmp_path / "systemctl.log"
     body = f'echo "$*" >> {log}\n'

@@ -22,30 +22,6 @@ from berth.agent.updater_systemd import SystemdSelfUpdater
 from berth.errors import UpdateRefused
 from berth.settings import AgentSettings
 
-ROOT = Path(__file__).resolve().parents[3]
-
-
-@pytest.fixture(scope="module")
-def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pip",
-            "wheel",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "-w",
-            str(out),
-            str(ROOT),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return next(out.glob("berth-*.whl"))
-
 
 def _recorder(folder: Path, name: str, fail: str = "") -> Path:
     path = folder / name
@@ -71,24 +47,24 @@ def _calls(folder: Path, name: str) -> list[str]:
 
 
 @pytest.fixture
-def install(tmp_path: Path, wheel: Path) -> Path:
+def install(tmp_path: Path, berth_wheel: Path) -> Path:
     """A systemd-style prefix: venvs/v1 with Berth and current -> venvs/v1."""
     prefix = tmp_path / "opt-berth"
     first = prefix / "venvs" / "v1"
     subprocess.run([sys.executable, "-m", "venv", str(first)], check=True)
     subprocess.run(
-        [str(first / "bin/pip"), "install", "-q", "--no-deps", "--no-index", str(wheel)], check=True
+        [str(first / "bin/pip"), "install", "-q", "--no-deps", "--no-index", str(berth_wheel)], check=True
     )
     (prefix / "current").symlink_to(first)
     return prefix
 
 
-def _updater(tmp_path: Path, prefix: Path, wheel: Path, fail: str = "") -> SystemdSelfUpdater:
+def _updater(tmp_path: Path, prefix: Path, berth_wheel: Path, fail: str = "") -> SystemdSelfUpdater:
     settings = replace(
         AgentSettings(),
         install_method="systemd",
         systemd_prefix=prefix,
-        update_package=str(wheel),
+        update_package=str(berth_wheel),
         update_pip_args="--no-deps --no-index",
         health_socket=tmp_path / "health.sock",
     )
@@ -147,9 +123,9 @@ def healthy_agent(tmp_path: Path) -> Iterator[Path]:
 
 
 async def test_update_switches_schedules_the_guard_and_the_guard_keeps_a_connected_agent(
-    tmp_path: Path, install: Path, wheel: Path, healthy_agent: Path
+    tmp_path: Path, install: Path, berth_wheel: Path, healthy_agent: Path
 ) -> None:
-    updater = _updater(tmp_path, install, wheel)
+    updater = _updater(tmp_path, install, berth_wheel)
     await updater.begin_update("0.2", 60)
     current = _target(install)
     assert current.parent == install / "venvs" and current.name.startswith("0.2-")
@@ -168,9 +144,9 @@ async def test_update_switches_schedules_the_guard_and_the_guard_keeps_a_connect
 
 
 async def test_guard_rolls_back_an_agent_that_is_not_connected(
-    tmp_path: Path, install: Path, wheel: Path
+    tmp_path: Path, install: Path, berth_wheel: Path
 ) -> None:
-    updater = _updater(tmp_path, install, wheel)
+    updater = _updater(tmp_path, install, berth_wheel)
     await updater.begin_update("0.3", 30)
     new = _target(install)
     outcome = await asyncio.to_thread(
@@ -188,7 +164,7 @@ async def test_guard_rolls_back_an_agent_that_is_not_connected(
 
 
 async def test_failures_before_the_restart_are_refused_and_leave_the_install_as_it_was(
-    tmp_path: Path, install: Path, wheel: Path
+    tmp_path: Path, install: Path, berth_wheel: Path
 ) -> None:
     broken = replace(_updater(tmp_path, install, tmp_path / "missing.whl")._settings)
     updater = SystemdSelfUpdater(broken, systemctl="true", systemd_run="true")
@@ -196,7 +172,7 @@ async def test_failures_before_the_restart_are_refused_and_leave_the_install_as_
         await updater.begin_update("0.4", 30)
     assert [p.name for p in (install / "venvs").iterdir()] == ["v1"]
 
-    refusing = _updater(tmp_path, install, wheel, fail="restart")
+    refusing = _updater(tmp_path, install, berth_wheel, fail="restart")
     with pytest.raises(UpdateRefused, match="cannot restart the service"):
         await refusing.begin_update("0.5", 30)
     assert _target(install) == install / "venvs/v1"
