@@ -26,6 +26,9 @@ class PlatformConfig:
     agent_image: str = "berth/agent:0.1"
     install_scripts_dir: Path | None = None
     team: str = DEFAULT_TEAM
+    max_body_bytes: int = 1024 * 1024  # a larger request body is answered 413
+    max_json_depth: int = 32  # deeper JSON is answered 400
+    max_instances: int = 500  # per deployment
 
     @property
     def base_url(self) -> str:

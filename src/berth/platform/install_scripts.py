@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Final
 
 from berth.platform.problems import ServerMisconfigured
-from berth.platform.records import Installer, NodeRecord
 
 TEMPLATES: Final = {
     ("docker", "shell"): ("install-docker.sh.tmpl", "text/x-shellscript; charset=utf-8"),
@@ -78,10 +77,10 @@ class InstallScripts:
             return f"curl -sSfL '{url}' | sudo sh -"
         return f"curl -sSfL '{url}' | sh -"
 
-    def values(self, node: NodeRecord, installer: Installer) -> dict[str, str]:
+    def values(self, node_name: str, token: str, root_path: str) -> dict[str, str]:
         return {
-            "GRPC_TOKEN": installer.token,
-            "NODE_NAME": "".join(node.name.lower().split()),
+            "GRPC_TOKEN": token,
+            "NODE_NAME": "".join(node_name.lower().split()),
             "PLATFORM_ADDRESS": self.advertise,
             "CA_PEM": "" if self.insecure else self.ca_pem,
             # one line, for YAML (the k8s manifest's ConfigMap binaryData)
@@ -89,17 +88,19 @@ class InstallScripts:
             "INSECURE": "true" if self.insecure else "false",
             "IMAGE": self.image,
             "WORKLOAD_NAME": WORKLOAD_NAME,
-            "DATA_DIR": installer.root_path or DEFAULT_DATA_DIR,
+            "DATA_DIR": root_path or DEFAULT_DATA_DIR,
         }
 
-    def render(self, node: NodeRecord, installer: Installer) -> tuple[str, str]:
+    def render(
+        self, *, node_name: str, node_type: str, script_type: str, token: str, root_path: str
+    ) -> tuple[str, str]:
         """Blocking file read of a small template (a few KiB)."""
-        path, media_type = self._template(installer.node_type, installer.script_type)
+        path, media_type = self._template(node_type, script_type)
         try:
             template = path.read_text()
         except FileNotFoundError:
             raise ServerMisconfigured(
                 f"Install script template {path.name} is missing in {self.templates_dir}"
             ) from None
-        values = self.values(node, installer)
+        values = self.values(node_name, token, root_path)
         return _PLACEHOLDER.sub(lambda m: values.get(m.group(1), m.group(0)), template), media_type
