@@ -112,46 +112,48 @@ async def teardown(quiet: bool = False) -> None:
 
 def demo_stack(registry: str, user: str, password: str, web_port: int) -> Stack:
     image = os.environ.get("BERTH_TEST_IMAGE", f"{registry}/berth/busybox").removeprefix(f"{registry}/")
-    return Stack(
-        node=NODE_NAME,
-        prefix=PREFIX,
-        registries=[{"name": "demo-registry", "url": registry, "user": user, "password": password}],
-        secrets={"GREETING": "hello from an encrypted secret"},
-        instances=[
-            {
-                "image": image,
-                "tag": "1",
-                "registry": "demo-registry",
-                "config": {
-                    "common": {
-                        "name": "web",
-                        "commands": ["sh", "-c"],
-                        "args": [
-                            "mkdir -p /www && echo 'Hello from Berth' > /www/index.html && "
-                            "trap 'exit 0' TERM; httpd -f -v -p 8080 -h /www & wait $!"
-                        ],
-                        "ports": [{"internal": 8080, "external": web_port}],
+    return Stack.model_validate(
+        {
+            "node": NODE_NAME,
+            "prefix": PREFIX,
+            "registries": [{"name": "demo-registry", "url": registry, "user": user, "password": password}],
+            "secrets": {"GREETING": "hello from an encrypted secret"},
+            "instances": [
+                {
+                    "image": image,
+                    "tag": "1",
+                    "registry": "demo-registry",
+                    "config": {
+                        "common": {
+                            "name": "web",
+                            "commands": ["sh", "-c"],
+                            "args": [
+                                "mkdir -p /www && echo 'Hello from Berth' > /www/index.html && "
+                                "trap 'exit 0' TERM; httpd -f -v -p 8080 -h /www & wait $!"
+                            ],
+                            "ports": [{"internal": 8080, "external": web_port}],
+                        },
+                        "dagent": {"restartPolicy": "UNLESS_STOPPED"},
                     },
-                    "dagent": {"restartPolicy": "UNLESS_STOPPED"},
                 },
-            },
-            {
-                "image": image,
-                "tag": "1",
-                "registry": "demo-registry",
-                "config": {
-                    "common": {
-                        "name": "logger",
-                        "commands": ["sh", "-c"],
-                        "args": [
-                            "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); "
-                            'echo "tick $i: $GREETING"; sleep 1 & wait $!; done'
-                        ],
+                {
+                    "image": image,
+                    "tag": "1",
+                    "registry": "demo-registry",
+                    "config": {
+                        "common": {
+                            "name": "logger",
+                            "commands": ["sh", "-c"],
+                            "args": [
+                                "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); "
+                                'echo "tick $i: $GREETING"; sleep 1 & wait $!; done'
+                            ],
+                        },
+                        "dagent": {"restartPolicy": "UNLESS_STOPPED"},
                     },
-                    "dagent": {"restartPolicy": "UNLESS_STOPPED"},
                 },
-            },
-        ],
+            ],
+        }
     )
 
 

@@ -48,7 +48,7 @@ class ProgressView:
 async def deploy_stack(client: PlatformClient, stack: Stack, emit: Printer) -> tuple[str, dict[str, Any]]:
     """Returns the final status (``successful`` or ``failed``) and the deployment."""
     node = await client.resolve_node(stack.node)
-    registry_ids = {spec["name"]: await client.ensure_registry(spec) for spec in stack.registries}
+    registry_ids = {spec["name"]: await client.ensure_registry(spec) for spec in stack.registry_specs()}
     deployment = await client.create_deployment(stack.payload(node["id"], registry_ids))
     names = {i["id"]: i["config"]["common"]["name"] for i in deployment["instances"]}
     listed = ", ".join(names.values())

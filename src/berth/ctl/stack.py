@@ -17,39 +17,92 @@ and the instances, each with the protocol's instance config (``common`` / ``dage
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Final
 
 import yaml
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
+from berth import names
 from berth.errors import BerthError
+
+MAX_STACK_BYTES: Final = 1024 * 1024
 
 
 class StackError(BerthError):
     pass
 
 
-@dataclass
-class Stack:
-    node: str
-    prefix: str
-    registries: list[dict[str, Any]] = field(default_factory=list)
-    secrets: dict[str, str] = field(default_factory=dict)
-    instances: list[dict[str, Any]] = field(default_factory=list)
-    note: str = ""
+def _text(value: str) -> str:
+    problem = names.text_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _label(value: str) -> str:
+    problem = names.label_problem(value)
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _scalar_to_text(value: Any) -> Any:
+    """YAML reads ``tag: 1`` as a number; a tag is text."""
+    return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+
+
+Text = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_text)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_text)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=names.MAX_LABEL), AfterValidator(_label)]
+Tag = Annotated[str, BeforeValidator(_scalar_to_text), StringConstraints(min_length=1, max_length=128)]
+
+
+class _Part(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class StackRegistry(_Part):
+    name: Name
+    url: Name
+    user: Text = ""
+    password: Text | None = None
+    description: Text = ""
+
+
+class StackInstance(_Part):
+    image: Name
+    tag: Tag | None = None
+    registry: Name | None = None
+    config: dict[str, Any] = Field(default_factory=dict)  # checked by the platform, field by field
+
+
+class Stack(_Part):
+    node: Annotated[str, BeforeValidator(_scalar_to_text), StringConstraints(min_length=1, max_length=100)]
+    prefix: Label
+    registries: list[StackRegistry] = Field(default_factory=list, max_length=100)
+    secrets: dict[Name, Annotated[str, BeforeValidator(_scalar_to_text)]] = Field(default_factory=dict)
+    instances: list[StackInstance] = Field(min_length=1)
+    note: Text = ""
 
     def payload(self, node_id: str, registry_ids: dict[str, str]) -> dict[str, Any]:
         instances = []
         for index, instance in enumerate(self.instances):
-            item = {k: v for k, v in instance.items() if k != "registry"}
-            registry = instance.get("registry")
-            if registry is not None:
-                if registry not in registry_ids:
-                    raise StackError(f"instances[{index}].registry: unknown registry {registry!r}")
-                item["registryId"] = registry_ids[registry]
-            if "tag" in item:
-                item["tag"] = str(item["tag"])
+            item: dict[str, Any] = {"image": instance.image, "config": instance.config}
+            if instance.tag is not None:
+                item["tag"] = instance.tag
+            if instance.registry is not None:
+                if instance.registry not in registry_ids:
+                    raise StackError(f"instances[{index}].registry: unknown registry {instance.registry!r}")
+                item["registryId"] = registry_ids[instance.registry]
             instances.append(item)
         return {
             "nodeId": node_id,
@@ -59,33 +112,31 @@ class Stack:
             "instances": instances,
         }
 
+    def registry_specs(self) -> list[dict[str, Any]]:
+        return [r.model_dump(exclude_none=True) for r in self.registries]
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path or "stack"
+
 
 def parse_stack(text: str) -> Stack:
+    if len(text.encode()) > MAX_STACK_BYTES:
+        raise StackError(f"the stack file is larger than {MAX_STACK_BYTES} bytes")
     try:
         doc = yaml.safe_load(text)
     except yaml.YAMLError as err:
         raise StackError(f"not valid YAML: {err}") from None
     if not isinstance(doc, dict):
         raise StackError("the stack file must be a mapping")
-    for key in ("node", "prefix", "instances"):
-        if key not in doc:
-            raise StackError(f"{key}: is required")
-    if not isinstance(doc["instances"], list) or not all(isinstance(i, dict) for i in doc["instances"]):
-        raise StackError("instances: must be a list of mappings")
-    registries = doc.get("registries") or []
-    if not isinstance(registries, list) or not all(isinstance(r, dict) and "name" in r for r in registries):
-        raise StackError("registries: must be a list of mappings with a name")
-    secrets = doc.get("secrets") or {}
-    if not isinstance(secrets, dict):
-        raise StackError("secrets: must be a mapping")
-    return Stack(
-        node=str(doc["node"]),
-        prefix=str(doc["prefix"]),
-        registries=registries,
-        secrets={str(k): str(v) for k, v in secrets.items()},
-        instances=doc["instances"],
-        note=str(doc.get("note", "")),
-    )
+    try:
+        return Stack.model_validate(doc)
+    except ValidationError as err:
+        first = err.errors(include_url=False, include_input=False)[0]
+        raise StackError(f"{_where(tuple(first['loc']))}: {first['msg']}") from None
 
 
 def load_stack(path: Path) -> Stack:
