@@ -37,6 +37,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--install-window", type=float, default=600.0, help="install token validity, seconds")
     serve.add_argument("--callback-timeout", type=float, default=5.0, help="agent callback timeout, seconds")
     serve.add_argument("--install-scripts-dir", type=Path, default=None)
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=1024 * 1024, help="larger request bodies get 413 (1 MiB)"
+    )
+    serve.add_argument("--max-instances", type=int, default=500, help="instances per deployment")
     return parser
 
 
@@ -78,6 +82,8 @@ def main(argv: Sequence[str]) -> int:
         install_window_s=args.install_window,
         callback_timeout_s=args.callback_timeout,
         install_scripts_dir=args.install_scripts_dir,
+        max_body_bytes=args.max_body_bytes,
+        max_instances=args.max_instances,
     )
     try:
         return asyncio.run(_serve(config))
