@@ -9,6 +9,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from berth.errors import ConfigError
 from berth.platform.app import PlatformServer, split_address
 from berth.platform.config import PlatformConfig
 
@@ -87,6 +88,9 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         return asyncio.run(_serve(config))
+    except ConfigError as err:
+        print(f"berth platform: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"berth platform: {err}", file=sys.stderr)
         return 1
