@@ -272,6 +272,8 @@ async def _follow_logs(client: PlatformClient, node_id: str) -> None:
 def _next_steps(url: str, data: Path, web_port: int) -> None:
     ctl = f"{sys.executable} -m berth ctl --url {url} --data-dir {data}"
     say()
+    say(f"Console: {url}/  (sign in with the API token: cat {data}/api-token)")
+    say()
     say("The demo keeps running. Go on with:")
     say(f"  {ctl} nodes list")
     say(f"  {ctl} containers list {NODE_NAME} --prefix {PREFIX}")

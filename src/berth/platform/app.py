@@ -27,6 +27,8 @@ from berth.platform.services.nodes import NodeService
 from berth.platform.services.registries import RegistryService
 from berth.platform.services.sessions import AgentSessions
 from berth.platform.shells.agent_grpc import KEEPALIVE_OPTIONS, AgentService
+from berth.platform.shells.console import Console
+from berth.platform.shells.console_auth import ConsoleSessions
 from berth.platform.shells.http_api import HttpApi
 from berth.platform.store import JWT_SECRET_KEY, Store
 from berth.platform.tls import ensure_server_tls
@@ -142,9 +144,15 @@ class PlatformServer:
         await server.start()
         self._grpc = server
 
-        api = HttpApi(services, api_token, ca_pem.decode())
+        console_sessions = ConsoleSessions(api_token)
+        api = HttpApi(services, api_token, ca_pem.decode(), console_sessions)
+        console = Console(services, console_sessions, https=config.base_url.startswith("https://"))
         uv_config = uvicorn.Config(
-            api.app(), ws="websockets-sansio", lifespan="off", log_level="warning", access_log=False
+            api.app(console.routes()),
+            ws="websockets-sansio",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
         )
         self._http = uvicorn.Server(uv_config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[http_socket]), name="platform-http")

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -34,6 +34,7 @@ from berth.platform.models import (
 )
 from berth.platform.problems import Conflict, InvalidInput, UnknownEntity
 from berth.platform.services.connections import Feed, Viewer
+from berth.platform.services.deployment_diff import compare
 from berth.platform.services.sessions import AgentSessions
 from berth.platform.store import Store
 from berth.proto import agent_pb2, common_pb2
@@ -61,6 +62,9 @@ def encrypt_secret(value: str, recipient: pysequoia.Cert) -> str:
         return ""
     encrypted: bytes = pysequoia.encrypt(value.encode(), [recipient])
     return encrypted.decode()
+
+
+FinishListener = Callable[[DeploymentRecord, str], Awaitable[None]]
 
 
 @dataclass
@@ -132,6 +136,7 @@ class DeploymentService:
         self._max_instances = max_instances
         self._runs: dict[str, Run] = {}
         self._feeds: dict[str, Feed] = {}
+        self._finish_listeners: list[FinishListener] = []
         sessions.on_disconnect(self.node_disconnected)
 
     def running_on(self, node_id: str) -> bool:
@@ -146,8 +151,8 @@ class DeploymentService:
             raise UnknownEntity(f"Deployment {deployment_id} not found")
         return deployment
 
-    async def all(self) -> list[DeploymentRecord]:
-        return await self._store.deployments.all()
+    async def all(self, node_id: str | None = None) -> list[DeploymentRecord]:
+        return await self._store.deployments.all(node_id)
 
     async def instances(self, deployment_id: str) -> tuple[list[InstanceRecord], dict[str, InstanceState]]:
         return (
@@ -223,6 +228,41 @@ class DeploymentService:
             instance.tag = body.tag
         await self._store.deployments.update_instance(deployment_id, instance)
         return instance
+
+    async def copy(self, deployment_id: str) -> DeploymentRecord:
+        """A new deployment with the same node, prefix, secrets and instances (their configs and
+        secret values included): the rollback path is a copy of an earlier deployment, started."""
+        source = await self.get(deployment_id)
+        if await self._store.nodes.get(source.node_id) is None:
+            raise Conflict("The deployment's node no longer exists")
+        registries = {r.id for r in await self._store.registries.all()}
+        instances = []
+        for instance in await self._store.deployments.instances(deployment_id):
+            if instance.registry_id is not None and instance.registry_id not in registries:
+                raise Conflict(f"The registry of {instance.image} no longer exists")
+            instances.append(instance.model_copy(update={"id": str(uuid.uuid4())}, deep=True))
+        copy = source.model_copy(
+            update={
+                "id": str(uuid.uuid4()),
+                "status": "preparing",
+                "created_at": time.time(),
+                "updated_at": None,
+                "note": f"Redeploy of {source.id}",
+            },
+            deep=True,
+        )
+        await self._store.deployments.insert(copy, instances)
+        log.info("deployment_copied", deployment_id=copy.id, source_id=source.id)
+        return copy
+
+    async def diff(self, base_id: str, other_id: str) -> dict[str, Any]:
+        base, other = await self.get(base_id), await self.get(other_id)
+        return compare(
+            base,
+            await self._store.deployments.instances(base_id),
+            other,
+            await self._store.deployments.instances(other_id),
+        )
 
     async def delete(self, deployment_id: str) -> None:
         await self.get(deployment_id)
@@ -364,10 +404,27 @@ class DeploymentService:
         if reason:
             await self._add_events(run.deployment_id, [{"type": "log", "log": [reason], "level": "error"}])
         await self._set_status(run.deployment_id, outcome, record=run.last_status != outcome)
+        if outcome == "successful":
+            await self._supersede(deployment)
         log.info("deployment_finished", deployment_id=run.deployment_id, status=outcome)
+        for listener in self._finish_listeners:
+            await listener(deployment, outcome)
         feed = self._feeds.get(run.deployment_id)
         if feed is not None:
             feed.publish({"type": "end", "status": outcome})
+
+    async def _supersede(self, live: DeploymentRecord) -> None:
+        """The deployment that just succeeded is what runs on its node under its prefix: the
+        earlier successful ones of that node and prefix become obsolete."""
+        for other in await self._store.deployments.all(live.node_id):
+            if other.id == live.id or other.prefix != live.prefix or other.status != "successful":
+                continue
+            note = f"Superseded by deployment {live.id}"
+            await self._add_events(other.id, [{"type": "log", "log": [note], "level": "info"}])
+            await self._set_status(other.id, "obsolete")
+
+    def on_finish(self, listener: FinishListener) -> None:
+        self._finish_listeners.append(listener)
 
     async def fail_interrupted(self) -> None:
         """At start-up: a deployment still in progress lost its status stream when the platform

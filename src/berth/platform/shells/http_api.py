@@ -35,6 +35,7 @@ from berth.platform.models import (
 from berth.platform.problems import ApiProblem, UnknownEntity
 from berth.platform.services import Services
 from berth.platform.services.containers import MAX_TAIL, Operation
+from berth.platform.shells.console_auth import ConsoleSessions
 from berth.platform.shells.requests import M, int_query, path_param, read_model
 from berth.platform.shells.websockets import WebSocketFeeds
 
@@ -54,12 +55,13 @@ def bearer_matches(header: str | None, api_token: str) -> bool:
 
 
 class HttpApi:
-    def __init__(self, services: Services, api_token: str, ca_pem: str) -> None:
+    def __init__(self, services: Services, api_token: str, ca_pem: str, sessions: ConsoleSessions) -> None:
         self._s = services
         self._api_token = api_token
         self._ca_pem = ca_pem
         self._team = services.config.team
-        self._feeds = WebSocketFeeds(services, api_token)
+        self._console_sessions = sessions
+        self._feeds = WebSocketFeeds(services, api_token, sessions)
 
     async def _model(self, request: Request, model: type[M]) -> M:
         config = self._s.config
@@ -69,7 +71,7 @@ class HttpApi:
 
     def _guard(self, handler: Handler, *, public: bool = False) -> Handler:
         async def guarded(request: Request) -> Response:
-            if not public and not bearer_matches(request.headers.get("authorization"), self._api_token):
+            if not public and not self._authorized(request):
                 return JSONResponse({"message": "Unauthorized"}, status_code=401)
             if request.path_params.get("team", self._team) != self._team:
                 return JSONResponse({"message": "Team not found"}, status_code=404)
@@ -84,6 +86,12 @@ class HttpApi:
                 return JSONResponse({"message": "Internal error"}, status_code=500)
 
         return guarded
+
+    def _authorized(self, request: Request) -> bool:
+        """The bearer token, or the console's session cookie with its CSRF header."""
+        if bearer_matches(request.headers.get("authorization"), self._api_token):
+            return True
+        return self._console_sessions.authorizes(request, request.method)
 
     @staticmethod
     async def _http_error(request: Request, exc: Exception) -> Response:
@@ -132,6 +140,10 @@ class HttpApi:
             Route(deployment, g(self._delete_deployment), methods=["DELETE"]),
             Route(deployment + "/start", g(self._start_deployment), methods=["POST"]),
             Route(deployment + "/log", g(self._deployment_events), methods=["GET"]),
+            Route(deployment + "/copy", g(self._copy_deployment), methods=["POST"]),
+            Route(deployment + "/redeploy", g(self._redeploy), methods=["POST"]),
+            Route(deployment + "/diff/{other_id}", g(self._diff_deployments), methods=["GET"]),
+            Route(node + "/deployments", g(self._node_deployments), methods=["GET"]),
             Route(deployment + "/instances/{instance_id}", g(self._get_instance), methods=["GET"]),
             Route(deployment + "/instances/{instance_id}", g(self._patch_instance), methods=["PATCH"]),
             WebSocketRoute(api + "/ws/nodes/{node_id}/containers", self._feeds.states),
@@ -139,9 +151,9 @@ class HttpApi:
             WebSocketRoute(api + "/ws/deployments/{deployment_id}/events", self._feeds.deployment),
         ]
 
-    def app(self) -> Starlette:
+    def app(self, extra_routes: list[BaseRoute] | None = None) -> Starlette:
         return Starlette(
-            routes=self.routes(),
+            routes=self.routes() + (extra_routes or []),
             exception_handlers={HTTPException: self._http_error},
         )
 
@@ -280,12 +292,19 @@ class HttpApi:
         return views.deployment(record, node.name if node else "", instances, states)
 
     async def _list_deployments(self, request: Request) -> Response:
+        return JSONResponse(await self._deployment_list(None))
+
+    async def _node_deployments(self, request: Request) -> Response:
+        node = await self._s.nodes.get(path_param(request, "node_id"))
+        return JSONResponse(await self._deployment_list(node.id))
+
+    async def _deployment_list(self, node_id: str | None) -> list[dict[str, object]]:
         names = {n.id: n.name for n in await self._s.nodes.all()}
         items = []
-        for record in await self._s.deployments.all():
+        for record in await self._s.deployments.all(node_id):
             instances, states = await self._s.deployments.instances(record.id)
             items.append(views.deployment(record, names.get(record.node_id, ""), instances, states))
-        return JSONResponse(items)
+        return items
 
     async def _create_deployment(self, request: Request) -> Response:
         deployment = await self._s.deployments.create(await self._model(request, DeploymentCreate))
@@ -294,6 +313,28 @@ class HttpApi:
     async def _get_deployment(self, request: Request) -> Response:
         deployment = await self._s.deployments.get(path_param(request, "deployment_id"))
         return JSONResponse(await self._deployment_view(deployment))
+
+    async def _copy_deployment(self, request: Request) -> Response:
+        copy = await self._s.deployments.copy(path_param(request, "deployment_id"))
+        return JSONResponse(await self._deployment_view(copy), status_code=201)
+
+    async def _redeploy(self, request: Request) -> Response:
+        """The rollback path: a copy of the deployment, started at once."""
+        source = await self._s.deployments.get(path_param(request, "deployment_id"))
+        await self._s.sessions.ready_connection(source.node_id)  # refuse before copying
+        copy = await self._s.deployments.copy(source.id)
+        try:
+            await self._s.deployments.start(copy.id)
+        except ApiProblem:
+            await self._s.deployments.delete(copy.id)
+            raise
+        return JSONResponse(
+            await self._deployment_view(await self._s.deployments.get(copy.id)), status_code=201
+        )
+
+    async def _diff_deployments(self, request: Request) -> Response:
+        base_id = path_param(request, "deployment_id")
+        return JSONResponse(await self._s.deployments.diff(base_id, path_param(request, "other_id")))
 
     async def _delete_deployment(self, request: Request) -> Response:
         await self._s.deployments.delete(path_param(request, "deployment_id"))

@@ -14,6 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from berth.platform.problems import ApiProblem
 from berth.platform.services import Services
 from berth.platform.services.connections import Viewer
+from berth.platform.shells.console_auth import ConsoleSessions, same_origin
 from berth.platform.shells.requests import int_query, path_param
 
 WS_POLICY_VIOLATION: Final = 1008
@@ -21,9 +22,10 @@ DEFAULT_TAIL: Final = 100
 
 
 class WebSocketFeeds:
-    def __init__(self, services: Services, api_token: str) -> None:
+    def __init__(self, services: Services, api_token: str, sessions: ConsoleSessions) -> None:
         self._s = services
         self._api_token = api_token
+        self._console_sessions = sessions
 
     def _authorized(self, websocket: WebSocket) -> bool:
         header = websocket.headers.get("authorization")
@@ -32,7 +34,10 @@ class WebSocketFeeds:
             presented = header[7:].strip()
         else:
             presented = websocket.query_params.get("token") or ""
-        return bool(presented) and hmac.compare_digest(presented.encode(), self._api_token.encode())
+        if presented:
+            return hmac.compare_digest(presented.encode(), self._api_token.encode())
+        # the console: its session cookie, from a page of this very server
+        return same_origin(websocket) and self._console_sessions.authorizes(websocket, "GET")
 
     async def _open(self, websocket: WebSocket) -> bool:
         """Checks the bearer and the team; refuses the handshake otherwise."""
