@@ -11,7 +11,7 @@ from pathlib import Path
 
 from berth.errors import ConfigError
 from berth.platform.app import PlatformServer, split_address
-from berth.platform.config import PlatformConfig
+from berth.platform.config import PlatformConfig, reachability_warnings
 
 
 def _address(raw: str) -> str:
@@ -58,9 +58,12 @@ async def _serve(config: PlatformConfig) -> int:
         )
     print(
         f"berth platform: agents -> {started.config.advertise} "
-        f"({'plaintext' if config.insecure else 'TLS'}), API -> {started.http_url}",
+        f"({'plaintext' if config.insecure else 'TLS'}), API -> {started.http_url}, "
+        f"console -> {started.http_url}/",
         flush=True,
     )
+    for warning in reachability_warnings(started.config):
+        print(f"berth platform: warning: {warning}", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:
