@@ -98,6 +98,7 @@ async def run(demo_dir: Path, out: Path) -> None:
         await page.click('[data-container="berth-demo/logger"] [data-op="logs"]')
         await page.wait_for_selector("#logs .log-line")
         print(f"sign-in to the first live log line on the node page: {time.monotonic() - started:.1f} s")
+        print(f"first live log line on the console at {time.time():.3f} (epoch seconds)")
         await page.wait_for_function("n => document.querySelectorAll('#logs .log-line').length >= n", arg=4)
         await page.evaluate("document.getElementById('logs-card').scrollIntoView({block: 'end'})")
         await shoot(page, out, "node-logs")

@@ -16,6 +16,7 @@ import grpc
 import structlog
 import uvicorn
 
+from berth.errors import ConfigError
 from berth.platform.config import PlatformConfig
 from berth.platform.datadir import prepare_data_dir, write_private
 from berth.platform.install_scripts import InstallScripts, find_templates_dir
@@ -24,6 +25,7 @@ from berth.platform.services import Services
 from berth.platform.services.containers import ContainerService
 from berth.platform.services.deployments import DeploymentService
 from berth.platform.services.nodes import NodeService
+from berth.platform.services.notifications import NotificationService, WebhookSender, parse_webhook
 from berth.platform.services.registries import RegistryService
 from berth.platform.services.sessions import AgentSessions
 from berth.platform.shells.agent_grpc import KEEPALIVE_OPTIONS, AgentService
@@ -86,6 +88,7 @@ class PlatformServer:
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._sessions: AgentSessions | None = None
+        self._notifications: WebhookSender | None = None
 
     async def start(self) -> Started:
         config = self._config
@@ -139,6 +142,13 @@ class PlatformServer:
             registries=RegistryService(store),
             deployments=DeploymentService(store, sessions, config.max_instances),
         )
+        try:
+            webhooks = [parse_webhook(spec) for spec in config.webhooks]
+        except ValueError as err:
+            raise ConfigError("--webhook", str(err)) from None
+        self._notifications = WebhookSender(webhooks, config.webhook_attempts, config.webhook_backoff_s)
+        NotificationService(store, sessions, services.deployments, self._notifications)
+        self._notifications.start()
         await services.deployments.fail_interrupted()
         agent_pb2_grpc.add_AgentServicer_to_server(AgentService(services), server)
         await server.start()
@@ -186,6 +196,8 @@ class PlatformServer:
             self._sessions.close_all()
         if self._grpc is not None:
             await self._grpc.stop(GRPC_STOP_GRACE_S)
+        if self._notifications is not None:
+            await self._notifications.aclose()
         if self._store is not None:
             await self._store.close()
         log.info("platform_stopped")

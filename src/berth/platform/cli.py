@@ -42,6 +42,13 @@ def _parser() -> argparse.ArgumentParser:
         "--max-body-bytes", type=int, default=1024 * 1024, help="larger request bodies get 413 (1 MiB)"
     )
     serve.add_argument("--max-instances", type=int, default=500, help="instances per deployment")
+    serve.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="[generic|slack|discord=]URL",
+        help="notify this webhook of deployments finished, nodes (dis)connected, agent updates (repeatable)",
+    )
     return parser
 
 
@@ -88,6 +95,7 @@ def main(argv: Sequence[str]) -> int:
         install_scripts_dir=args.install_scripts_dir,
         max_body_bytes=args.max_body_bytes,
         max_instances=args.max_instances,
+        webhooks=tuple(args.webhook),
     )
     try:
         return asyncio.run(_serve(config))

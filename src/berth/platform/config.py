@@ -30,6 +30,9 @@ class PlatformConfig:
     max_body_bytes: int = 1024 * 1024  # a larger request body is answered 413
     max_json_depth: int = 32  # deeper JSON is answered 400
     max_instances: int = 500  # per deployment
+    webhooks: tuple[str, ...] = ()  # "[generic|slack|discord=]URL" each
+    webhook_attempts: int = 4  # deliveries per notification and webhook, then it is given up
+    webhook_backoff_s: float = 1.0  # first retry delay; doubles, capped, jittered
 
     @property
     def base_url(self) -> str:

@@ -33,6 +33,7 @@ RefusalCode = Literal[
     "UNAUTHENTICATED", "NOT_FOUND", "FAILED_PRECONDITION", "ALREADY_EXISTS", "INVALID_ARGUMENT"
 ]
 DisconnectHook = Callable[[str], Awaitable[None]]
+UpdateHook = Callable[[str, bool, str], Awaitable[None]]
 
 
 class Refusal(Exception):
@@ -82,12 +83,17 @@ class AgentSessions:
         self._accept_lock = asyncio.Lock()
         self._disconnect_hooks: list[DisconnectHook] = []
         self._connect_hooks: list[DisconnectHook] = []
+        self._update_hooks: list[UpdateHook] = []
 
     def on_disconnect(self, hook: DisconnectHook) -> None:
         self._disconnect_hooks.append(hook)
 
     def on_connect(self, hook: DisconnectHook) -> None:
         self._connect_hooks.append(hook)
+
+    def on_update_result(self, hook: UpdateHook) -> None:
+        """``hook(node_id, succeeded, version or error)`` when an agent update ends."""
+        self._update_hooks.append(hook)
 
     # -- acceptance ----------------------------------------------------------------------------
 
@@ -210,6 +216,8 @@ class AgentSessions:
         connection = self._register(node.id, token, claims, info, address)
         await self._store.events.add_node_event(node.id, "updated", {"version": info.version})
         log.info("agent_updated", node_id=node.id)
+        for update_hook in self._update_hooks:
+            await update_hook(node.id, True, info.version)
         return connection
 
     @staticmethod
@@ -255,6 +263,8 @@ class AgentSessions:
         connection.pending_update = None
         log.info("agent_update_aborted", node_id=connection.node_id)
         await self._store.events.add_node_event(connection.node_id, "update_aborted", {"error": error[:2000]})
+        for hook in self._update_hooks:
+            await hook(connection.node_id, False, error)
 
     def connection_for_answer(self, claims: Claims) -> AgentConnection | None:
         connection = self.connections.get(claims.sub)
