@@ -109,6 +109,7 @@ async def run(demo_dir: Path, out: Path) -> None:
         web_port = int(web.split("→")[0]) if "→" in web else 8080
         await page.goto(url + "/deployments/new")
         await page.fill("#stack", CHANGED_STACK % {"web_port": web_port})
+        await page.evaluate("document.getElementById('stack').scrollTop = 0")
         await shoot(page, out, "new-deployment")
         await page.click("[data-panel=yaml] button[type=submit]")
         await page.wait_for_selector('#deployment-status [data-status="successful"]')

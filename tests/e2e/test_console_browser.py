@@ -207,3 +207,64 @@ async def test_deploy_follow_logs_and_stop_a_container_from_the_console(tmp_path
         if agent is not None:
             await agent.stop()
         await server.stop()
+
+
+async def test_registries_and_deployment_forms(tmp_path: Path) -> None:
+    server, started = await start_platform(platform_config(tmp_path / "platform"))
+    try:
+        async with api_client(started) as api:
+            node_id = (await api.post("/nodes", json={"name": "form-node"})).json()["id"]
+        async with browser_context() as context:
+            page = await context.new_page()
+            accept_dialogs(page)
+            await sign_in(page, started.http_url, started.api_token)
+
+            await page.goto(started.http_url + "/registries")
+            form = "[data-registry-form]"
+            await page.fill(f"{form} input[name=name]", "local")
+            await page.fill(f"{form} input[name=url]", "127.0.0.1:5000")
+            await page.fill(f"{form} input[name=user]", "berth")
+            await page.fill(f"{form} input[name=password]", "pw-not-shown")
+            await page.click(f"{form} button")
+            await page.wait_for_selector("#registries td.strong")
+            row = await page.text_content("#registries tbody") or ""
+            assert "local" in row and "set" in row and "pw-not-shown" not in await page.content()
+
+            # a pasted stack that is not valid names the problem and keeps the text
+            await page.goto(started.http_url + "/deployments/new")
+            await page.fill("#stack", "node: form-node\nprefix: Not_A_Label\ninstances: [{image: x}]\n")
+            await page.click("[data-panel=yaml] button[type=submit]")
+            assert "prefix" in (await page.text_content("#form-error") or "")
+            assert "Not_A_Label" in await page.input_value("#stack")
+
+            # the small form: created, and not started because the node is not connected
+            await page.click("[data-tab=form]")
+            panel = "[data-panel=form]"
+            await page.select_option(f"{panel} select[name=node]", node_id)
+            await page.fill(f"{panel} input[name=prefix]", "shop")
+            await page.fill(f"{panel} input[name=name]", "web")
+            await page.fill(f"{panel} input[name=image]", "berth/busybox")
+            await page.fill(f"{panel} input[name=tag]", "1")
+            await page.select_option(f"{panel} select[name=registry]", "local")
+            await page.fill(f"{panel} input[name=ports]", "8080:18080")
+            await page.fill(f"{panel} textarea[name=environment]", "MODE=demo")
+            await page.click(f"{panel} button[type=submit]")
+            await page.wait_for_selector("#deployment-page")
+            assert "could not start" in (await page.text_content(".alert-warn") or "")
+            assert await page.is_visible("[data-when=preparing]")
+            async with api_client(started) as api:
+                [deployment] = (await api.get("/deployments")).json()
+                common = deployment["instances"][0]["config"]["common"]
+                assert common["ports"] == [{"internal": 8080, "external": 18080}]
+                assert common["environment"] == {"MODE": "demo"}
+                assert deployment["instances"][0]["image"]["registryId"] is not None
+
+            # a form posted without the session's CSRF token changes nothing
+            status = await page.evaluate(
+                """async () => (await fetch('/deployments/new', {method: 'POST',
+                    headers: {'content-type': 'application/x-www-form-urlencoded'},
+                    body: 'mode=yaml&stack=x'})).status"""
+            )
+            assert status == 403
+    finally:
+        await server.stop()
