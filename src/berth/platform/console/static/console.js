@@ -134,6 +134,23 @@
     } catch (err) { toast(err.message, true); }
   });
 
+  // the nodes list keeps its statuses current (the JSON API, every few seconds while visible)
+  const nodesTable = document.getElementById("nodes");
+  if (nodesTable) {
+    setInterval(async () => {
+      if (document.hidden) return;
+      try {
+        for (const node of await api("GET", "nodes")) {
+          const row = nodesTable.querySelector(`[data-node="${CSS.escape(node.id)}"]`);
+          if (!row) continue;
+          const current = row.querySelector("[data-status]");
+          if (current && current.dataset.status !== node.status) current.replaceWith(badge(node.status));
+          row.querySelector("[data-version]").textContent = node.version || "–";
+        }
+      } catch (_) { /* the next round tries again */ }
+    }, 5000);
+  }
+
   const nodePage = document.getElementById("node-page");
   if (nodePage) setUpNode(nodePage.dataset.nodeId, nodePage.dataset.nodeStatus);
 
