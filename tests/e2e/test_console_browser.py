@@ -74,6 +74,14 @@ async def test_sign_in_refuses_a_wrong_token_and_keeps_the_token_out_of_the_brow
                     async with websockets.connect(ws_url, additional_headers=headers, origin=from_origin):
                         pass
 
+            # signing out needs the CSRF token too
+            forced = await page.evaluate(
+                """async () => (await fetch('/logout', {method: 'POST',
+                    headers: {'content-type': 'application/x-www-form-urlencoded'}, body: 'c=x'})).status"""
+            )
+            assert forced == 403
+            assert await page.evaluate("async () => (await fetch('/api/default/nodes')).status") == 200
+
             await page.click(".signout button")
             await page.wait_for_selector("#token")
             gone = await page.evaluate("async () => (await fetch('/api/default/nodes')).status")

@@ -218,15 +218,20 @@ class Console:
         return response
 
     async def _logout(self, request: Request) -> Response:
+        """Needs the session's CSRF token: another site cannot sign the user out."""
         found = self._sessions.current(request)
         try:
             form = await self._form(request)
         except ApiProblem:
             form = {}
-        if found is not None and same(form.get("csrf", ""), found[1].csrf):
-            self._sessions.sign_out(found[0])
+        if found is None:
+            return RedirectResponse("/login", status_code=303)
+        if not same(form.get("csrf", ""), found[1].csrf):
+            return self._render("error.html", 403, csrf=found[1].csrf, message="The form expired; reload it.")
+        self._sessions.sign_out(found[0])
+        log.info("console_signed_out")
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict")
+        response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="strict", secure=self._secure_cookie)
         return response
 
     # -- pages ---------------------------------------------------------------------------------
