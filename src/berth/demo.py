@@ -211,6 +211,7 @@ async def run() -> int:
             return isinstance(await client.nodes(), list)
 
         await _wait_for("the platform API", api_ready)
+        say(f"[{_elapsed()}] console: {url}/ (sign in with the API token in {token_file})")
         node = await client.create_node(NODE_NAME, "the machine running the demo")
         state["node_id"] = node["id"]
         _state_file().write_text(json.dumps(state))
