@@ -72,15 +72,30 @@ async def test_history_obsolete_redeploy_and_diff(platform: Harness) -> None:
 
             first = await deploy(_stack(node_id, "shop", "1", "one", "first-secret"))
             other_prefix = await deploy(_stack(node_id, "blog", "1", "one", "blog-secret"))
+            broken = (
+                await platform.api.post("/deployments", json=_stack(node_id, "shop", "9", "x", "y"))
+            ).json()
+            assert (await platform.api.post(f"/deployments/{broken['id']}/start")).status_code == 204
+            request = await asyncio.wait_for(responder.deploys.get(), 5)
+            await agent.send_deploy_status(
+                request.id, [common_pb2.DeploymentStatusMessage(deploymentStatus=common_pb2.FAILED)]
+            )
+            await _until(platform, broken["id"], "failed")
+            assert await _status(platform, first) == "successful"  # a failure supersedes nothing
+            draft = (
+                await platform.api.post("/deployments", json=_stack(node_id, "shop", "3", "x", "z"))
+            ).json()
             second = await deploy(_stack(node_id, "shop", "2", "two", "second-secret"))
 
             assert await _status(platform, first) == "obsolete"
+            assert await _status(platform, broken["id"]) == "obsolete"
+            assert await _status(platform, draft["id"]) == "preparing"
             assert await _status(platform, other_prefix) == "successful"  # another prefix is left alone
             events = (await platform.api.get(f"/deployments/{first}/log")).json()["items"]
             assert any(f"Superseded by deployment {second}" in " ".join(e.get("log", [])) for e in events)
 
             listed = (await platform.api.get(f"/nodes/{node_id}/deployments")).json()
-            assert [d["id"] for d in listed] == [first, other_prefix, second]
+            assert [d["id"] for d in listed] == [first, other_prefix, broken["id"], draft["id"], second]
             assert (await platform.api.get("/nodes/unknown/deployments")).status_code == 404
 
             diff = await platform.api.get(f"/deployments/{first}/diff/{second}")
@@ -103,7 +118,7 @@ async def test_history_obsolete_redeploy_and_diff(platform: Harness) -> None:
             assert rollback["note"] == f"Redeploy of {first}"
             request = await asyncio.wait_for(responder.deploys.get(), 5)
             assert request.id == rollback["id"]
-            assert [w.tag for w in request.requests] == ["1", "1"]
+            assert [w.tag for w in request.requests] == ["1", "1"]  # the rollback's own request
             assert request.requests[0].common.environment["MODE"] == "one"
             assert agent.decrypt(request.secrets["SHARED"]) == "first-secret"
             await _succeed(agent, request)

@@ -414,10 +414,14 @@ class DeploymentService:
             feed.publish({"type": "end", "status": outcome})
 
     async def _supersede(self, live: DeploymentRecord) -> None:
-        """The deployment that just succeeded is what runs on its node under its prefix: the
-        earlier successful ones of that node and prefix become obsolete."""
+        """The deployment that just succeeded is what runs on its node under its prefix: every
+        other successful one of that node and prefix, and the failed ones before it, become
+        obsolete (drafts and runs in progress are left alone)."""
         for other in await self._store.deployments.all(live.node_id):
-            if other.id == live.id or other.prefix != live.prefix or other.status != "successful":
+            if other.id == live.id or other.prefix != live.prefix:
+                continue
+            failed_before = other.status == "failed" and other.created_at < live.created_at
+            if other.status != "successful" and not failed_before:
                 continue
             note = f"Superseded by deployment {live.id}"
             await self._add_events(other.id, [{"type": "log", "log": [note], "level": "info"}])
