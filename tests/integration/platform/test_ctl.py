@@ -74,7 +74,7 @@ async def test_ctl_covers_registries_deployments_and_nodes(
     agent = FakeAgent(platform.grpc_address, await platform.install_token(node_id), node_id)
     await agent.install()
     try:
-        async with Responder(agent, "app", []) as responder:
+        async with Responder(agent, "app", ["web"]) as responder:
 
             async def answer_next_deploy(tag: str) -> None:
                 request = await asyncio.wait_for(responder.deploys.get(), 10)
@@ -127,6 +127,13 @@ async def test_ctl_covers_registries_deployments_and_nodes(
             await answering
             assert code == 0, err
             assert f"a copy of {ids[0]}" in out and out.rstrip().endswith("deployment successful")
+
+            code, out, _ = await ctl("inspect", "edge-2", "app", "web")
+            assert code == 0 and json.loads(out)["Name"] == "/app-web"
+            code, _, err = await ctl("inspect", "edge-2", "app", "ghost")
+            assert code == 1 and "container not found" in err
+            code, out, _ = await ctl("--json", "containers", "list", "edge-2", "--prefix", "app")
+            assert [c["id"]["name"] for c in json.loads(out)] == ["web"]
 
             code, out, _ = await ctl("--json", "nodes", "show", "edge-2")
             assert json.loads(out)["status"] == "connected"
