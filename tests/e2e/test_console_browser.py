@@ -266,6 +266,11 @@ async def test_registries_and_deployment_forms(tmp_path: Path) -> None:
                 assert common["environment"] == {"MODE": "demo"}
                 assert deployment["instances"][0]["image"]["registryId"] is not None
 
+            missing = await page.goto(started.http_url + "/nodes/no-such-node")
+            assert missing is not None and missing.status == 404
+            assert "not found" in (await page.text_content(".alert-bad") or "")
+            await page.goto(started.http_url + "/registries")
+
             # a form posted without the session's CSRF token changes nothing
             status = await page.evaluate(
                 """async () => (await fetch('/deployments/new', {method: 'POST',

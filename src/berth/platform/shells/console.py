@@ -22,7 +22,7 @@ from starlette.staticfiles import StaticFiles
 
 from berth.platform import views
 from berth.platform.models import DeploymentRecord
-from berth.platform.problems import ApiProblem, InvalidInput, PayloadTooLarge, UnknownEntity
+from berth.platform.problems import ApiProblem, InvalidInput, PayloadTooLarge
 from berth.platform.services import Services
 from berth.platform.shells.console_auth import (
     LOGIN_COOKIE,
@@ -133,8 +133,6 @@ class Console:
                 return RedirectResponse("/login", status_code=303)
             try:
                 return await page(request, found[1])
-            except UnknownEntity as problem:
-                return self._render("error.html", 404, csrf=found[1].csrf, message=problem.message)
             except ApiProblem as problem:
                 return self._render("error.html", problem.status, csrf=found[1].csrf, message=problem.message)
             except Exception as err:  # a bug answers 500 and is logged, like the API
