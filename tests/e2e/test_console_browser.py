@@ -266,6 +266,9 @@ async def test_registries_and_deployment_forms(tmp_path: Path) -> None:
                 assert common["environment"] == {"MODE": "demo"}
                 assert deployment["instances"][0]["image"]["registryId"] is not None
 
+            await page.goto(f"{started.http_url}/nodes/{node_id}")
+            assert "created · name form-node" in (await page.text_content("#activity") or "")
+
             missing = await page.goto(started.http_url + "/nodes/no-such-node")
             assert missing is not None and missing.status == 404
             assert "not found" in (await page.text_content(".alert-bad") or "")

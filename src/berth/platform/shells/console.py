@@ -40,6 +40,7 @@ log = structlog.get_logger(__name__)
 CONSOLE_DIR: Final = Path(__file__).resolve().parent.parent / "console"
 MAX_FORM_BYTES: Final = 1024 * 1024
 MAX_FORM_FIELDS: Final = 50
+NODE_ACTIVITY_ITEMS: Final = 15
 SECURITY_HEADERS: Final = {
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -253,11 +254,13 @@ class Console:
     async def _node(self, request: Request, session: ConsoleSession) -> Response:
         record = await self._s.nodes.get(path_param(request, "node_id"))
         deployments = await self._deployment_views(await self._s.deployments.all(record.id))
+        _, activity = await self._s.nodes.audit(record.id, 0, NODE_ACTIVITY_ITEMS)
         return self._render(
             "node.html",
             csrf=session.csrf,
             node=self._node_view(record, detailed=True),
             deployments=deployments,
+            activity=activity,
             section="nodes",
         )
 
