@@ -268,6 +268,8 @@ async def test_registries_and_deployment_forms(tmp_path: Path) -> None:
 
             await page.goto(f"{started.http_url}/nodes/{node_id}")
             assert "created · name form-node" in (await page.text_content("#activity") or "")
+            await page.click("text=New deployment")
+            assert (await page.input_value("#stack")).startswith("node: form-node\n")
 
             missing = await page.goto(started.http_url + "/nodes/no-such-node")
             assert missing is not None and missing.status == 404

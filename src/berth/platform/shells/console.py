@@ -41,6 +41,15 @@ CONSOLE_DIR: Final = Path(__file__).resolve().parent.parent / "console"
 MAX_FORM_BYTES: Final = 1024 * 1024
 MAX_FORM_FIELDS: Final = 50
 NODE_ACTIVITY_ITEMS: Final = 15
+STACK_SKELETON: Final = """node: {node}
+prefix: my-app
+instances:
+  - image: nginx
+    tag: "1.27"
+    config:
+      common: {{name: web, ports: [{{internal: 80, external: 8080}}]}}
+      dagent: {{restartPolicy: UNLESS_STOPPED}}
+"""
 SECURITY_HEADERS: Final = {
     "content-security-policy": (
         "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
@@ -274,6 +283,9 @@ class Console:
         nodes = [self._node_view(n) for n in await self._s.nodes.all()]
         registries = [views.registry(r) for r in await self._s.registries.all()]
         form: dict[str, str] = {"mode": "yaml"}
+        chosen = next((n for n in nodes if n["id"] == request.query_params.get("node")), None)
+        if chosen is not None:  # from a node's page: its name is filled in
+            form.update(node=chosen["id"], stack=STACK_SKELETON.format(node=chosen["name"]))
         error = ""
         if request.method == "POST":
             form = await self._form(request)
