@@ -17,6 +17,7 @@ from berth.runtimes.base import DeployEvents
 from berth.runtimes.kubernetes import manifests, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.bridge import Bridge
+from berth.runtimes.kubernetes.compat import ignored_fields, rollout_timeout_s
 from berth.runtimes.kubernetes.manifests import APP_LABEL, MANAGED, WorkloadObjects
 from berth.runtimes.kubernetes.rollout import wait_for_rollout
 from berth.settings import KubernetesSettings
@@ -52,6 +53,10 @@ class Deployer:
         built = [(w, manifests.build(w, deployment.id, self._settings)) for w in deployment.workloads]
         version = await self._bridge.call(self._api.version)
         await events.log(LogLevel.INFO, f"Kubernetes API server {version.get('gitVersion', '?')} reachable")
+        for workload, _ in built:
+            ignored = ignored_fields(workload)
+            if ignored:  # nothing is ignored silently
+                await events.log(LogLevel.WARNING, f"Workload {workload.ref}:", *ignored)
         namespaces = sorted({deployment.prefix, *(w.prefix for w in deployment.workloads)} - {""})
         for ns in namespaces:
             await self._apply(manifests.namespace(ns), events)
@@ -94,7 +99,7 @@ class Deployer:
             return dep, list(pods.get("items") or [])
 
         await events.log(LogLevel.INFO, f"Waiting for the rollout of {ns}/{name}")
-        await wait_for_rollout(fetch, events, workload.id, self._settings.rollout_timeout_s)
+        await wait_for_rollout(fetch, events, workload.id, rollout_timeout_s(workload, self._settings))
         await events.progress(workload.id, "rolled out", 1.0)
         await events.log(LogLevel.INFO, f"Rollout of {ns}/{name} complete")
 
