@@ -3,8 +3,13 @@ secret masking, the update tag check and the hardening settings."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import replace
+from pathlib import Path
+
 import pytest
 
+from berth.agent.updater_systemd import SystemdSelfUpdater
 from berth.errors import ConfigError, InvalidSpec, UpdateRefused
 from berth.imagetag import check_update_tag
 from berth.model import (
@@ -23,7 +28,7 @@ from berth.model import (
 from berth.runtimes.docker.compat import cpu_nanos, memory_bytes
 from berth.runtimes.docker.guard import mask_secrets
 from berth.runtimes.kubernetes.compat import ignored_fields, rollout_timeout_s
-from berth.settings import KubernetesSettings, load_agent_settings
+from berth.settings import AgentSettings, KubernetesSettings, load_agent_settings
 
 
 def test_kubernetes_quantities_become_engine_units() -> None:
@@ -90,6 +95,9 @@ def test_secret_values_are_masked_wherever_they_appear() -> None:
     assert masked["Config"]["Cmd"][2] == "curl -H 'x: ******' host"
     assert masked["Args"] == ["******", "******"]  # a short value only where it is the whole string
     assert mask_secrets({"Config": {"Env": ["A=b"]}}) == {"Config": {"Env": ["A=b"]}}
+    # the agent's own container (no secret label) never shows its token either
+    agent = mask_secrets({"Config": {"Env": ["GRPC_TOKEN=eyJhbGciOi.x.y", "NAME=n"]}})
+    assert agent["Config"]["Env"] == ["GRPC_TOKEN=******", "NAME=n"]
 
 
 @pytest.mark.parametrize("tag", ["1.2.3", "latest", "0.15.4-berth.1", "v2_rc1"])
@@ -101,6 +109,14 @@ def test_update_tags_that_name_a_version_pass(tag: str) -> None:
 def test_update_tags_that_could_be_anything_else_are_refused(tag: str) -> None:
     with pytest.raises(UpdateRefused, match="not a valid image tag"):
         check_update_tag(tag)
+
+
+async def test_the_systemd_updater_refuses_a_bad_tag_before_touching_anything(tmp_path: Path) -> None:
+    settings = replace(AgentSettings(), install_method="systemd", systemd_prefix=tmp_path)
+    updater = SystemdSelfUpdater(settings, systemctl="false", systemd_run="false")
+    with pytest.raises(UpdateRefused, match="not a valid image tag"):
+        await updater.begin_update("1.0 --index-url=http://elsewhere", 60)
+    assert await asyncio.to_thread(lambda: list(tmp_path.iterdir())) == []
 
 
 def test_hardening_settings_are_read_and_checked() -> None:

@@ -285,6 +285,9 @@ async def test_managed_only_restricts_commands_to_berths_containers(
             await runtime.stop(ContainerRef("", foreign))
         with pytest.raises(PermanentCommandError, match="BERTH_MANAGED_ONLY"):
             await runtime.inspect(ContainerRef("", foreign))
+        with pytest.raises(PermanentCommandError, match="BERTH_MANAGED_ONLY"):
+            async for _ in runtime.logs(ContainerRef("", foreign), follow=False, tail_lines=1):
+                pass
     finally:
         await runtime.aclose()
     assert docker_client.api.inspect_container(foreign)["State"]["Running"]

@@ -21,7 +21,7 @@ import docker
 import docker.errors
 import pytest
 import requests.exceptions
-from fakeplatform import PlatformServer
+from fakeplatform import PlatformServer, mint_token
 
 from berth.proto import agent_pb2, common_pb2
 
@@ -218,3 +218,26 @@ async def test_the_platforms_docker_run_line_installs_recreates_and_updates_bert
             raise
         finally:
             await asyncio.to_thread(remove_all, client, name, prefix)
+
+
+def test_the_image_entrypoint_accepts_init(
+    client: docker.DockerClient, agent_tags: tuple[str, str], tmp_path: Path
+) -> None:
+    """The platform's manifest runs the image with ``args: [init]``: the entrypoint takes it."""
+    image = f"{REPO}:{agent_tags[0]}"
+    folder = tmp_path / "init"
+    folder.mkdir()
+    base = ["docker", "run", "--rm", "--network", "none", "-v", f"{folder}/:/srv/dagent"]
+    missing = subprocess.run([*base, image, "init"], capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 1, missing.stderr
+    assert "no usable token" in missing.stderr
+    token = mint_token(iss="platform.example.test:5443", sub="node-1")
+    done = subprocess.run(
+        [*base, "-e", f"GRPC_TOKEN={token}", image, "init"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert "private key created" in done.stdout and (folder / "secret.key").is_file()
+    again = subprocess.run(
+        [*base, "-e", f"GRPC_TOKEN={token}", image, "i"], capture_output=True, text=True, timeout=60
+    )
+    assert again.returncode == 0 and "private key kept" in again.stdout, again.stderr

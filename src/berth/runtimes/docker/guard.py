@@ -25,6 +25,7 @@ from berth.model import MANAGED_LABEL, SECRET_KEYS_LABEL
 from berth.runtimes.docker.traefik import ROLE_LABEL, TRAEFIK_NAME, TRAEFIK_ROLE
 
 MASK: Final = "******"
+AGENT_SECRET_ENV: Final = frozenset({"GRPC_TOKEN", "BERTH_UPDATE_REGISTRY_PASSWORD"})
 _CONTAINER_ID: Final = re.compile(r"[0-9a-f]{64}")
 # A value this short would mask unrelated text if replaced inside longer strings; it is masked
 # where it is the whole string (and always in its own ``KEY=value`` entry).
@@ -123,8 +124,7 @@ def mask_secrets(attrs: dict[str, Any]) -> dict[str, Any]:
     """A copy of an inspect document in which the values of the container's secret keys (from
     its ``Config.Env``) are replaced by ``******`` wherever they appear."""
     keys = {key for key in str(_labels(attrs).get(SECRET_KEYS_LABEL, "")).split(",") if key}
-    if not keys:
-        return attrs
+    keys |= AGENT_SECRET_ENV  # an inspect of the agent's own container (dagent's name) shows no token
     values: set[str] = set()
     for entry in (attrs.get("Config") or {}).get("Env") or []:
         key, sep, value = str(entry).partition("=")

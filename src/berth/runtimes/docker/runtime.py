@@ -226,7 +226,17 @@ class DockerRuntime:
     # -- logs and state -----------------------------------------------------------------------
 
     def logs(self, ref: ContainerRef, *, follow: bool, tail_lines: int) -> AsyncIterator[LogItem]:
+        if self._settings.managed_only:
+            return self._checked_logs(ref, follow=follow, tail_lines=tail_lines)
         return self._logs.lines(ref, follow=follow, tail_lines=tail_lines)
+
+    async def _checked_logs(
+        self, ref: ContainerRef, *, follow: bool, tail_lines: int
+    ) -> AsyncIterator[LogItem]:
+        attrs = await self._require(ref)
+        await self._bridge.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, "read the logs of"))
+        async for item in self._logs.lines(ref, follow=follow, tail_lines=tail_lines):
+            yield item
 
     def watch(self, prefix: str | None) -> AsyncIterator[StateUpdate]:
         return StateWatcher(self._bridge, prefix, self._settings.resync_interval_s).updates()
