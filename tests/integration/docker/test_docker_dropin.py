@@ -4,6 +4,7 @@ masks secrets, and the agent refuses to touch its own or its Traefik container."
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from dataclasses import replace
@@ -11,8 +12,16 @@ from pathlib import Path
 
 import docker
 import pytest
-from docker_support import REGISTRY, SERVE_FOREVER, TEST_LABEL, RecordingEvents
+from docker_support import (
+    REGISTRY,
+    REGISTRY_PASSWORD,
+    REGISTRY_USER,
+    SERVE_FOREVER,
+    TEST_LABEL,
+    RecordingEvents,
+)
 from docker_support import workload as labelled_workload
+from fakeplatform import PlatformServer, agent_settings, running_agent
 
 from berth.errors import InvalidSpec, PermanentCommandError
 from berth.model import (
@@ -39,6 +48,7 @@ from berth.model import (
     WorkloadSpec,
     frozen_map,
 )
+from berth.proto import agent_pb2, common_pb2
 from berth.runtimes.docker import DockerRuntime
 from berth.runtimes.docker.traefik import ROLE_LABEL, TRAEFIK_ROLE
 from berth.settings import DockerSettings
@@ -313,3 +323,43 @@ async def test_absolute_volumes_bind_only_inside_the_allowlist(
         await runtime.aclose()
     binds = docker_client.api.inspect_container(f"{prefix}-web")["HostConfig"]["Binds"]
     assert binds == [f"{allowed / 'a'}:/a:rw"]
+
+
+async def test_the_platform_receives_the_warnings_as_warning_lines(
+    settings: DockerSettings, prefix: str, tmp_path: Path
+) -> None:
+    """Through the agent's session: the ``crane`` block as the platform sends it (always), with
+    limits Docker honours and fields it cannot; the WARNING lines reach the event log."""
+    workload = agent_pb2.DeployWorkloadRequest(
+        id="w-web",
+        registry=REGISTRY,
+        imageName="berth/busybox",
+        tag="1",
+        registryAuth=agent_pb2.RegistryAuth(
+            name="test", url=REGISTRY, user=REGISTRY_USER, password=REGISTRY_PASSWORD
+        ),
+        common=agent_pb2.CommonContainerConfig(
+            name="web", commands=["sh", "-c"], args=[SERVE_FOREVER], secrets={}
+        ),
+        crane=agent_pb2.CraneContainerConfig(
+            deploymentStrategy=common_pb2.ROLLING_UPDATE,
+            useLoadBalancer=True,
+            resourceConfig=common_pb2.ResourceConfig(limits=common_pb2.Resource(memory="48Mi")),
+        ),
+    )
+    command = agent_pb2.AgentCommand(
+        deploy=agent_pb2.DeployRequest(id="dep-wire", prefix=prefix, requests=[workload])
+    )
+    async with PlatformServer() as server:
+        config = agent_settings(tmp_path / "agent", server.platform.issue_connection_token())
+        async with running_agent(config, runtime=DockerRuntime(settings)):
+            await server.platform.wait_accepted(within_s=20)
+            await server.platform.send(command)
+            stream = await server.platform.wait_stream("DeploymentStatus", within_s=30)
+            await asyncio.wait_for(stream.done.wait(), 60)
+    assert stream.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL
+    warned = [line for m in stream.messages if m.logLevel == common_pb2.WARNING for line in m.log]
+    assert any(line.startswith("crane.deploymentStrategy ROLLING_UPDATE") for line in warned), warned
+    assert any(line.startswith("crane.useLoadBalancer") for line in warned), warned
+    info = [line for m in stream.messages if m.logLevel == common_pb2.INFO for line in m.log]
+    assert "crane.resourceConfig → Docker memory limit: 50331648" in info
