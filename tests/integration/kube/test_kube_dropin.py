@@ -41,10 +41,12 @@ from berth.proto import agent_pb2, common_pb2
 from berth.runtimes.kubernetes import KubernetesCredentialStore, KubernetesRuntime, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
+from berth.runtimes.kubernetes.selfscale import KubernetesSelfScaler, deployment_of_pod
 from berth.settings import KubernetesSettings
 
 from .conftest import TEST_PREFIX, Recorder, wait_until
 from .test_kube_install import service_account_kubeconfig
+from .test_kube_selfscale import AGENT_DEPLOYMENT, agent_deployment, create_namespace
 
 pytestmark = pytest.mark.kube
 ROOT = Path(__file__).resolve().parents[3]
@@ -347,3 +349,20 @@ async def test_dagent_fields_a_cluster_does_not_honour_are_named(
         "ports[].external 8080->80",
     ):
         assert field in warned, f"no warning names {field}:\n{warned}"
+
+
+async def test_shutdown_finds_the_agents_deployment_from_its_pod_name(
+    admin: KubeApi, settings: KubernetesSettings, prefix: str
+) -> None:
+    """dyrector.io's manifest gives CRANE_DEPLOYMENT_NAME to the init container only: the main
+    container's scaler derives its Deployment from the pod name."""
+    create_namespace(admin, prefix)
+    admin.apply(agent_deployment(prefix, 1))
+    assert deployment_of_pod(f"{AGENT_DEPLOYMENT}-7c9f8d6b5-x2x4z") == AGENT_DEPLOYMENT
+    assert deployment_of_pod("standalone") == ""
+    scaler = KubernetesSelfScaler(
+        replace(settings, secret_namespace=prefix, deployment_name=""),
+        pod_name=f"{AGENT_DEPLOYMENT}-7c9f8d6b5-x2x4z",
+    )
+    await scaler.scale_down_self()
+    assert admin.get(resources.DEPLOYMENT, prefix, AGENT_DEPLOYMENT)["spec"]["replicas"] == 0
