@@ -22,6 +22,7 @@ from berth.model import (
     NetworkMode,
     Port,
     RestartPolicy,
+    Routing,
     WorkloadSpec,
     frozen_map,
 )
@@ -55,7 +56,8 @@ def test_kubernetes_names_each_dagent_field_it_does_not_honour() -> None:
         labels=frozen_map({"team": "a"}),
         expected_state=ExpectedState(ContainerState.EXITED, timeout_s=5, exit_code=0),
     )
-    lines = "\n".join(ignored_fields(_workload(docker=dagent, ports=(Port(80, 8080),))))
+    workload = _workload(docker=dagent, ports=(Port(80, 8080),), routing=Routing(domain="a.example.test"))
+    lines = "\n".join(ignored_fields(workload))
     for field in (
         "dagent.restartPolicy NO",
         "dagent.networkMode HOST",
@@ -64,6 +66,7 @@ def test_kubernetes_names_each_dagent_field_it_does_not_honour() -> None:
         "dagent.labels team",
         "dagent.expectedState EXITED",
         "ports[].external 8080->80",
+        "routing: not used, the workload is not exposed",
     ):
         assert field in lines
 

@@ -195,6 +195,9 @@ def ignored_fields(workload: WorkloadSpec, settings: DockerSettings) -> list[str
             lines.append(f"{where}.size: a bind-mounted folder has no size limit on Docker")
         if volume.storage_class:
             lines.append(f"{where}.class: storage classes are a Kubernetes setting; a folder is bound")
+    routing = workload.routing
+    if routing is not None and (routing.domain or routing.path) and not is_exposed(workload):
+        lines.append("routing: not used, the workload is not exposed (set expose to route it)")
     if is_exposed(workload) and not settings.traefik_enabled:
         lines.append(
             "expose: TRAEFIK_ENABLED is off on this node; the routing labels are set, but only a "

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from berth.model import ContainerState, NetworkMode, RestartPolicy, WorkloadSpec
+from berth.model import ContainerState, ExposeStrategy, NetworkMode, RestartPolicy, WorkloadSpec
 from berth.settings import KubernetesSettings
 
 # A Deployment's pods always restart: these policies say the same thing.
@@ -70,6 +70,10 @@ def ignored_fields(workload: WorkloadSpec) -> list[str]:
             )
         elif expected.exit_code is not None:
             lines.append("dagent.expectedState.exitCode: not honoured on Kubernetes for a running workload")
+    routing = workload.routing
+    exposed = workload.expose in (ExposeStrategy.EXPOSE, ExposeStrategy.EXPOSE_WITH_TLS)
+    if routing is not None and (routing.domain or routing.path) and not exposed:
+        lines.append("routing: not used, the workload is not exposed (set expose to get an Ingress)")
     external = [p for p in workload.ports if p.external]
     if external:
         lines.append(
