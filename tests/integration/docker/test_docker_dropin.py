@@ -5,13 +5,17 @@ masks secrets, and the agent refuses to touch its own or its Traefik container."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import secrets
 import socket
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import docker
+import docker.errors
 import pytest
 from docker_support import (
     REGISTRY,
@@ -55,6 +59,21 @@ from berth.runtimes.docker.traefik import ROLE_LABEL, TRAEFIK_ROLE
 from berth.settings import DockerSettings
 
 pytestmark = pytest.mark.docker
+
+
+def _remove_prefix(client: docker.DockerClient, prefix: str) -> None:
+    for summary in client.api.containers(all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"}):
+        with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+            client.api.remove_container(summary["Id"], force=True, v=True)
+
+
+@pytest.fixture
+def prefix(docker_client: docker.DockerClient) -> Iterator[str]:
+    """A unique prefix, swept by its own label only (the shared sweep also removes every
+    test-labelled container, racing other test runs on this engine)."""
+    value = f"bd{secrets.token_hex(3)}"
+    yield value
+    _remove_prefix(docker_client, value)
 
 
 def workload(prefix: str, name: str, **overrides: object) -> WorkloadSpec:
