@@ -27,9 +27,10 @@ from berth.model import (
     frozen_map,
 )
 from berth.runtimes.docker.compat import cpu_nanos, memory_bytes
+from berth.runtimes.docker.compat import ignored_fields as docker_ignored
 from berth.runtimes.docker.guard import mask_secrets
 from berth.runtimes.kubernetes.compat import ignored_fields, rollout_timeout_s
-from berth.settings import AgentSettings, KubernetesSettings, load_agent_settings
+from berth.settings import AgentSettings, DockerSettings, KubernetesSettings, load_agent_settings
 
 
 def test_kubernetes_quantities_become_engine_units() -> None:
@@ -139,3 +140,10 @@ def test_hardening_settings_are_read_and_checked() -> None:
         load_agent_settings({**base, "BERTH_ALLOWED_HOST_PATHS": "relative/path"})
     with pytest.raises(ConfigError, match="BERTH_PUBLISH_HOST_IP"):
         load_agent_settings({**base, "BERTH_PUBLISH_HOST_IP": "localhost"})
+
+
+def test_docker_names_networks_and_ports_a_host_network_drops() -> None:
+    dagent = DockerOptions(network_mode=NetworkMode.HOST, networks=("backend",))
+    lines = "\n".join(docker_ignored(_workload(docker=dagent, ports=(Port(80, 8080),)), DockerSettings()))
+    assert "dagent.networks backend: not joined" in lines
+    assert "ports[].external / portRanges: not published with networkMode HOST" in lines

@@ -18,6 +18,7 @@ from berth.errors import InvalidSpec
 from berth.model import (
     DeploymentStrategy,
     Marker,
+    NetworkMode,
     VolumeType,
     WorkloadSpec,
 )
@@ -195,6 +196,18 @@ def ignored_fields(workload: WorkloadSpec, settings: DockerSettings) -> list[str
             lines.append(f"{where}.size: a bind-mounted folder has no size limit on Docker")
         if volume.storage_class:
             lines.append(f"{where}.class: storage classes are a Kubernetes setting; a folder is bound")
+    mode = workload.docker.network_mode
+    if mode in (NetworkMode.HOST, NetworkMode.NONE):
+        if workload.docker.networks:
+            lines.append(
+                f"dagent.networks {', '.join(workload.docker.networks)}: not joined, the container "
+                f"uses networkMode {mode.name}"
+            )
+        if any(p.external for p in workload.ports) or workload.port_ranges:
+            lines.append(
+                f"ports[].external / portRanges: not published with networkMode {mode.name} "
+                "(on HOST the container listens on the host's ports directly)"
+            )
     routing = workload.routing
     if routing is not None and (routing.domain or routing.path) and not is_exposed(workload):
         lines.append("routing: not used, the workload is not exposed (set expose to route it)")
