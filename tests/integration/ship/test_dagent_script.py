@@ -186,6 +186,26 @@ async def test_the_platforms_docker_run_line_installs_recreates_and_updates_bert
             refused = [c for c in platform.connects if c.status.name != "OK"]
             assert refused == [], [(c.status, c.token == install) for c in refused]
 
+            # in its container the agent finds itself: it refuses to delete itself and its
+            # inspect shows no token
+            own = common_pb2.ContainerIdentifier(prefix="", name=name)
+            await platform.send(
+                agent_pb2.AgentCommand(
+                    deleteContainers=common_pb2.DeleteContainersRequest(
+                        target=common_pb2.ContainerOrPrefix(container=own)
+                    )
+                )
+            )
+            refusal = (await platform.wait_unary("CommandError", within_s=30)).message
+            assert "refusing to delete" in refusal.deleteContainers.error, refusal
+            assert "agent's own container" in refusal.deleteContainers.error
+            await platform.send(
+                agent_pb2.AgentCommand(containerInspect=agent_pb2.ContainerInspectRequest(container=own))
+            )
+            inspected = (await platform.wait_unary("ContainerInspect", within_s=30)).message.data
+            assert install not in inspected and "GRPC_TOKEN=******" in inspected
+            assert client.api.inspect_container(name)["State"]["Running"]
+
             # self-update: the successor reads the same folder (key, new token)
             new_token = platform.mint("connection")
             platform.pending_connection_token = new_token
