@@ -7,11 +7,12 @@ naming the setting (never its value) when something is invalid; the CLI turns th
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Final
 
 from berth.errors import ConfigError
@@ -124,6 +125,10 @@ class DockerSettings:
     # Self-update pulls with these when set (else the engine's/docker config's own credentials).
     update_registry_user: str = ""  # BERTH_UPDATE_REGISTRY_USER
     update_registry_password: str = field(default="", repr=False)  # BERTH_UPDATE_REGISTRY_PASSWORD
+    # Drop-in hardening (opt-in; defaults keep dagent's behaviour).
+    publish_host_ip: str = ""  # BERTH_PUBLISH_HOST_IP: "" publishes on IPv4 and IPv6, as docker run -p
+    managed_only: bool = False  # BERTH_MANAGED_ONLY: commands only on containers Berth created
+    allowed_host_paths: tuple[str, ...] = ()  # BERTH_ALLOWED_HOST_PATHS: where absolute volumes may bind
 
 
 @dataclass(frozen=True)
@@ -185,6 +190,29 @@ def _address(name: str, raw: str) -> str:
     return raw
 
 
+def _host_ip(name: str, raw: str) -> str:
+    if not raw:
+        return ""
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise ConfigError(name, "expected an IP address such as 0.0.0.0 or ::") from None
+    return raw
+
+
+def _host_paths(name: str, raw: str) -> tuple[str, ...]:
+    """``:``- or ``,``-separated absolute host folders, normalised (no ``..``)."""
+    paths = []
+    for raw_part in re.split(r"[:,]", raw):
+        part = raw_part.strip()
+        if not part:
+            continue
+        if not part.startswith("/") or ".." in PurePosixPath(part).parts:
+            raise ConfigError(name, "expected absolute folders separated by ':' (no '..')")
+        paths.append(str(PurePosixPath(part)))
+    return tuple(paths)
+
+
 def load_agent_settings(environ: Mapping[str, str] | None = None) -> AgentSettings:
     from berth import __version__
 
@@ -238,6 +266,9 @@ def load_agent_settings(environ: Mapping[str, str] | None = None) -> AgentSettin
         resync_interval_s=resync,
         update_registry_user=env.text("BERTH_UPDATE_REGISTRY_USER"),
         update_registry_password=env.text("BERTH_UPDATE_REGISTRY_PASSWORD"),
+        publish_host_ip=_host_ip("BERTH_PUBLISH_HOST_IP", env.text("BERTH_PUBLISH_HOST_IP").strip()),
+        managed_only=env.flag("BERTH_MANAGED_ONLY"),
+        allowed_host_paths=_host_paths("BERTH_ALLOWED_HOST_PATHS", env.text("BERTH_ALLOWED_HOST_PATHS")),
     )
     kubernetes = KubernetesSettings(
         in_cluster=env.flag("CRANE_IN_CLUSTER"),

@@ -26,12 +26,14 @@ from berth.model import (
 )
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.docker.bridge import EngineBridge, translated
+from berth.runtimes.docker.compat import honoured_notes, ignored_fields, resource_limits
 from berth.runtimes.docker.container_spec import (
     ContainerPlan,
     environment_list,
     plan_container,
     restart_policy_name,
 )
+from berth.runtimes.docker.guard import ContainerGuard
 from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan, plan_mounts
 from berth.runtimes.docker.pull import ImagePuller
@@ -51,9 +53,14 @@ _POLL_MAX_S: Final = 0.5
 
 
 class Deployer:
-    def __init__(self, bridge: EngineBridge, settings: DockerSettings) -> None:
+    def __init__(
+        self, bridge: EngineBridge, settings: DockerSettings, guard: ContainerGuard | None = None
+    ) -> None:
         self._bridge = bridge
         self._settings = settings
+        self._guard = guard or ContainerGuard(
+            traefik_enabled=settings.traefik_enabled, managed_only=settings.managed_only
+        )
         self._puller = ImagePuller(bridge)
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
@@ -62,6 +69,7 @@ class Deployer:
         for workload in deployment.workloads:
             try:
                 check_workload(workload)
+                resource_limits(workload)  # an invalid quantity fails before anything changes
                 if workload.ref.key in seen:
                     raise InvalidSpec("container name", f"{workload.ref.key!r} appears twice")
                 seen.add(workload.ref.key)
@@ -129,12 +137,26 @@ class Deployer:
         await events.log(
             LogLevel.INFO, f"Using restart policy: {restart_policy_name(workload.docker.restart_policy)}"
         )
+        await self._report_compatibility(workload, events)
         try:
             await self._apply(workload, image, pulls, events)
         except RuntimeFailure as err:
             await self._report_failure(workload, err, events)
             raise
         await events.log(LogLevel.INFO, f"Container deployed: {name}")
+
+    async def _report_compatibility(self, workload: WorkloadSpec, events: DeployEvents) -> None:
+        """Nothing is ignored silently: every field Docker does not honour is named (WARNING)."""
+        try:
+            ignored = ignored_fields(workload, self._settings)
+            honoured = honoured_notes(workload)
+        except RuntimeFailure as err:
+            await self._report_failure(workload, err, events)
+            raise
+        if ignored:
+            await events.log(LogLevel.WARNING, *ignored)
+        if honoured:
+            await events.log(LogLevel.INFO, *honoured)
 
     async def _apply(
         self, workload: WorkloadSpec, image: ImageReference, pulls: PullSet, events: DeployEvents
@@ -210,6 +232,7 @@ class Deployer:
 
     async def _set_aside(self, workload: WorkloadSpec, old: dict[str, Any], events: DeployEvents) -> str:
         """Stop the existing container and rename it aside; it stays recoverable."""
+        await self._bridge.call(f"check {workload.ref}", lambda c: self._guard.check_now(c, old, "replace"))
         owner = (old.get("Config") or {}).get("Labels", {}).get(PREFIX_LABEL)
         if owner is not None and owner != workload.prefix:
             # <p>+"b-c" and <p>-b+"c" share a name: never take over another prefix's container.

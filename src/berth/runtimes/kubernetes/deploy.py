@@ -16,8 +16,11 @@ from berth.model import ContainerState, DeploymentSpec, LogLevel, WorkloadSpec
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.kubernetes import manifests, resources
 from berth.runtimes.kubernetes.api import KubeApi
+from berth.runtimes.kubernetes.api_errors import Forbidden
 from berth.runtimes.kubernetes.bridge import Bridge
+from berth.runtimes.kubernetes.compat import ignored_fields, rollout_timeout_s
 from berth.runtimes.kubernetes.manifests import APP_LABEL, MANAGED, WorkloadObjects
+from berth.runtimes.kubernetes.permissions import require_apply_permissions
 from berth.runtimes.kubernetes.rollout import wait_for_rollout
 from berth.settings import KubernetesSettings
 
@@ -52,7 +55,14 @@ class Deployer:
         built = [(w, manifests.build(w, deployment.id, self._settings)) for w in deployment.workloads]
         version = await self._bridge.call(self._api.version)
         await events.log(LogLevel.INFO, f"Kubernetes API server {version.get('gitVersion', '?')} reachable")
+        for workload, _ in built:
+            ignored = ignored_fields(workload)
+            if ignored:  # nothing is ignored silently
+                await events.log(LogLevel.WARNING, f"Workload {workload.ref}:", *ignored)
         namespaces = sorted({deployment.prefix, *(w.prefix for w in deployment.workloads)} - {""})
+        await require_apply_permissions(
+            self._api, self._bridge, _apply_targets(namespaces, built, deployment)
+        )
         for ns in namespaces:
             await self._apply(manifests.namespace(ns), events)
         if deployment.shared_secrets:
@@ -94,7 +104,7 @@ class Deployer:
             return dep, list(pods.get("items") or [])
 
         await events.log(LogLevel.INFO, f"Waiting for the rollout of {ns}/{name}")
-        await wait_for_rollout(fetch, events, workload.id, self._settings.rollout_timeout_s)
+        await wait_for_rollout(fetch, events, workload.id, rollout_timeout_s(workload, self._settings))
         await events.progress(workload.id, "rolled out", 1.0)
         await events.log(LogLevel.INFO, f"Rollout of {ns}/{name} complete")
 
@@ -155,7 +165,11 @@ class Deployer:
             await events.log(LogLevel.INFO, f"PersistentVolumeClaim {meta['namespace']}/{meta['name']} kept")
 
     async def _remove_stale(self, kind: resources.Kind, ns: str, name: str, events: DeployEvents) -> None:
-        existing = await self._bridge.call(self._api.get_or_none, kind, ns, name)
+        try:
+            existing = await self._bridge.call(self._api.get_or_none, kind, ns, name)
+        except Forbidden as err:  # e.g. dyrector.io's ClusterRole grants no ingresses
+            await events.log(LogLevel.WARNING, f"Could not check for a stale {kind.kind} {ns}/{name}: {err}")
+            return
         if existing is None:
             return
         labels = existing["metadata"].get("labels") or {}
@@ -163,3 +177,26 @@ class Deployer:
             return  # not ours: leave it alone
         await self._bridge.call(self._api.delete, kind, ns, name)
         await events.log(LogLevel.INFO, f"Removed {kind.kind} {ns}/{name} (no longer part of the workload)")
+
+
+def _apply_targets(
+    namespaces: list[str], built: list[tuple[WorkloadSpec, WorkloadObjects]], deployment: DeploymentSpec
+) -> list[tuple[resources.Kind, str]]:
+    """(kind, namespace) of every object the deployment applies."""
+    targets = [(resources.NAMESPACE, "")] if namespaces else []
+    if deployment.shared_secrets:
+        targets.append((resources.SECRET, deployment.prefix))
+    for _, objects in built:
+        for obj in (
+            objects.config_map,
+            *objects.pvcs,
+            objects.secret,
+            objects.service,
+            objects.pull_secret,
+            objects.deployment,
+            objects.ingress,
+            objects.service_monitor,
+        ):
+            if obj is not None:
+                targets.append((resources.kind_of(obj), obj["metadata"].get("namespace", "")))
+    return targets

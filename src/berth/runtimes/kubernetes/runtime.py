@@ -23,6 +23,7 @@ from berth.model import (
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api import KubeApi
+from berth.runtimes.kubernetes.api_errors import Forbidden
 from berth.runtimes.kubernetes.bridge import Bridge
 from berth.runtimes.kubernetes.deploy import Deployer
 from berth.runtimes.kubernetes.logs import LogReader
@@ -110,8 +111,11 @@ class KubernetesRuntime:
         notes = []
         for kind, suffix in WORKLOAD_OBJECTS:
             name = f"{target.name}{suffix}"
-            if await self._bridge.call(self._api.delete, kind, target.prefix, name):
-                notes.append(f"deleted {kind.kind} {target.prefix}/{name}")
+            try:
+                if await self._bridge.call(self._api.delete, kind, target.prefix, name):
+                    notes.append(f"deleted {kind.kind} {target.prefix}/{name}")
+            except Forbidden as err:  # a narrower ClusterRole (no ingresses): say so, go on
+                notes.append(f"could not delete {kind.kind} {target.prefix}/{name}: {err}")
         return DeleteOutcome(notes=tuple(notes) or (f"{target.key} was already gone",))
 
     async def inspect(self, ref: ContainerRef) -> str:
