@@ -441,7 +441,13 @@ class ControlPlane:
         installer = node.get_installer()
         if installer is None or installer.expires_at < time.time():
             raise UnknownEntity("No valid install script for this node (expired, used or discarded)")
-        return self.scripts.render(node, installer)
+        return self.scripts.render(
+            node_name=node.name,
+            node_type=installer.node_type,
+            script_type=installer.script_type,
+            token=installer.token,
+            root_path=installer.root_path,
+        )
 
     async def discard_script(self, node_id: str) -> None:
         node = await self.get_node(node_id)
