@@ -615,3 +615,12 @@ def test_hostile_renderings_pass_shellcheck(template: tuple[str, str], marker: P
         text=True,
     )
     assert result.returncode == 0, result.stdout
+
+
+def test_powershell_script_uses_the_host_network_for_a_loopback_platform() -> None:
+    for advertise, loopback in (("127.0.0.1:5000", "true"), ("platform.example:5000", "false")):
+        tokens = powershell_tokens(_render({**BENIGN, "advertise": advertise}, "docker", "powershell"))
+        text = "".join(value if kind == "code" else f"<{kind}:{value}>" for kind, value in tokens)
+        assert f"$BerthPlatformLoopback = <single:{loopback}>" in text
+        assert 'elseif ($BerthPlatformLoopback -eq <double:"true">)' in text
+        assert '$RunArgs += @(<double:"--network">, <double:"host">)' in text
