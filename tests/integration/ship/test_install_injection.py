@@ -624,3 +624,37 @@ def test_powershell_script_uses_the_host_network_for_a_loopback_platform() -> No
         assert f"$BerthPlatformLoopback = <single:{loopback}>" in text
         assert 'elseif ($BerthPlatformLoopback -eq <double:"true">)' in text
         assert '$RunArgs += @(<double:"--network">, <double:"host">)' in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the systemd installer requires root")
+def test_systemd_script_quotes_the_machines_own_values_for_the_env_file(machine: Machine) -> None:
+    """Values from the operator's environment also reach agent.env as systemd reads them back;
+    a data folder that the unit file could not carry is refused."""
+    root = machine.folder / "root"
+    script = _write(machine.folder, "install-systemd.sh", _render(BENIGN, "docker", "systemd"))
+    odd_socket = machine.folder / 'it\'s "a" $x`y`\\.sock'
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(odd_socket))
+        pip_args = "--index-url \"https://x/$y\" --no-deps 'z' \\"
+        package = "https://h/berth-{tag}.whl?a=1&b='2'"
+        machine.env.update(
+            {
+                "BERTH_ROOT": str(root),
+                "PYTHON": str(machine.folder / "bin/python"),
+                "BERTH_SYSTEMCTL": str(machine.folder / "bin/systemctl"),
+                "HOST_DOCKER_SOCK_PATH": str(odd_socket),
+                "BERTH_PIP_ARGS": pip_args,
+                "BERTH_UPDATE_PACKAGE": package,
+            }
+        )
+        result = machine.run(script)
+        assert result.returncode == 0, result.stderr
+        written = _parse_env_file((root / "etc/berth/agent.env").read_text())
+        assert written["HOST_DOCKER_SOCK_PATH"] == str(odd_socket)
+        assert written["DOCKER_HOST"] == f"unix://{odd_socket}"
+        assert written["BERTH_PIP_ARGS"] == pip_args
+        assert written["BERTH_UPDATE_PACKAGE"] == package
+
+        machine.env["PERSISTENCE_FOLDER"] = str(machine.folder / "my data")
+        refused = machine.run(script)
+        assert refused.returncode == 2 and "may only hold letters, digits" in refused.stderr
