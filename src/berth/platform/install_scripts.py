@@ -142,8 +142,8 @@ def _refuse_nul(value: str) -> None:
 
 # -- values ---------------------------------------------------------------------------------------
 
-# Characters that make text display differently from what it is (the "Trojan Source" family),
-# or that some readers take as a line break.
+# Characters that make text display differently from what it is (the "Trojan Source" family): a
+# script someone reads before running it must look like what it does.
 _BIDI_CONTROLS: Final = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
