@@ -32,6 +32,7 @@ from berth.runtimes.docker.container_spec import (
     plan_container,
     restart_policy_name,
 )
+from berth.runtimes.docker.health_gate import HealthGate
 from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan, plan_mounts
 from berth.runtimes.docker.pull import ImagePuller
@@ -55,6 +56,7 @@ class Deployer:
         self._bridge = bridge
         self._settings = settings
         self._puller = ImagePuller(bridge)
+        self._health = HealthGate(bridge, settings.resilience)
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
         seen: set[str] = set()
@@ -193,6 +195,8 @@ class Deployer:
             await events.instance(workload.id, state_of(raw), raw)
             await events.log(LogLevel.INFO, f"Started container: {plan.name}")
             await self._wait_expected(workload, cid, plan.name, attrs)
+            if _expects_running(workload):
+                await self._health.wait(workload.id, cid, plan.name, events)
         except BaseException as err:
             await self._undo(
                 workload, name=plan.name, new_id=new_id, aside=aside, old=old, events=events, cause=err
@@ -431,6 +435,11 @@ class Deployer:
 
 
 # -- blocking helpers (run in threads through the bridge) -------------------------------------
+
+
+def _expects_running(workload: WorkloadSpec) -> bool:
+    expected = workload.docker.expected_state
+    return expected is None or expected.state in (ContainerState.RUNNING, ContainerState.UNSPECIFIED)
 
 
 def old_id12(old: dict[str, Any] | None) -> str:
