@@ -32,7 +32,7 @@ from berth.agent.session import AgentIdentity, Session
 from berth.agent.tokens import NoToken, TokenKeeper
 from berth.errors import BerthError, ConfigError, TemporaryCommandError
 from berth.model import RuntimeInfo
-from berth.runtimes.base import CredentialStore, Runtime, SelfScaler, SelfUpdater
+from berth.runtimes.base import CredentialStore, Runtime, SelfScaler, SelfUpdater, SupersedableWaits
 from berth.settings import AgentSettings
 
 log = structlog.get_logger("berth.agent")
@@ -258,7 +258,11 @@ class Agent:
                 ),
             )
             dispatcher = Dispatcher(
-                handlers, session.link, max_concurrent=settings.max_concurrent_commands, metrics=self.metrics
+                handlers,
+                session.link,
+                max_concurrent=settings.max_concurrent_commands,
+                metrics=self.metrics,
+                waits=runtime.waits if isinstance(runtime, SupersedableWaits) else None,
             )
             self.dispatcher = dispatcher
             exit_code = await self._run_until_stopped(session, dispatcher)

@@ -23,6 +23,7 @@ from berth.model import (
     StateUpdate,
     Target,
 )
+from berth.runtimes.waits import WaitBoard
 
 
 class DeployEvents(Protocol):
@@ -139,3 +140,11 @@ class CredentialStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove; a missing value counts as already deleted."""
         ...
+
+
+@runtime_checkable
+class SupersedableWaits(Protocol):
+    """Optional capability of a runtime whose deploys wait (for a rollout): the dispatcher ends
+    those waits when a newer command for the same workload or prefix, or a shutdown, arrives."""
+
+    waits: WaitBoard
