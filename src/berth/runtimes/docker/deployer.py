@@ -32,9 +32,11 @@ from berth.runtimes.docker.container_spec import (
     plan_container,
     restart_policy_name,
 )
+from berth.runtimes.docker.disk import DiskGuard, enospc_failure
 from berth.runtimes.docker.health_gate import HealthGate
 from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan, plan_mounts
+from berth.runtimes.docker.pruning import Deployed, ImagePruner
 from berth.runtimes.docker.pull import ImagePuller
 from berth.runtimes.docker.pulls import PullSet
 from berth.runtimes.docker.records import write_release_record, write_shared_secrets
@@ -55,8 +57,10 @@ class Deployer:
     def __init__(self, bridge: EngineBridge, settings: DockerSettings) -> None:
         self._bridge = bridge
         self._settings = settings
-        self._puller = ImagePuller(bridge)
+        self.disk = DiskGuard(settings.resilience)
+        self._puller = ImagePuller(bridge, before_pull=self.disk.check_before_pull)
         self._health = HealthGate(bridge, settings.resilience)
+        self.pruner = ImagePruner(bridge, settings)
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
         seen: set[str] = set()
@@ -85,8 +89,11 @@ class Deployer:
                 pulls.request(images[workload.id], workload.registry_auth, workload.id)
             for workload in deployment.workloads:
                 await self._deploy_workload(workload, images[workload.id], pulls, events)
+            deployed = _deployed(deployment, images, pulls)
         finally:
             await pulls.aclose()
+        if deployed and _names_a_folder(deployment.prefix):
+            await self.pruner.after_success(deployment.prefix, deployed, events)
         if deployment.version_name and deployment.workloads:
             names = [w.ref.key for w in deployment.workloads]
             check_rfc1123_label("prefix", deployment.prefix)
@@ -134,7 +141,10 @@ class Deployer:
         try:
             await self._apply(workload, image, pulls, events)
         except RuntimeFailure as err:
-            await self._report_failure(workload, err, events)
+            clear = enospc_failure(f"deploying {name}", str(err))
+            await self._report_failure(workload, clear or err, events)
+            if clear is not None:
+                raise clear from err
             raise
         await events.log(LogLevel.INFO, f"Container deployed: {name}")
 
@@ -435,6 +445,25 @@ class Deployer:
 
 
 # -- blocking helpers (run in threads through the bridge) -------------------------------------
+
+
+def _names_a_folder(prefix: str) -> bool:
+    try:
+        check_rfc1123_label("prefix", prefix)
+    except InvalidSpec:
+        return False
+    return True
+
+
+def _deployed(
+    deployment: DeploymentSpec, images: dict[str, ImageReference], pulls: PullSet
+) -> list[Deployed]:
+    deployed = []
+    for workload in deployment.workloads:
+        outcome = pulls.finished(images[workload.id], workload.registry_auth)
+        if outcome is not None and outcome.image_id:
+            deployed.append(Deployed(workload.name, images[workload.id], outcome.image_id, outcome.pulled))
+    return deployed
 
 
 def _expects_running(workload: WorkloadSpec) -> bool:
