@@ -32,7 +32,14 @@ from berth.agent.session import AgentIdentity, Session
 from berth.agent.tokens import NoToken, TokenKeeper
 from berth.errors import BerthError, ConfigError, TemporaryCommandError
 from berth.model import RuntimeInfo
-from berth.runtimes.base import CredentialStore, Runtime, SelfScaler, SelfUpdater, SupersedableWaits
+from berth.runtimes.base import (
+    CredentialStore,
+    ReportsDiskFigures,
+    Runtime,
+    SelfScaler,
+    SelfUpdater,
+    SupersedableWaits,
+)
 from berth.settings import AgentSettings
 
 log = structlog.get_logger("berth.agent")
@@ -221,6 +228,8 @@ class Agent:
             version=settings.connection.version,
             key_fingerprint=self.key.fingerprint,
         )
+        if isinstance(runtime, ReportsDiskFigures):
+            self.metrics.disk = runtime.disk_figures
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(runtime.aclose)
             await self._start_health(stack)

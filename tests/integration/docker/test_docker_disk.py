@@ -21,6 +21,7 @@ import pytest
 from docker_support import REGISTRY, RecordingEvents, workload
 from pushed_images import build_and_push, remove_local
 
+from berth.agent.metrics import AgentMetrics
 from berth.errors import PermanentCommandError
 from berth.model import DeploymentSpec, LogLevel, NetworkMode, WorkloadSpec
 from berth.runtimes.docker import DockerRuntime
@@ -74,13 +75,23 @@ async def test_pruning_keeps_exactly_n_superseded_images_and_never_foreign_ones(
     rt = DockerRuntime(replace(settings, resilience=ResilienceSettings(prune_keep=KEEP)))
     reference = f"{REGISTRY}/{tagged_images}"
     events = RecordingEvents()
+    metrics = AgentMetrics()
+    metrics.disk = rt.disk_figures
     try:
         for index in range(5):
             spec = workload(prefix, "web", image_name=tagged_images, tag=f"t{index}")
             events = RecordingEvents()
             await rt.deploy(deployment(spec), events)
+        figures = rt.disk_figures()
+        exposed = metrics.render().decode()
     finally:
         await rt.aclose()
+    assert figures.pruned_bytes_total > 0 and figures.free_bytes is not None and figures.free_bytes > 0
+    exposed_pruned = next(
+        line for line in exposed.splitlines() if line.startswith("berth_node_pruned_image_bytes_total")
+    )
+    assert float(exposed_pruned.split()[1]) == figures.pruned_bytes_total
+    assert "berth_node_disk_free_bytes " in exposed
     # t4 runs; t3 and t2 are kept for rollback; t1 (pulled by Berth) is pruned; t0 was never
     # pulled by Berth and stays, like every image Berth does not know.
     assert [present(docker_client, f"{reference}:t{i}") for i in range(5)] == [True, False, True, True, True]

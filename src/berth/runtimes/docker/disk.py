@@ -91,6 +91,17 @@ class DiskGuard:
         self.last_free_bytes = free
         return free
 
+    def known_free_bytes(self) -> int | None:
+        """Free bytes now, once the data root is known (a cheap ``statvfs``), else ``None``."""
+        facts = self._facts
+        if facts is None or facts.data_root is None:
+            return None
+        try:
+            stats = os.statvfs(facts.data_root)
+        except OSError:
+            return None
+        return stats.f_bavail * stats.f_frsize
+
     def check_before_pull(
         self, client: docker.DockerClient, image: ImageReference, credentials: dict[str, str] | None
     ) -> None:
