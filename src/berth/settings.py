@@ -114,6 +114,7 @@ class ResilienceSettings:
     prune_keep: int = 2  # BERTH_PRUNE_KEEP: superseded images kept per workload for rollback
     desired_state: bool = True  # BERTH_DESIRED_STATE: keep the last successful deployment per prefix
     reconcile_at_start: bool = True  # BERTH_RECONCILE: recreate/start from it when the platform is away
+    reconcile_after_s: float = 15.0  # BERTH_RECONCILE_AFTER: no accepted session this long = away
     fix_drift: bool = False  # BERTH_FIX_DRIFT: recreate drifted containers (else only report)
 
 
@@ -127,6 +128,7 @@ def load_resilience_settings(env: Env) -> ResilienceSettings:
         prune_keep=env.integer("BERTH_PRUNE_KEEP", 2, minimum=0),
         desired_state=env.flag("BERTH_DESIRED_STATE", True),
         reconcile_at_start=env.flag("BERTH_RECONCILE", True),
+        reconcile_after_s=env.duration_s("BERTH_RECONCILE_AFTER", "15s"),
         fix_drift=env.flag("BERTH_FIX_DRIFT", False),
     )
 

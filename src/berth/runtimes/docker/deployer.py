@@ -12,6 +12,7 @@ import docker
 import docker.errors
 import structlog
 
+from berth.desired_state import SPEC_HASH_LABEL, spec_hash
 from berth.errors import InvalidSpec, PermanentCommandError, PersistenceError, RuntimeFailure
 from berth.model import (
     MANAGED_LABEL,
@@ -172,6 +173,7 @@ class Deployer:
         except OSError as err:
             raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
         plan = plan_container(workload, self._settings, image, outcome.labels, mounts)
+        plan.create["labels"][SPEC_HASH_LABEL] = spec_hash(workload)  # drift is judged against it
         for network in plan.networks:
             await self._bridge.call(f"network {network}", _network_ensurer(network))
 
