@@ -208,7 +208,7 @@ class Deployer:
             await events.log(LogLevel.INFO, f"Started container: {plan.name}")
             await self._wait_expected(workload, cid, plan.name, attrs)
             if _expects_running(workload):
-                await self._health.wait(workload.id, cid, plan.name, events)
+                await self._health.wait(workload.id, cid, plan.name, events, attrs)
         except BaseException as err:
             await self._undo(
                 workload, name=plan.name, new_id=new_id, aside=aside, old=old, events=events, cause=err

@@ -99,14 +99,16 @@ class HealthGate:
         self._bridge = bridge
         self._settings = settings
 
-    async def wait(self, workload_id: str, cid: str, name: str, events: DeployEvents) -> float | None:
+    async def wait(
+        self, workload_id: str, cid: str, name: str, events: DeployEvents, attrs: dict[str, Any] | None = None
+    ) -> float | None:
         """Return once the container is healthy (the seconds it took), ``None`` at once when it
         has no check or the gate is off; raise ``PermanentCommandError`` (after logging the
-        check's last output) when it turns unhealthy, exits or misses the bound."""
+        check's last output) when it turns unhealthy, exits or misses the bound. ``attrs``: the
+        container's inspect data when the caller has it (its configuration is all that is read)."""
         if not self._settings.health_gate:
             return None
-        attrs = await self._inspect(name, cid)
-        check = health_check_of(attrs)
+        check = health_check_of(attrs if attrs is not None else await self._inspect(name, cid))
         if check is None:
             return None
         bound_s = self._settings.health_timeout_s or check.bound_s(self._settings.health_slack_s)
