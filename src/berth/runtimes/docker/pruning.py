@@ -79,17 +79,26 @@ def write_ledger(root: Path, prefix: str, entries: list[LedgerEntry]) -> None:
     write_atomic(ledger_path(root, prefix), json.dumps(document, indent=1))
 
 
-def record(entries: list[LedgerEntry], deployed: list[Deployed], now: float) -> None:
+def record(entries: list[LedgerEntry], deployed: list[Deployed], now: float) -> bool:
+    """Note what each workload runs now; ``False`` when the ledger already said so (a redeploy
+    of the same image: no write needed)."""
+    changed = False
     for item in deployed:
-        known = next(
-            (e for e in entries if e.workload == item.workload and e.image_id == item.image_id), None
-        )
+        mine = [e for e in entries if e.workload == item.workload]
+        known = next((e for e in mine if e.image_id == item.image_id), None)
         if known is None:
             entries.append(LedgerEntry(item.workload, str(item.image), item.image_id, item.pulled, now))
-        else:
-            known.reference = str(item.image)
-            known.pulled_by_berth = known.pulled_by_berth or item.pulled
-            known.last_deployed = now
+            changed = True
+            continue
+        newest = max(mine, key=lambda e: e.last_deployed)
+        pulled = known.pulled_by_berth or item.pulled
+        if known is newest and known.reference == str(item.image) and pulled == known.pulled_by_berth:
+            continue
+        known.reference = str(item.image)
+        known.pulled_by_berth = pulled
+        known.last_deployed = now
+        changed = True
+    return changed
 
 
 def candidates(entries: list[LedgerEntry], deployed: list[Deployed], keep: int) -> list[LedgerEntry]:
@@ -133,14 +142,16 @@ class ImagePruner:
     def _run(self, prefix: str, deployed: list[Deployed]) -> PruneResult:
         root = self._settings.internal_mount_path
         entries = read_ledger(root, prefix)
-        record(entries, deployed, time.time())
+        changed = record(entries, deployed, time.time())
         result = PruneResult()
         resilience = self._settings.resilience
-        if resilience.prune_images:
+        if resilience.prune_images and changed:  # only a new image can supersede another
             chosen = candidates(entries, deployed, resilience.prune_keep)
             if chosen:
                 result = self._prune(root, prefix, entries, chosen)
-        write_ledger(root, prefix, entries)
+                changed = True
+        if changed:
+            write_ledger(root, prefix, entries)
         return result
 
     def _prune(

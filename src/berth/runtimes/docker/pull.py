@@ -139,7 +139,7 @@ class ImagePuller:
             check_problem = str(err)
         if local is not None and remote_digest and local_has_digest(local, image, remote_digest):
             return self._outcome(local, pulled=False)
-        if self._before_pull is not None:
+        if self._before_pull is not None and not check_problem:  # a registry that answered
             self._before_pull(client, image, credentials)
         try:
             self._pull(client, image, credentials, offer)
