@@ -108,3 +108,29 @@ async def test_shutdown_during_a_rollout_wait_exits_at_once(settings, prefix, tm
     assert took < WITHIN_S
     assert stream.messages[-1].deploymentStatus == common_pb2.FAILED
     assert any("superseded by close(SHUTDOWN)" in line for line in logs_of(stream))
+
+
+async def test_a_new_deployment_supersedes_the_waiting_one(settings, prefix, tmp_path: Path) -> None:
+    kube = waiting_settings(settings)
+    async with PlatformServer() as server:
+        platform = server.platform
+        config = replace(
+            agent_settings(tmp_path / "data", platform.issue_connection_token()),
+            runtime="kubernetes",
+            kubernetes=kube,
+        )
+        async with running_agent(config, runtime=KubernetesRuntime(kube)):
+            await platform.wait_accepted()
+            first = await waiting_rollout(platform, prefix)
+            started = time.monotonic()
+            await platform.send(deploy_command("dep-next", prefix))
+            await asyncio.wait_for(first.done.wait(), WITHIN_S)
+            second = await platform.wait_stream("DeploymentStatus", count=2, within_s=WITHIN_S)
+            await platform.wait_for(
+                lambda: any(line.startswith("Waiting for the rollout") for line in logs_of(second)),
+                within_s=WITHIN_S * 5,
+            )
+            took = time.monotonic() - started
+    assert first.messages[-1].deploymentStatus == common_pb2.FAILED
+    assert any("superseded by deployment dep-next" in line for line in logs_of(first))
+    print(f"\na new deployment took over a waiting one in {took * 1000:.0f} ms")
