@@ -142,3 +142,23 @@ def init_main(argv: Sequence[str]) -> int:
     for line in lines:
         print(f"berth init: {line}")
     return 0
+
+
+def status_main(argv: Sequence[str]) -> int:
+    """``berth status``: desired vs actual state of each prefix, without the platform."""
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: berth status\n\nDesired vs actual state of each prefix, without the platform.")
+        return 0
+    _skip_charset_detection()
+    from berth.settings import load_agent_settings
+
+    try:
+        settings = load_agent_settings()
+    except ConfigError as err:
+        print(f"berth status: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    from berth.agent.status import print_status
+    from berth.logsetup import configure_logging
+
+    configure_logging(settings.log_format, "error")
+    return asyncio.run(print_status(settings, sys.stdout, sys.stderr))

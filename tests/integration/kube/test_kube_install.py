@@ -52,6 +52,7 @@ NEEDED = [
     ("watch", "", "pods", ""),
     ("get", "", "pods", "log"),
     *[(v, "apps", "deployments", "") for v in ("get", "list", "watch", "create", "patch", "delete")],
+    ("list", "apps", "replicasets", ""),  # a failed rollout is rolled back to the previous template
     *[(v, "networking.k8s.io", "ingresses", "") for v in ("get", "create", "patch", "delete")],
     *[(v, "monitoring.coreos.com", "servicemonitors", "") for v in ("get", "create", "patch", "delete")],
 ]
@@ -64,7 +65,7 @@ NOT_NEEDED = [
     ("delete", "", "pods", ""),
     ("create", "", "pods", "exec"),
     ("get", "", "nodes", ""),
-    ("list", "apps", "replicasets", ""),
+    ("get", "apps", "replicasets", ""),
     ("update", "apps", "deployments", ""),
     ("create", "rbac.authorization.k8s.io", "clusterroles", ""),
     ("create", "rbac.authorization.k8s.io", "clusterrolebindings", ""),

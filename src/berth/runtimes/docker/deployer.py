@@ -12,6 +12,7 @@ import docker
 import docker.errors
 import structlog
 
+from berth.desired_state import SPEC_HASH_LABEL, spec_hash
 from berth.errors import InvalidSpec, PermanentCommandError, PersistenceError, RuntimeFailure
 from berth.model import (
     MANAGED_LABEL,
@@ -33,9 +34,12 @@ from berth.runtimes.docker.container_spec import (
     plan_container,
     restart_policy_name,
 )
+from berth.runtimes.docker.disk import DiskGuard, enospc_failure
 from berth.runtimes.docker.guard import ContainerGuard
+from berth.runtimes.docker.health_gate import HealthGate
 from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan, plan_mounts
+from berth.runtimes.docker.pruning import Deployed, ImagePruner
 from berth.runtimes.docker.pull import ImagePuller
 from berth.runtimes.docker.pulls import PullSet
 from berth.runtimes.docker.records import write_release_record, write_shared_secrets
@@ -61,7 +65,10 @@ class Deployer:
         self._guard = guard or ContainerGuard(
             traefik_enabled=settings.traefik_enabled, managed_only=settings.managed_only
         )
-        self._puller = ImagePuller(bridge)
+        self.disk = DiskGuard(settings.resilience)
+        self._puller = ImagePuller(bridge, before_pull=self.disk.check_before_pull)
+        self._health = HealthGate(bridge, settings.resilience)
+        self.pruner = ImagePruner(bridge, settings)
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
         seen: set[str] = set()
@@ -91,8 +98,11 @@ class Deployer:
                 pulls.request(images[workload.id], workload.registry_auth, workload.id)
             for workload in deployment.workloads:
                 await self._deploy_workload(workload, images[workload.id], pulls, events)
+            deployed = _deployed(deployment, images, pulls)
         finally:
             await pulls.aclose()
+        if deployed and _names_a_folder(deployment.prefix):
+            await self.pruner.after_success(deployment.prefix, deployed, events)
         if deployment.version_name and deployment.workloads:
             names = [w.ref.key for w in deployment.workloads]
             check_rfc1123_label("prefix", deployment.prefix)
@@ -141,7 +151,10 @@ class Deployer:
         try:
             await self._apply(workload, image, pulls, events)
         except RuntimeFailure as err:
-            await self._report_failure(workload, err, events)
+            clear = enospc_failure(f"deploying {name}", str(err))
+            await self._report_failure(workload, clear or err, events)
+            if clear is not None:
+                raise clear from err
             raise
         await events.log(LogLevel.INFO, f"Container deployed: {name}")
 
@@ -182,6 +195,7 @@ class Deployer:
         except OSError as err:
             raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
         plan = plan_container(workload, self._settings, image, outcome.labels, mounts)
+        plan.create["labels"][SPEC_HASH_LABEL] = spec_hash(workload)  # drift is judged against it
         for network in plan.networks:
             await self._bridge.call(f"network {network}", _network_ensurer(network))
 
@@ -215,6 +229,8 @@ class Deployer:
             await events.instance(workload.id, state_of(raw), raw)
             await events.log(LogLevel.INFO, f"Started container: {plan.name}")
             await self._wait_expected(workload, cid, plan.name, attrs)
+            if _expects_running(workload):
+                await self._health.wait(workload.id, cid, plan.name, events, attrs)
         except BaseException as err:
             await self._undo(
                 workload, name=plan.name, new_id=new_id, aside=aside, old=old, events=events, cause=err
@@ -454,6 +470,30 @@ class Deployer:
 
 
 # -- blocking helpers (run in threads through the bridge) -------------------------------------
+
+
+def _names_a_folder(prefix: str) -> bool:
+    try:
+        check_rfc1123_label("prefix", prefix)
+    except InvalidSpec:
+        return False
+    return True
+
+
+def _deployed(
+    deployment: DeploymentSpec, images: dict[str, ImageReference], pulls: PullSet
+) -> list[Deployed]:
+    deployed = []
+    for workload in deployment.workloads:
+        outcome = pulls.finished(images[workload.id], workload.registry_auth)
+        if outcome is not None and outcome.image_id:
+            deployed.append(Deployed(workload.name, images[workload.id], outcome.image_id, outcome.pulled))
+    return deployed
+
+
+def _expects_running(workload: WorkloadSpec) -> bool:
+    expected = workload.docker.expected_state
+    return expected is None or expected.state in (ContainerState.RUNNING, ContainerState.UNSPECIFIED)
 
 
 def old_id12(old: dict[str, Any] | None) -> str:

@@ -26,7 +26,7 @@ from berth.model import (
     StateUpdate,
     Target,
 )
-from berth.runtimes.base import DeployEvents
+from berth.runtimes.base import DeployEvents, DiskFigures
 from berth.runtimes.docker.bridge import EngineBridge, translated
 from berth.runtimes.docker.guard import ContainerGuard, mask_secrets
 from berth.runtimes.docker.logstream import LogFollower
@@ -259,6 +259,11 @@ class DockerRuntime:
             return []
         labels = (attrs.get("Config") or {}).get("Labels") or {}
         return [key for key in str(labels.get(SECRET_KEYS_LABEL, "")).split(",") if key]
+
+    def disk_figures(self) -> DiskFigures:
+        if self._deployer is None:
+            return DiskFigures()
+        return DiskFigures(self._deployer.disk.known_free_bytes(), self._deployer.pruner.pruned_bytes_total)
 
     async def aclose(self) -> None:
         try:

@@ -29,6 +29,7 @@ from berth.runtimes.kubernetes.deploy import Deployer
 from berth.runtimes.kubernetes.logs import LogReader
 from berth.runtimes.kubernetes.manifests import APP_LABEL, RESTARTED_AT_ANNOTATION
 from berth.runtimes.kubernetes.watcher import StateWatcher
+from berth.runtimes.waits import WaitBoard
 from berth.settings import KubernetesSettings
 
 log = structlog.get_logger(__name__)
@@ -65,7 +66,8 @@ class KubernetesRuntime:
         self._settings = settings
         self._api = KubeApi(settings)
         self._bridge = Bridge()
-        self._deployer = Deployer(self._api, self._bridge, settings)
+        self.waits = WaitBoard()  # rollout waits a newer command supersedes (SupersedableWaits)
+        self._deployer = Deployer(self._api, self._bridge, settings, self.waits)
         self._logs = LogReader(self._api, self._bridge)
 
     async def preflight(self) -> RuntimeInfo:
