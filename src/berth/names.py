@@ -80,6 +80,26 @@ def safe_root_path_problem(path: str) -> str | None:
     return None
 
 
+def checked(problem: str | None, value: str) -> str:
+    """``value`` itself when ``problem`` is ``None``, else ``ValueError(problem)``: the shape a
+    pydantic ``AfterValidator`` wants."""
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def plain_text(value: str) -> str:
+    return checked(text_problem(value), value)
+
+
+def multiline_text(value: str) -> str:
+    return checked(text_problem(value, multiline=True), value)
+
+
+def rfc1123_label(value: str) -> str:
+    return checked(label_problem(value), value)
+
+
 def port_problem(port: int, *, allow_zero: bool = False) -> str | None:
     low = 0 if allow_zero else 1
     return None if low <= port <= MAX_PORT else f"{port} is outside {low}..{MAX_PORT}"

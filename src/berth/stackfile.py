@@ -42,28 +42,16 @@ class StackError(BerthError):
     pass
 
 
-def _text(value: str) -> str:
-    problem = names.text_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _label(value: str) -> str:
-    problem = names.label_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
 def _scalar_to_text(value: Any) -> Any:
     """YAML reads ``tag: 1`` as a number; a tag is text."""
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
-Text = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_text)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_text)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=names.MAX_LABEL), AfterValidator(_label)]
+Text = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(names.multiline_text)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(names.plain_text)]
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=names.MAX_LABEL), AfterValidator(names.rfc1123_label)
+]
 Tag = Annotated[str, BeforeValidator(_scalar_to_text), StringConstraints(min_length=1, max_length=128)]
 
 

@@ -32,32 +32,8 @@ MAX_SECRETS: Final = 200
 MAX_CONFIG_STRINGS: Final = 10_000
 
 
-def _text(value: str) -> str:
-    problem = names.text_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _multiline(value: str) -> str:
-    problem = names.text_problem(value, multiline=True)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
-def _label(value: str) -> str:
-    problem = names.label_problem(value)
-    if problem:
-        raise ValueError(problem)
-    return value
-
-
 def _root_path(value: str) -> str:
-    problem = names.safe_root_path_problem(value) if value else None
-    if problem:
-        raise ValueError(problem)
-    return value
+    return names.checked(names.safe_root_path_problem(value) if value else None, value)
 
 
 def _registry_url(value: str) -> str:
@@ -76,17 +52,22 @@ def _repaired(value: Any) -> Any:
     return names.repair_text(value) if isinstance(value, str) else value
 
 
-Text = Annotated[str, StringConstraints(max_length=200), AfterValidator(_text)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_text)]
-LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(_multiline)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=names.MAX_LABEL), AfterValidator(_label)]
-EntityId = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(_text)]
+Text = Annotated[str, StringConstraints(max_length=200), AfterValidator(names.plain_text)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(names.plain_text)]
+LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(names.multiline_text)]
+Label = Annotated[
+    str, StringConstraints(min_length=1, max_length=names.MAX_LABEL), AfterValidator(names.rfc1123_label)
+]
+EntityId = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(names.plain_text)]
 RootPath = Annotated[str, StringConstraints(max_length=names.MAX_PATH), AfterValidator(_root_path)]
 RegistryUrl = Annotated[
     str, StringConstraints(min_length=1, max_length=500, strip_whitespace=True), AfterValidator(_registry_url)
 ]
 Image = Annotated[
-    str, StringConstraints(min_length=1, max_length=500), AfterValidator(_text), AfterValidator(_image)
+    str,
+    StringConstraints(min_length=1, max_length=500),
+    AfterValidator(names.plain_text),
+    AfterValidator(_image),
 ]
 Tag = Annotated[
     str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
@@ -94,7 +75,7 @@ Tag = Annotated[
 SecretKey = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 ]
-SecretValue = Annotated[str, StringConstraints(max_length=65_536), AfterValidator(_multiline)]
+SecretValue = Annotated[str, StringConstraints(max_length=65_536), AfterValidator(names.multiline_text)]
 Secrets = Annotated[dict[SecretKey, SecretValue], Field(max_length=MAX_SECRETS)]
 StoredText = Annotated[str, BeforeValidator(_repaired)]
 
@@ -133,7 +114,9 @@ class RegistryBody(Body):
     name: Name
     url: RegistryUrl
     user: Text = ""
-    password: Annotated[str, StringConstraints(max_length=1000), AfterValidator(_text)] | None = None
+    password: Annotated[str, StringConstraints(max_length=1000), AfterValidator(names.plain_text)] | None = (
+        None
+    )
     description: LongText = ""
 
 

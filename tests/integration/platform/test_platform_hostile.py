@@ -212,3 +212,16 @@ async def test_any_json_gets_2xx_or_4xx_never_500(
     if response.status_code == 400:
         assert "property" in response.json()
     await _lists_answer(api)
+
+
+async def test_a_root_path_the_script_cannot_carry_is_refused_at_generate(platform: Harness) -> None:
+    node_id = await platform.create_node()
+    for root_path, words in (("/srv/$(id)", "absolute path"), ("relative", "absolute path"), ("/etc", "")):
+        response = await _post(
+            platform.api, f"/nodes/{node_id}/script", {"type": "docker", "rootPath": root_path}
+        )
+        assert response.status_code == 400, (root_path, response.text)
+        assert response.json()["property"] == "rootPath" and words in response.json()["message"]
+    assert (await platform.api.get(f"/nodes/{node_id}")).json()["install"] is None
+    ok = await _post(platform.api, f"/nodes/{node_id}/script", {"type": "docker", "rootPath": "/srv/edge"})
+    assert ok.status_code == 201, ok.text

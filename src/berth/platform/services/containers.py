@@ -54,6 +54,17 @@ class ContainerService:
         except TimeoutError:
             raise AgentTimedOut(message) from None
 
+    @staticmethod
+    def _request_states(connection: AgentConnection, prefix: str, *, one_shot: bool) -> StateFeed:
+        feed = StateFeed(prefix, one_shot=one_shot)
+        connection.state_feeds[prefix] = feed
+        connection.send(
+            agent_pb2.AgentCommand(
+                containerState=agent_pb2.ContainerStateRequest(prefix=prefix, oneShot=one_shot)
+            )
+        )
+        return feed
+
     async def list_states(self, node_id: str, prefix: str) -> list[dict[str, Any]]:
         check_target(prefix)
         connection = await self._sessions.ready_connection(node_id)
@@ -62,13 +73,7 @@ class ContainerService:
             await self._wait(feed.first_list, "Agent did not send the container list")
             return feed.snapshot()
         if feed is None:
-            feed = StateFeed(prefix, one_shot=True)
-            connection.state_feeds[prefix] = feed
-            connection.send(
-                agent_pb2.AgentCommand(
-                    containerState=agent_pb2.ContainerStateRequest(prefix=prefix, oneShot=True)
-                )
-            )
+            feed = self._request_states(connection, prefix, one_shot=True)
         deadline = time.monotonic() + self._timeout_s
         try:
             while not feed.ended.is_set() and not feed.items:
@@ -95,13 +100,7 @@ class ContainerService:
             await self._wait(feed.ended, "Agent did not finish the container list")
             feed = None
         if feed is None:
-            feed = StateFeed(prefix, one_shot=False)
-            connection.state_feeds[prefix] = feed
-            connection.send(
-                agent_pb2.AgentCommand(
-                    containerState=agent_pb2.ContainerStateRequest(prefix=prefix, oneShot=False)
-                )
-            )
+            feed = self._request_states(connection, prefix, one_shot=False)
         viewer = feed.subscribe()
         if feed.first_list.is_set():
             viewer.push({"type": "containers", "items": feed.snapshot()})

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from berth.platform.config import PlatformConfig
-from berth.platform.install_scripts import InstallScripts
+from berth.platform.install_scripts import InstallScripts, RefusedValue
 from berth.platform.models import Installer, NodeCreate, NodeRecord, NodeUpdate, ScriptRequest
 from berth.platform.problems import Conflict, InvalidInput, NodeBusy, NodeNotConnected, UnknownEntity
 from berth.platform.services.connections import PendingUpdate
@@ -121,8 +121,8 @@ class NodeService:
                 token="probe",  # noqa: S106 - not a credential: a stand-in for the check
                 root_path=body.rootPath,
             )
-        except ValueError as err:
-            raise InvalidInput("rootPath" if body.rootPath else "name", str(err)) from None
+        except RefusedValue as err:
+            raise InvalidInput(err.field, err.problem) from None
         issued = self._sessions.issuer.issue(node.id, "install")
         node.installer = Installer(
             token=issued.token,
@@ -155,7 +155,7 @@ class NodeService:
                 token=installer.token,
                 root_path=installer.root_path,
             )
-        except ValueError as err:  # a node stored before validation existed
+        except RefusedValue as err:  # a node stored before validation existed
             raise Conflict(f"The node's install script cannot be rendered safely: {err}") from None
 
     async def discard_script(self, node_id: str) -> None:

@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-from typing import Final
+from collections.abc import Awaitable, Callable
+from typing import Final, TypeVar
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from berth.platform.problems import ApiProblem
 from berth.platform.services import Services
-from berth.platform.services.connections import Viewer
+from berth.platform.services.connections import AgentConnection, Feed, LogFeed, StateFeed, Viewer
 from berth.platform.shells.console_auth import ConsoleSessions, same_origin
 from berth.platform.shells.requests import int_query, path_param
 
+F = TypeVar("F", bound=Feed)
 WS_POLICY_VIOLATION: Final = 1008
 DEFAULT_TAIL: Final = 100
 
@@ -85,15 +87,18 @@ class WebSocketFeeds:
             with contextlib.suppress(RuntimeError, WebSocketDisconnect):
                 await websocket.close()
 
-    async def states(self, websocket: WebSocket) -> None:
+    async def _serve_feed(
+        self,
+        websocket: WebSocket,
+        watch: Callable[[], Awaitable[tuple[AgentConnection, F, Viewer]]],
+        unwatch: Callable[[AgentConnection, F, Viewer], None],
+    ) -> None:
+        """Opens the agent feed (answering a problem instead when it cannot), relays it, and
+        leaves it when the client goes or the feed ends."""
         if not await self._open(websocket):
             return
-        containers = self._s.containers
         try:
-            node_id = path_param(websocket, "node_id")
-            connection, feed, viewer = await containers.watch_states(
-                node_id, websocket.query_params.get("prefix", "")
-            )
+            connection, feed, viewer = await watch()
         except ApiProblem as problem:
             await self._problem(websocket, problem)
             return
@@ -101,24 +106,26 @@ class WebSocketFeeds:
             await websocket.accept()
             await self._relay(websocket, viewer)
         finally:
-            containers.unwatch_states(connection, feed, viewer)
+            unwatch(connection, feed, viewer)
+
+    async def states(self, websocket: WebSocket) -> None:
+        containers = self._s.containers
+
+        async def watch() -> tuple[AgentConnection, StateFeed, Viewer]:
+            prefix = websocket.query_params.get("prefix", "")
+            return await containers.watch_states(path_param(websocket, "node_id"), prefix)
+
+        await self._serve_feed(websocket, watch, containers.unwatch_states)
 
     async def logs(self, websocket: WebSocket) -> None:
-        if not await self._open(websocket):
-            return
         containers = self._s.containers
-        try:
+
+        async def watch() -> tuple[AgentConnection, LogFeed, Viewer]:
             node_id, prefix, name = (path_param(websocket, k) for k in ("node_id", "prefix", "name"))
             tail = int_query(websocket, "tail", DEFAULT_TAIL, maximum=10_000)
-            connection, feed, viewer = await containers.watch_logs(node_id, prefix, name, tail)
-        except ApiProblem as problem:
-            await self._problem(websocket, problem)
-            return
-        try:
-            await websocket.accept()
-            await self._relay(websocket, viewer)
-        finally:
-            containers.unwatch_logs(connection, feed, viewer)
+            return await containers.watch_logs(node_id, prefix, name, tail)
+
+        await self._serve_feed(websocket, watch, containers.unwatch_logs)
 
     async def deployment(self, websocket: WebSocket) -> None:
         if not await self._open(websocket):

@@ -39,6 +39,7 @@ WATCHED_ACTIONS: Final = frozenset(
         "oom",
         "remove",
         "died",
+        "health_status",
     }
 )
 _DIED: Final = frozenset({"die", "died"})
