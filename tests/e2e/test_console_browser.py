@@ -236,6 +236,14 @@ async def test_registries_and_deployment_forms(tmp_path: Path) -> None:
             await page.wait_for_selector("#registries td.strong")
             row = await page.text_content("#registries tbody") or ""
             assert "local" in row and "set" in row and "pw-not-shown" not in await page.content()
+            # the same name again updates it (the stored password is kept when the field is empty)
+            await page.fill(f"{form} input[name=name]", "local")
+            await page.fill(f"{form} input[name=url]", "127.0.0.1:5001")
+            await page.fill(f"{form} input[name=user]", "berth")
+            await page.click(f"{form} button")
+            await page.wait_for_selector("#registries code:text('127.0.0.1:5001')")
+            assert await page.locator("#registries [data-registry-name]").count() == 1
+            assert "set" in (await page.text_content("#registries tbody") or "")
 
             # a pasted stack that is not valid names the problem and keeps the text
             await page.goto(started.http_url + "/deployments/new")

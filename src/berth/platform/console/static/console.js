@@ -372,8 +372,10 @@
     const f = event.currentTarget.elements;
     const body = { name: f.name.value.trim(), url: f.url.value.trim(), user: f.user.value.trim(), description: f.description.value };
     if (f.password.value) body.password = f.password.value;
+    const existing = [...document.querySelectorAll("[data-registry-name]")].find((row) => row.dataset.registryName === body.name);
     try {
-      await api("POST", "registries", body);
+      if (existing) await api("PUT", `registries/${existing.dataset.registryId}`, body);
+      else await api("POST", "registries", body);
       window.location.reload();
     } catch (err) { toast(err.message, true); }
   });
