@@ -202,10 +202,13 @@ async def _install(
     The node's name is hostile (quotes, a command substitution): it reaches the agent as text and
     runs nothing. The platform advertises 127.0.0.1, so the script picks the host's network."""
     assert platform.api is not None
-    marker = tmp_path / "pwned"
-    assert str(marker) == str(marker).lower()  # the node name is lower-cased on its way to NAME
+    # short, so that the name stays within the platform's 100 characters; lower case, as the node
+    # name is lower-cased on its way to NAME
+    marker = Path("/tmp") / f"bp-{uuid.uuid4().hex[:8]}"
     hostile = f"Ship 'Node' \"$(touch${{IFS}}{marker})\" `touch${{IFS}}{marker}` \U0001f6a2"
-    node_id = (await platform.api.post("/nodes", json={"name": hostile})).json()["id"]
+    created = await platform.api.post("/nodes", json={"name": hostile})
+    assert created.status_code == 201, created.text
+    node_id = created.json()["id"]
     generated = await platform.api.post(
         f"/nodes/{node_id}/script", json={"type": "docker", "scriptType": "shell"}
     )
