@@ -7,7 +7,6 @@ after each test. Helper containers (init/import) carry the prefix label.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import docker
+from waiting import wait_event
 
 from berth.model import (
     PREFIX_LABEL,
@@ -121,4 +121,4 @@ async def next_item(
                     return item
         raise AssertionError("the watch ended")
 
-    return await asyncio.wait_for(scan(), timeout_s)
+    return await wait_event(scan(), timeout_s, "the watch to report what the test expects")

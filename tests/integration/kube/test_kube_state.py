@@ -9,11 +9,11 @@ import json
 import os
 import signal
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog.testing
+from waiting import wait_for_blocking, within
 
 from berth.model import (
     ContainerRef,
@@ -36,7 +36,7 @@ pytestmark = pytest.mark.kube
 async def next_matching(
     updates: AsyncIterator[StateUpdate], ref: ContainerRef, state: ContainerState
 ) -> StateUpdate:
-    async with asyncio.timeout(20):
+    async with within(20, f"the watch to report {ref} {state.name}"):
         async for update in updates:
             if any(i.ref == ref and i.state == state for i in update.items):
                 return update
@@ -161,14 +161,18 @@ async def test_watch_survives_a_forced_410_gone(runtime, prefix, events, monkeyp
 def _stop_process(name: str, sig: signal.Signals) -> None:
     pid = int((BASE / "run" / f"{name}.pid").read_text())
     os.kill(pid, sig)
-    deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:
+
+    def gone() -> bool:
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
-            return
-        time.sleep(0.1)
-    os.kill(pid, signal.SIGKILL)
+            return True
+        return False
+
+    try:
+        wait_for_blocking(gone, 15, f"{name} to exit on {sig.name}")
+    except AssertionError:
+        os.kill(pid, signal.SIGKILL)  # as a crash would: the restart goes on
 
 
 def _restart_api_server() -> None:
@@ -201,7 +205,7 @@ async def test_watch_survives_an_api_server_restart(runtime, prefix, events) -> 
         later = WorkloadSpec(id="l", prefix=prefix, name="later", image_name="busybox")
         await runtime.deploy(DeploymentSpec(id="d2", prefix=prefix, workloads=(later,)), events)
         # the controller manager reconnects slowly: "later" may still have no pod (EXITED)
-        async with asyncio.timeout(30):
+        async with within(30, "the watch to report 'later' after the restart"):
             seen = await anext(updates)
             while ContainerRef(prefix, "later") not in {i.ref for i in seen.items}:
                 seen = await anext(updates)
