@@ -42,7 +42,7 @@ kube-down:
 # The whole suite on real components: Docker engine, private registry, kube-apiserver.
 test: venv lint testenv podman-up kube-up
 	eval "$$(tools/testenv.sh env)"; export KUBECONFIG=$(K8S_DEB_BASE)/kubeconfig; \
-	$(VENV)/bin/pytest -q -p no:cacheprovider
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
 
 # Unit tests only (no engine needed).
 test-fast: venv

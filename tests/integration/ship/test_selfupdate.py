@@ -33,6 +33,7 @@ from berth.settings import DockerSettings
 
 pytestmark = pytest.mark.docker
 
+RUN = uuid.uuid4().hex[:12]  # this test run: its sweep leaves other runs' containers alone
 TEST_LABEL = {"io.berth.test": "1"}
 BASE = os.environ.get("BERTH_TEST_LOCAL_IMAGE", "local/busybox:1")
 
@@ -69,10 +70,11 @@ def repo(client: docker.DockerClient) -> Iterator[str]:
 
 @pytest.fixture
 def sweep(client: docker.DockerClient) -> Iterator[list[str]]:
-    """Names of networks made by a test; every container with the test label is removed after."""
+    """Names of networks made by a test; every container this test run labelled is removed after
+    (only this run's: other runs may share the engine)."""
     networks: list[str] = []
     yield networks
-    for c in client.api.containers(all=True, filters={"label": "io.berth.selfupdate-test=1"}):
+    for c in client.api.containers(all=True, filters={"label": f"io.berth.selfupdate-test={RUN}"}):
         with contextlib.suppress(docker.errors.NotFound):
             client.api.remove_container(c["Id"], force=True, v=True)
     for n in networks:
@@ -87,7 +89,7 @@ def _start_old(client: docker.DockerClient, image: str, tmp_path: Path, network:
         name=name,
         detach=True,
         environment={"GRPC_TOKEN": "x.y.z", "NAME": "node-a"},
-        labels={**TEST_LABEL, "io.berth.selfupdate-test": "1", "operator.label": "kept"},
+        labels={**TEST_LABEL, "io.berth.selfupdate-test": RUN, "operator.label": "kept"},
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
         extra_hosts={"host.docker.internal": "host-gateway"},
         volumes={str(tmp_path): {"bind": "/srv/dagent", "mode": "rw"}},
