@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from fakeplatform import FakePlatform, PlatformServer
-from waiting import wait_event
+from waiting import scaled, wait_event
 
 from berth.agent.cli import EXIT_FORCED
 from berth.proto import agent_pb2
@@ -97,7 +97,7 @@ async def test_second_sigterm_during_long_deploy_forces_a_prompt_exit_130(tmp_pa
                 await output
     print(f"second SIGTERM -> exit in {took_s * 1000:.0f} ms")
     assert process.returncode == EXIT_FORCED, err.decode()[-2000:]
-    assert took_s < 3.0
+    assert took_s < scaled(3.0)  # prompt, not the 30 s grace; wall clock, so a busy machine scales it
     assert b"Traceback" not in out + err
     assert b'"event": "agent_draining"' in err
 

@@ -170,5 +170,7 @@ async def test_follow_buffer_is_bounded_and_reports_the_gap(
         assert items[4].endswith(" after\n")
     finally:
         await stream.aclose()
+        following = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("kube-log-")]
         bridge.close()
         api.close()
+    assert not following, "closing the stream must end its follows at once"
