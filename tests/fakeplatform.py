@@ -346,9 +346,11 @@ class FakePlatform(agent_pb2_grpc.AgentServicer):
             for task in (reader, finisher):
                 task.cancel()
             await asyncio.gather(reader, finisher, return_exceptions=True)
-        record.completed_by_platform = not record.half_closed_by_agent
-        record.done.set()
-        await self._notify()
+            # However the call ended: the agent may also cancel it (a stream replaced while it was
+            # writing), which cancels this handler and never half-closes.
+            record.completed_by_platform = record.finish.is_set() and not record.half_closed_by_agent
+            record.done.set()
+            await self._notify()
         return common_pb2.Empty()
 
     async def DeploymentStatus(self, request_iterator: Any, context: Any) -> common_pb2.Empty:  # type: ignore[override]
