@@ -36,11 +36,12 @@ RUN /opt/berth/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir 
 # -- runtime: the base plus the virtual environment, nothing else --------------------------------
 FROM ${BASE_IMAGE}
 COPY --from=builder /opt/berth /opt/berth
+# No BERTH_RUNTIME here: Docker is the default, and the platform's Kubernetes manifest selects
+# the Kubernetes runtime with CRANE_IN_CLUSTER=true alone.
 ENV PATH=/opt/berth/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    INTERNAL_MOUNT_PATH=/srv/dagent \
-    BERTH_RUNTIME=docker
+    INTERNAL_MOUNT_PATH=/srv/dagent
 RUN mkdir -p /srv/dagent && chmod 0700 /srv/dagent
 VOLUME /srv/dagent
 WORKDIR /srv/dagent

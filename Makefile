@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export K8S_DEB_BASE ?= /var/tmp/berth-kube
 
-.PHONY: venv proto proto-check lint test test-fast demo bench testenv podman-up kube-up kube-down clean
+.PHONY: venv proto proto-check lint test test-fast demo bench testenv podman-up kube-up kube-down clean browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -40,9 +40,14 @@ kube-down:
 	tools/kube-apiserver.sh stop
 
 # The whole suite on real components: Docker engine, private registry, kube-apiserver.
-test: venv lint testenv podman-up kube-up
+test: venv lint testenv podman-up kube-up browser
 	eval "$$(tools/testenv.sh env)"; export KUBECONFIG=$(K8S_DEB_BASE)/kubeconfig; \
 	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=25
+
+# Debian's Chromium for the console's browser tests (driven by Playwright, never a browser of its own).
+browser:
+	dpkg -s chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
 
 # Unit tests only (no engine needed).
 test-fast: venv

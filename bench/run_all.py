@@ -91,6 +91,7 @@ def machine() -> str:
 
 def jobs(long: bool) -> dict[str, Callable[[], list[Row]]]:
     import burst
+    import platform_scale
     import soak
 
     soak_s, flood_s = (600.0, 120.0) if long else (60.0, 20.0)
@@ -100,6 +101,7 @@ def jobs(long: bool) -> dict[str, Callable[[], list[Row]]]:
         "agent_startup": lambda: startup_rows(runs, idle_s),
         "soak+flood": lambda: soak.run(soak_s, flood_s),
         "burst": burst.run,
+        "platform_scale": platform_scale.run,
     }
 
 

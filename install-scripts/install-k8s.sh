@@ -65,7 +65,8 @@ http://* | https://*)
   ;;
 esac
 grep -q '^kind: Deployment' "$MANIFEST" || die 2 "this is not a Berth agent manifest (no Deployment)"
-if grep -q '@@[A-Z_]*@@' "$MANIFEST"; then
+# A rendered manifest never has a placeholder where a name goes (values are quoted scalars).
+if grep -qE '^ *(name|namespace): *@@' "$MANIFEST"; then
   die 2 "the manifest still has @@PLACEHOLDERS@@: download it from the platform, not from the repository"
 fi
 

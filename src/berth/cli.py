@@ -13,7 +13,9 @@ USAGE = """usage: berth <command> [options]
 
 commands:
   agent      run the node agent (configured from the environment, dagent-compatible)
+  init       check the token, store the agent's key (and its namespace on Kubernetes) (alias: i)
   health     exit 0 when the local agent holds an accepted platform session (alias: h)
+  status     each prefix's desired state against what runs here, without the platform
   version    print Berth's version and the protocol version it reports
   platform   run the embedded platform (control plane)
   ctl        talk to an embedded platform's API (nodes, deployments, containers, logs)
@@ -33,10 +35,18 @@ def _entry(name: str) -> Callable[[Sequence[str]], int]:
         from berth.agent.cli import agent_main
 
         return agent_main
+    if name in ("init", "i"):
+        from berth.agent.cli import init_main
+
+        return init_main
     if name in ("health", "h"):
         from berth.agent.cli import health_main
 
         return health_main
+    if name == "status":
+        from berth.agent.cli import status_main
+
+        return status_main
     if name == "version":
         return _version
     if name == "platform":

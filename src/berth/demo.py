@@ -112,46 +112,48 @@ async def teardown(quiet: bool = False) -> None:
 
 def demo_stack(registry: str, user: str, password: str, web_port: int) -> Stack:
     image = os.environ.get("BERTH_TEST_IMAGE", f"{registry}/berth/busybox").removeprefix(f"{registry}/")
-    return Stack(
-        node=NODE_NAME,
-        prefix=PREFIX,
-        registries=[{"name": "demo-registry", "url": registry, "user": user, "password": password}],
-        secrets={"GREETING": "hello from an encrypted secret"},
-        instances=[
-            {
-                "image": image,
-                "tag": "1",
-                "registry": "demo-registry",
-                "config": {
-                    "common": {
-                        "name": "web",
-                        "commands": ["sh", "-c"],
-                        "args": [
-                            "mkdir -p /www && echo 'Hello from Berth' > /www/index.html && "
-                            "trap 'exit 0' TERM; httpd -f -v -p 8080 -h /www & wait $!"
-                        ],
-                        "ports": [{"internal": 8080, "external": web_port}],
+    return Stack.model_validate(
+        {
+            "node": NODE_NAME,
+            "prefix": PREFIX,
+            "registries": [{"name": "demo-registry", "url": registry, "user": user, "password": password}],
+            "secrets": {"GREETING": "hello from an encrypted secret"},
+            "instances": [
+                {
+                    "image": image,
+                    "tag": "1",
+                    "registry": "demo-registry",
+                    "config": {
+                        "common": {
+                            "name": "web",
+                            "commands": ["sh", "-c"],
+                            "args": [
+                                "mkdir -p /www && echo 'Hello from Berth' > /www/index.html && "
+                                "trap 'exit 0' TERM; httpd -f -v -p 8080 -h /www & wait $!"
+                            ],
+                            "ports": [{"internal": 8080, "external": web_port}],
+                        },
+                        "dagent": {"restartPolicy": "UNLESS_STOPPED"},
                     },
-                    "dagent": {"restartPolicy": "UNLESS_STOPPED"},
                 },
-            },
-            {
-                "image": image,
-                "tag": "1",
-                "registry": "demo-registry",
-                "config": {
-                    "common": {
-                        "name": "logger",
-                        "commands": ["sh", "-c"],
-                        "args": [
-                            "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); "
-                            'echo "tick $i: $GREETING"; sleep 1 & wait $!; done'
-                        ],
+                {
+                    "image": image,
+                    "tag": "1",
+                    "registry": "demo-registry",
+                    "config": {
+                        "common": {
+                            "name": "logger",
+                            "commands": ["sh", "-c"],
+                            "args": [
+                                "trap 'exit 0' TERM; i=0; while true; do i=$((i+1)); "
+                                'echo "tick $i: $GREETING"; sleep 1 & wait $!; done'
+                            ],
+                        },
+                        "dagent": {"restartPolicy": "UNLESS_STOPPED"},
                     },
-                    "dagent": {"restartPolicy": "UNLESS_STOPPED"},
                 },
-            },
-        ],
+            ],
+        }
     )
 
 
@@ -209,6 +211,7 @@ async def run() -> int:
             return isinstance(await client.nodes(), list)
 
         await _wait_for("the platform API", api_ready)
+        say(f"[{_elapsed()}] console: {url}/ (sign in with the API token in {token_file})")
         node = await client.create_node(NODE_NAME, "the machine running the demo")
         state["node_id"] = node["id"]
         _state_file().write_text(json.dumps(state))
@@ -269,6 +272,8 @@ async def _follow_logs(client: PlatformClient, node_id: str) -> None:
 
 def _next_steps(url: str, data: Path, web_port: int) -> None:
     ctl = f"{sys.executable} -m berth ctl --url {url} --data-dir {data}"
+    say()
+    say(f"Console: {url}/  (sign in with the API token: cat {data}/api-token)")
     say()
     say("The demo keeps running. Go on with:")
     say(f"  {ctl} nodes list")

@@ -7,11 +7,12 @@ naming the setting (never its value) when something is invalid; the CLI turns th
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Final
 
 from berth.errors import ConfigError
@@ -101,6 +102,38 @@ class ConnectionSettings:
     iat_skew_s: float = 60.0
 
 
+# -- node resilience (health-gated deploys, disk-aware pulls and pruning, desired state) ------
+
+
+@dataclass(frozen=True)
+class ResilienceSettings:
+    health_gate: bool = True  # BERTH_HEALTH_GATE: a deploy succeeds only once its health check passes
+    health_timeout_s: float = 0.0  # BERTH_HEALTH_TIMEOUT: fixed bound; 0 = derived from the check
+    health_slack_s: float = 10.0  # BERTH_HEALTH_SLACK: added to the derived bound
+    disk_check: bool = True  # BERTH_DISK_CHECK: refuse a pull the data root has no room for
+    prune_images: bool = True  # BERTH_PRUNE_IMAGES: remove superseded images after a success
+    prune_keep: int = 2  # BERTH_PRUNE_KEEP: superseded images kept per workload for rollback
+    desired_state: bool = True  # BERTH_DESIRED_STATE: keep the last successful deployment per prefix
+    reconcile_at_start: bool = True  # BERTH_RECONCILE: recreate/start from it when the platform is away
+    reconcile_after_s: float = 15.0  # BERTH_RECONCILE_AFTER: no accepted session this long = away
+    fix_drift: bool = False  # BERTH_FIX_DRIFT: recreate drifted containers (else only report)
+
+
+def load_resilience_settings(env: Env) -> ResilienceSettings:
+    return ResilienceSettings(
+        health_gate=env.flag("BERTH_HEALTH_GATE", True),
+        health_timeout_s=env.duration_s("BERTH_HEALTH_TIMEOUT", "0s"),
+        health_slack_s=env.duration_s("BERTH_HEALTH_SLACK", "10s"),
+        disk_check=env.flag("BERTH_DISK_CHECK", True),
+        prune_images=env.flag("BERTH_PRUNE_IMAGES", True),
+        prune_keep=env.integer("BERTH_PRUNE_KEEP", 2, minimum=0),
+        desired_state=env.flag("BERTH_DESIRED_STATE", True),
+        reconcile_at_start=env.flag("BERTH_RECONCILE", True),
+        reconcile_after_s=env.duration_s("BERTH_RECONCILE_AFTER", "15s"),
+        fix_drift=env.flag("BERTH_FIX_DRIFT", False),
+    )
+
+
 @dataclass(frozen=True)
 class DockerSettings:
     data_mount_path: Path = Path("/srv/dagent")  # DATA_MOUNT_PATH: host view of the data folder
@@ -124,6 +157,11 @@ class DockerSettings:
     # Self-update pulls with these when set (else the engine's/docker config's own credentials).
     update_registry_user: str = ""  # BERTH_UPDATE_REGISTRY_USER
     update_registry_password: str = field(default="", repr=False)  # BERTH_UPDATE_REGISTRY_PASSWORD
+    # Drop-in hardening (opt-in; defaults keep dagent's behaviour).
+    publish_host_ip: str = ""  # BERTH_PUBLISH_HOST_IP: "" publishes on IPv4 and IPv6, as docker run -p
+    managed_only: bool = False  # BERTH_MANAGED_ONLY: commands only on containers Berth created
+    allowed_host_paths: tuple[str, ...] = ()  # BERTH_ALLOWED_HOST_PATHS: where absolute volumes may bind
+    resilience: ResilienceSettings = field(default_factory=ResilienceSettings)
 
 
 @dataclass(frozen=True)
@@ -185,6 +223,29 @@ def _address(name: str, raw: str) -> str:
     return raw
 
 
+def _host_ip(name: str, raw: str) -> str:
+    if not raw:
+        return ""
+    try:
+        ipaddress.ip_address(raw)
+    except ValueError:
+        raise ConfigError(name, "expected an IP address such as 0.0.0.0 or ::") from None
+    return raw
+
+
+def _host_paths(name: str, raw: str) -> tuple[str, ...]:
+    """``:``- or ``,``-separated absolute host folders, normalised (no ``..``)."""
+    paths = []
+    for raw_part in re.split(r"[:,]", raw):
+        part = raw_part.strip()
+        if not part:
+            continue
+        if not part.startswith("/") or ".." in PurePosixPath(part).parts:
+            raise ConfigError(name, "expected absolute folders separated by ':' (no '..')")
+        paths.append(str(PurePosixPath(part)))
+    return tuple(paths)
+
+
 def load_agent_settings(environ: Mapping[str, str] | None = None) -> AgentSettings:
     from berth import __version__
 
@@ -238,6 +299,10 @@ def load_agent_settings(environ: Mapping[str, str] | None = None) -> AgentSettin
         resync_interval_s=resync,
         update_registry_user=env.text("BERTH_UPDATE_REGISTRY_USER"),
         update_registry_password=env.text("BERTH_UPDATE_REGISTRY_PASSWORD"),
+        publish_host_ip=_host_ip("BERTH_PUBLISH_HOST_IP", env.text("BERTH_PUBLISH_HOST_IP").strip()),
+        managed_only=env.flag("BERTH_MANAGED_ONLY"),
+        allowed_host_paths=_host_paths("BERTH_ALLOWED_HOST_PATHS", env.text("BERTH_ALLOWED_HOST_PATHS")),
+        resilience=load_resilience_settings(env),
     )
     kubernetes = KubernetesSettings(
         in_cluster=env.flag("CRANE_IN_CLUSTER"),

@@ -16,6 +16,7 @@ import structlog
 
 from berth.agent.backoff import Backoff
 from berth.agent.credentials import AgentKey, FileCredentialStore
+from berth.agent.desired import DesiredState, DesiredStateRuntime, Reconciler
 from berth.agent.dispatcher import Dispatcher
 from berth.agent.footprint import release_once_accepted
 from berth.agent.handlers import (
@@ -30,9 +31,17 @@ from berth.agent.health import HealthSocket, HealthState, HttpEndpoint
 from berth.agent.metrics import AgentMetrics
 from berth.agent.session import AgentIdentity, Session
 from berth.agent.tokens import NoToken, TokenKeeper
+from berth.desired_state import DesiredStateStore
 from berth.errors import BerthError, ConfigError, TemporaryCommandError
 from berth.model import RuntimeInfo
-from berth.runtimes.base import CredentialStore, Runtime, SelfScaler, SelfUpdater
+from berth.runtimes.base import (
+    CredentialStore,
+    ReportsDiskFigures,
+    Runtime,
+    SelfScaler,
+    SelfUpdater,
+    SupersedableWaits,
+)
 from berth.settings import AgentSettings
 
 log = structlog.get_logger("berth.agent")
@@ -136,6 +145,7 @@ class Agent:
         self.exit_reason = ""
         self.session: Session | None = None
         self.dispatcher: Dispatcher | None = None
+        self.runtime: Runtime | None = None
         self.keeper: TokenKeeper | None = None
         self.key: AgentKey | None = None
         self.endpoint: HttpEndpoint | None = None
@@ -199,6 +209,10 @@ class Agent:
             log.error("agent_credentials_failed", reason=str(err))
             return EXIT_FAILURE
         runtime = self._runtime if self._runtime is not None else build_runtime(settings)
+        desired = await self._desired_state(settings)
+        if desired is not None:
+            runtime = DesiredStateRuntime(runtime, desired)
+        self.runtime = runtime
         updater = build_updater(settings) if isinstance(self._updater, _Unset) else self._updater
         try:
             info = await self._preflight(runtime)
@@ -221,6 +235,8 @@ class Agent:
             version=settings.connection.version,
             key_fingerprint=self.key.fingerprint,
         )
+        if isinstance(runtime, ReportsDiskFigures):
+            self.metrics.disk = runtime.disk_figures
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(runtime.aclose)
             await self._start_health(stack)
@@ -248,8 +264,13 @@ class Agent:
                 release_once_accepted(self.health), name="agent-release-startup-memory"
             )
             stack.push_async_callback(_cancel_and_wait, release)
+            if desired is not None and settings.docker.resilience.reconcile_at_start:
+                reconcile = asyncio.create_task(
+                    self._reconcile_if_away(runtime, desired), name="agent-reconcile-at-start"
+                )
+                stack.push_async_callback(_cancel_and_wait, reconcile)
             handlers = Handlers(
-                deploy=DeployHandler(runtime, self.key, session.link),
+                deploy=DeployHandler(runtime, self.key, session.link, desired),
                 state=StateWatchHandler(runtime, session.link),
                 log_stream=LogStreamHandler(runtime, session.link),
                 callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
@@ -258,7 +279,11 @@ class Agent:
                 ),
             )
             dispatcher = Dispatcher(
-                handlers, session.link, max_concurrent=settings.max_concurrent_commands, metrics=self.metrics
+                handlers,
+                session.link,
+                max_concurrent=settings.max_concurrent_commands,
+                metrics=self.metrics,
+                waits=runtime.waits if isinstance(runtime, SupersedableWaits) else None,
             )
             self.dispatcher = dispatcher
             exit_code = await self._run_until_stopped(session, dispatcher)
@@ -266,6 +291,27 @@ class Agent:
             await dispatcher.drain(settings.shutdown_grace_s)
         log.info("agent_stopped", exit_code=exit_code, reason=self.exit_reason)
         return exit_code
+
+    async def _desired_state(self, settings: AgentSettings) -> DesiredState | None:
+        """Docker only: a cluster keeps its own desired state."""
+        if settings.runtime != "docker" or not settings.docker.resilience.desired_state or self.key is None:
+            return None
+        desired = DesiredState(DesiredStateStore(settings.data_dir), self.key)
+        try:
+            await desired.load()
+        except BerthError as err:
+            log.warning("desired_state_unreadable", error=str(err))
+        return desired
+
+    async def _reconcile_if_away(self, runtime: Runtime, desired: DesiredState) -> None:
+        """No accepted session within ``reconcile_after_s``: bring the node to its desired state
+        without the platform (once per start)."""
+        resilience = self.settings.docker.resilience
+        try:
+            await asyncio.wait_for(self.health.wait_accepted(), resilience.reconcile_after_s)
+        except TimeoutError:
+            log.warning("platform_unreachable_reconciling", after_s=resilience.reconcile_after_s)
+            await Reconciler(runtime, desired, fix_drift=resilience.fix_drift).run()
 
     async def _start_health(self, stack: contextlib.AsyncExitStack) -> None:
         socket = HealthSocket(self.settings.health_socket, self.health)

@@ -95,3 +95,70 @@ def health_main(argv: Sequence[str]) -> int:
         return 1
     print("connected" if connected else "not connected")
     return 0 if connected else 1
+
+
+def init_main(argv: Sequence[str]) -> int:
+    """``berth init`` (alias ``i``): crane's init step. Exit 0 when the credential namespace and
+    the private key are in place; 1 with one clear message otherwise; 2 for an invalid setting."""
+    if argv and argv[0] in ("-h", "--help"):
+        print(
+            "usage: berth init\n\nChecks the token (GRPC_TOKEN or the stored one), makes sure "
+            "SECRET_NAMESPACE exists (Kubernetes) and stores the agent's private key if missing."
+        )
+        return 0
+    _skip_charset_detection()
+    from berth.settings import load_agent_settings
+
+    try:
+        settings = load_agent_settings()
+    except ConfigError as err:
+        print(f"berth init: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    from berth.logsetup import configure_logging
+
+    configure_logging(settings.log_format, settings.log_level)
+    from berth.agent.app import build_store
+    from berth.agent.bootstrap import initialize
+    from berth.agent.tokens import NoToken
+    from berth.errors import BerthError
+
+    store = build_store(settings)
+    try:
+        lines = initialize(settings, store)
+    except NoToken:
+        print(
+            "berth init: no usable token: GRPC_TOKEN is missing or not a valid token "
+            "(expired, malformed or refused before) and no stored connection token is usable",
+            file=sys.stderr,
+        )
+        return 1
+    except BerthError as err:
+        print(f"berth init: {err}", file=sys.stderr)
+        return 1
+    finally:
+        close = getattr(store, "close", None)
+        if close is not None:
+            close()
+    for line in lines:
+        print(f"berth init: {line}")
+    return 0
+
+
+def status_main(argv: Sequence[str]) -> int:
+    """``berth status``: desired vs actual state of each prefix, without the platform."""
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: berth status\n\nDesired vs actual state of each prefix, without the platform.")
+        return 0
+    _skip_charset_detection()
+    from berth.settings import load_agent_settings
+
+    try:
+        settings = load_agent_settings()
+    except ConfigError as err:
+        print(f"berth status: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+        return EXIT_CONFIG
+    from berth.agent.status import print_status
+    from berth.logsetup import configure_logging
+
+    configure_logging(settings.log_format, "error")
+    return asyncio.run(print_status(settings, sys.stdout, sys.stderr))

@@ -298,5 +298,11 @@ class AgentKey:
         except UnicodeDecodeError as err:
             raise SecretError(key, "the decrypted value is not UTF-8 text") from err
 
+    def encrypt_to_self(self, value: str) -> str:
+        """An OpenPGP message only this agent can read (what it keeps on disk instead of a
+        credential in clear)."""
+        message = pysequoia.encrypt(value.encode("utf-8"), recipients=[self._tsk.extract_certificate()])
+        return bytes(message).decode("ascii")
+
     def decrypt_all(self, secrets: Mapping[str, str]) -> dict[str, SecretValue]:
         return {key: self.decrypt(key, value) for key, value in secrets.items()}

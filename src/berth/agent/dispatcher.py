@@ -22,7 +22,8 @@ from berth.agent.handlers import Handlers
 from berth.agent.metrics import AgentMetrics
 from berth.agent.ports import PlatformLink
 from berth.errors import BerthError, NotFound
-from berth.model import PrefixTarget, Target
+from berth.model import CloseReason, ContainerOperation, ContainerRef, PrefixTarget, Target
+from berth.runtimes.waits import WaitBoard
 
 log = structlog.get_logger("berth.agent.dispatcher")
 
@@ -81,8 +82,10 @@ class Dispatcher:
         *,
         max_concurrent: int = 64,
         metrics: AgentMetrics | None = None,
+        waits: WaitBoard | None = None,
     ) -> None:
         self._handlers = handlers
+        self._waits = waits
         self._link = link
         self._bound = asyncio.Semaphore(max_concurrent)
         self._metrics = metrics
@@ -99,6 +102,7 @@ class Dispatcher:
         if not self._accepting:
             log.warning("command_refused", kind=command_kind(command), reason="shutting down")
             return
+        self._supersede_waits(command)
         match command:
             case cmd.ReplaceToken() | cmd.Close():
                 await self._run_one(command)
@@ -119,6 +123,24 @@ class Dispatcher:
                 self._start_stream(f"log:{ref.key}", command)
             case _:
                 self._enqueue(self._lane_of(command), command)
+
+    def _supersede_waits(self, command: Command) -> None:
+        """A newer command for a workload or prefix a deploy is waiting on ends that wait now,
+        so the command runs at once instead of queueing behind a rollout timeout."""
+        if self._waits is None:
+            return
+        match command:
+            case cmd.Deploy(deployment=deployment):
+                names = frozenset(w.name for w in deployment.workloads)
+                self._waits.supersede(deployment.prefix, names, f"deployment {deployment.id}")
+            case cmd.DeleteContainers(target=PrefixTarget(prefix=prefix)):
+                self._waits.supersede(prefix, None, f"deleteContainers of prefix {prefix}")
+            case cmd.DeleteContainers(target=ContainerRef() as ref) | cmd.LegacyDelete(ref=ref):
+                self._waits.supersede(ref.prefix, frozenset({ref.name}), f"deleteContainers of {ref.key}")
+            case cmd.ContainerCommand(ref=ref, operation=ContainerOperation.STOP):
+                self._waits.supersede(ref.prefix, frozenset({ref.name}), f"stop of {ref.key}")
+            case cmd.Close(reason=CloseReason.SHUTDOWN | CloseReason.REVOKE_TOKEN as reason):
+                self._waits.supersede_all(f"close({reason.name})")
 
     @staticmethod
     def _lane_of(command: Command) -> str:
@@ -265,6 +287,8 @@ class Dispatcher:
     async def drain(self, grace_s: float) -> None:
         """Stop intake, cancel streams, let the rest finish within ``grace_s``, cancel what is left."""
         self._accepting = False
+        if self._waits is not None:
+            self._waits.supersede_all("the agent shutting down")
         self.cancel_streams()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)

@@ -4,8 +4,10 @@ its HTTP stack cost ≈14 MB of resident memory an agent without an endpoint nee
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Final
+
+from berth.runtimes.base import DiskFigures
 
 BUCKETS_S: Final = (0.01, 0.05, 0.1, 0.5, 1.0, 2.0, 5.0, 15.0, 60.0, 300.0, 1800.0)
 
@@ -42,6 +44,7 @@ class AgentMetrics:
         self.refusals: dict[str, int] = {}
         self.commands: dict[tuple[str, str], int] = {}
         self._durations: dict[str, _Histogram] = {}
+        self.disk: Callable[[], DiskFigures] | None = None  # set when the runtime watches its disk
 
     def command_finished(self, kind: str, outcome: str, duration_s: float) -> None:
         self.commands[(kind, outcome)] = self.commands.get((kind, outcome), 0) + 1
@@ -85,6 +88,19 @@ class AgentMetrics:
         for kind, histogram in sorted(self._durations.items()):
             durations.add_metric([kind], histogram.cumulative(), sum_value=histogram.sum)
         yield durations
+        if self.disk is not None:
+            figures = self.disk()
+            if figures.free_bytes is not None:
+                yield GaugeMetricFamily(
+                    "berth_node_disk_free_bytes",
+                    "Free bytes of the container engine's data root",
+                    value=float(figures.free_bytes),
+                )
+            yield CounterMetricFamily(
+                "berth_node_pruned_image_bytes",
+                "Bytes freed by pruning superseded images",
+                value=float(figures.pruned_bytes_total),
+            )
 
     def render(self) -> bytes:
         from prometheus_client import CollectorRegistry, generate_latest

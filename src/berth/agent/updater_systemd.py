@@ -37,6 +37,7 @@ from typing import Final
 import structlog
 
 from berth.errors import UpdateRefused
+from berth.imagetag import check_update_tag
 from berth.settings import AgentSettings
 
 log = structlog.get_logger("berth.agent.updater_systemd")
@@ -84,6 +85,7 @@ class SystemdSelfUpdater:
             self._busy = False
 
     async def _update(self, tag: str, timeout_s: int) -> None:
+        check_update_tag(tag)  # it goes into a pip requirement and a folder name
         current = self._prefix / "current"
         if not await asyncio.to_thread(current.is_symlink):
             raise UpdateRefused(f"Update failed: {current} is not a symlink; this is not a systemd install")

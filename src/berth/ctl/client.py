@@ -113,6 +113,33 @@ class PlatformClient:
         result: dict[str, Any] = await self.request("POST", "/deployments", json=payload)
         return result
 
+    async def deployments(self, node_id: str | None = None) -> list[dict[str, Any]]:
+        path = f"/nodes/{node_id}/deployments" if node_id else "/deployments"
+        result: list[dict[str, Any]] = await self.request("GET", path)
+        return result
+
+    async def resolve_deployment(self, ref: str) -> dict[str, Any]:
+        """A deployment by id or by a unique start of its id (as ``deployments list`` shows it)."""
+        matches = [d for d in await self.deployments() if str(d["id"]).startswith(ref)] if ref else []
+        exact = [d for d in matches if d["id"] == ref]
+        if exact or len(matches) == 1:
+            return (exact or matches)[0]
+        if matches:
+            raise ApiError(400, f"{ref!r} starts {len(matches)} deployment ids: give more of it")
+        raise ApiError(404, f"no deployment with id {ref!r}")
+
+    async def redeploy(self, deployment_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("POST", f"/deployments/{deployment_id}/redeploy")
+        return result
+
+    async def diff(self, base_id: str, other_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self.request("GET", f"/deployments/{base_id}/diff/{other_id}")
+        return result
+
+    async def deployment_log(self, deployment_id: str) -> list[dict[str, Any]]:
+        result = await self.request("GET", f"/deployments/{deployment_id}/log")
+        return list(result["items"])
+
     async def start_deployment(self, deployment_id: str) -> None:
         await self.request("POST", f"/deployments/{deployment_id}/start")
 
@@ -133,6 +160,9 @@ class PlatformClient:
             await self.request("DELETE", base)
         else:
             await self.request("POST", f"{base}/{action}")
+
+    async def inspect(self, node_id: str, prefix: str, name: str) -> Any:
+        return await self.request("GET", f"/nodes/{node_id}/{prefix}/containers/{name}/inspect")
 
     async def delete_prefix(self, node_id: str, prefix: str) -> None:
         await self.request("DELETE", f"/nodes/{node_id}/{prefix}/containers")

@@ -48,7 +48,7 @@ class ProgressView:
 async def deploy_stack(client: PlatformClient, stack: Stack, emit: Printer) -> tuple[str, dict[str, Any]]:
     """Returns the final status (``successful`` or ``failed``) and the deployment."""
     node = await client.resolve_node(stack.node)
-    registry_ids = {spec["name"]: await client.ensure_registry(spec) for spec in stack.registries}
+    registry_ids = {spec["name"]: await client.ensure_registry(spec) for spec in stack.registry_specs()}
     deployment = await client.create_deployment(stack.payload(node["id"], registry_ids))
     names = {i["id"]: i["config"]["common"]["name"] for i in deployment["instances"]}
     listed = ", ".join(names.values())
@@ -87,3 +87,20 @@ async def deploy_stack(client: PlatformClient, stack: Stack, emit: Printer) -> t
     status = outcome.get("status") or (await client.deployment(deployment["id"]))["status"]
     emit(f"deployment {status}")
     return status, deployment
+
+
+async def follow_deployment(client: PlatformClient, deployment: dict[str, Any], emit: Printer) -> str:
+    """Shows the events of a deployment that is already started (history first, then live) until
+    it ends; returns its final status."""
+    names = {i["id"]: i["config"]["common"]["name"] for i in deployment["instances"]}
+    view = ProgressView(names, emit)
+    async for event in client.deployment_events(deployment["id"]):
+        kind = event.get("type")
+        if kind == "end":
+            return str(event.get("status") or (await client.deployment(deployment["id"]))["status"])
+        if kind == "snapshot":
+            if event.get("status") in ("successful", "failed"):
+                return str(event["status"])
+            continue
+        view.show(event)
+    return str((await client.deployment(deployment["id"]))["status"])

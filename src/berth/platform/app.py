@@ -1,11 +1,11 @@
-"""Composition root of ``berth platform serve``: store, secrets, TLS, the gRPC agent service and
-the HTTP API, started and stopped in order.
+"""Composition root of ``berth platform serve``: data folder, store, TLS, services, then the two
+shells (the agents' gRPC service and the HTTP API), started in that order and stopped in reverse.
+Nothing else wires objects together.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import secrets
 import socket
 from dataclasses import dataclass, replace
@@ -16,13 +16,23 @@ import grpc
 import structlog
 import uvicorn
 
-from berth.platform.agent_service import KEEPALIVE_OPTIONS, AgentService
+from berth.errors import ConfigError
 from berth.platform.config import PlatformConfig
-from berth.platform.control import ControlPlane
-from berth.platform.deployments import Deployments
-from berth.platform.http_api import HttpApi
+from berth.platform.datadir import prepare_data_dir, write_private
 from berth.platform.install_scripts import InstallScripts, find_templates_dir
-from berth.platform.store import Store
+from berth.platform.secrets import SecretBox
+from berth.platform.services import Services
+from berth.platform.services.containers import ContainerService
+from berth.platform.services.deployments import DeploymentService
+from berth.platform.services.nodes import NodeService
+from berth.platform.services.notifications import NotificationService, WebhookSender, parse_webhook
+from berth.platform.services.registries import RegistryService
+from berth.platform.services.sessions import AgentSessions
+from berth.platform.shells.agent_grpc import KEEPALIVE_OPTIONS, AgentService
+from berth.platform.shells.console import Console
+from berth.platform.shells.console_auth import ConsoleSessions
+from berth.platform.shells.http_api import HttpApi
+from berth.platform.store import JWT_SECRET_KEY, Store
 from berth.platform.tls import ensure_server_tls
 from berth.platform.tokens import TokenIssuer
 from berth.proto import agent_pb2_grpc
@@ -43,11 +53,10 @@ def split_address(address: str) -> tuple[str, int]:
 def _load_or_create_api_token(data_dir: Path) -> tuple[str, bool]:
     path = data_dir / API_TOKEN_FILE
     if path.is_file():
+        path.chmod(0o600)
         return path.read_text().strip(), False
     token = secrets.token_urlsafe(32)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(token + "\n")
+    write_private(path, (token + "\n").encode())
     return token, True
 
 
@@ -78,17 +87,19 @@ class PlatformServer:
         self._grpc: grpc.aio.Server | None = None
         self._http: uvicorn.Server | None = None
         self._http_task: asyncio.Task[None] | None = None
-        self._plane: ControlPlane | None = None
+        self._sessions: AgentSessions | None = None
+        self._notifications: WebhookSender | None = None
 
     async def start(self) -> Started:
         config = self._config
         data_dir = config.data_dir
-        await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True, mode=0o700)
-        self._store = store = await Store.open(data_dir / "platform.db")
-        secret = await store.get_meta("jwt_secret")
+        await asyncio.to_thread(prepare_data_dir, data_dir)
+        box = await asyncio.to_thread(SecretBox.load_or_create, data_dir)
+        self._store = store = await Store.open(data_dir / "platform.db", box)
+        secret = await store.get_sealed_meta(JWT_SECRET_KEY)
         if secret is None:
             secret = secrets.token_hex(32)
-            await store.set_meta("jwt_secret", secret)
+            await store.set_sealed_meta(JWT_SECRET_KEY, secret)
         api_token, first_start = await asyncio.to_thread(_load_or_create_api_token, data_dir)
 
         server = grpc.aio.server(options=KEEPALIVE_OPTIONS)
@@ -122,16 +133,36 @@ class PlatformServer:
             insecure=config.insecure,
             image=config.agent_image,
         )
-        self._plane = plane = ControlPlane(config, store, issuer, scripts)
-        deployments = Deployments(plane)
-        await deployments.fail_interrupted()
-        agent_pb2_grpc.add_AgentServicer_to_server(AgentService(plane, deployments), server)
+        self._sessions = sessions = AgentSessions(config, store, issuer)
+        services = Services(
+            config=config,
+            sessions=sessions,
+            nodes=NodeService(config, store, sessions, scripts),
+            containers=ContainerService(sessions, config.callback_timeout_s),
+            registries=RegistryService(store),
+            deployments=DeploymentService(store, sessions, config.max_instances),
+        )
+        try:
+            webhooks = [parse_webhook(spec) for spec in config.webhooks]
+        except ValueError as err:
+            raise ConfigError("--webhook", str(err)) from None
+        self._notifications = WebhookSender(webhooks, config.webhook_attempts, config.webhook_backoff_s)
+        NotificationService(store, sessions, services.deployments, self._notifications)
+        self._notifications.start()
+        await services.deployments.fail_interrupted()
+        agent_pb2_grpc.add_AgentServicer_to_server(AgentService(services), server)
         await server.start()
         self._grpc = server
 
-        api = HttpApi(plane, deployments, api_token)
+        console_sessions = ConsoleSessions(api_token)
+        api = HttpApi(services, api_token, ca_pem.decode(), console_sessions)
+        console = Console(services, console_sessions, https=config.base_url.startswith("https://"))
         uv_config = uvicorn.Config(
-            api.app(), ws="websockets-sansio", lifespan="off", log_level="warning", access_log=False
+            api.app(console.routes()),
+            ws="websockets-sansio",
+            lifespan="off",
+            log_level="warning",
+            access_log=False,
         )
         self._http = uvicorn.Server(uv_config)
         self._http_task = asyncio.create_task(self._http.serve(sockets=[http_socket]), name="platform-http")
@@ -161,11 +192,12 @@ class PlatformServer:
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
-        if self._plane is not None:
-            for connection in self._plane.connections.all():
-                connection.close()
+        if self._sessions is not None:
+            self._sessions.close_all()
         if self._grpc is not None:
             await self._grpc.stop(GRPC_STOP_GRACE_S)
+        if self._notifications is not None:
+            await self._notifications.aclose()
         if self._store is not None:
             await self._store.close()
         log.info("platform_stopped")

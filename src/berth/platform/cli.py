@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from berth.errors import ConfigError
 from berth.platform.app import PlatformServer, split_address
-from berth.platform.config import PlatformConfig
+from berth.platform.config import PlatformConfig, reachability_warnings
 
 
 def _address(raw: str) -> str:
@@ -37,6 +38,17 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--install-window", type=float, default=600.0, help="install token validity, seconds")
     serve.add_argument("--callback-timeout", type=float, default=5.0, help="agent callback timeout, seconds")
     serve.add_argument("--install-scripts-dir", type=Path, default=None)
+    serve.add_argument(
+        "--max-body-bytes", type=int, default=1024 * 1024, help="larger request bodies get 413 (1 MiB)"
+    )
+    serve.add_argument("--max-instances", type=int, default=500, help="instances per deployment")
+    serve.add_argument(
+        "--webhook",
+        action="append",
+        default=[],
+        metavar="[generic|slack|discord=]URL",
+        help="notify this webhook of deployments finished, nodes (dis)connected, agent updates (repeatable)",
+    )
     return parser
 
 
@@ -53,9 +65,12 @@ async def _serve(config: PlatformConfig) -> int:
         )
     print(
         f"berth platform: agents -> {started.config.advertise} "
-        f"({'plaintext' if config.insecure else 'TLS'}), API -> {started.http_url}",
+        f"({'plaintext' if config.insecure else 'TLS'}), API -> {started.http_url}, "
+        f"console -> {started.http_url}/",
         flush=True,
     )
+    for warning in reachability_warnings(started.config):
+        print(f"berth platform: warning: {warning}", file=sys.stderr, flush=True)
     try:
         await stop.wait()
     finally:
@@ -78,9 +93,15 @@ def main(argv: Sequence[str]) -> int:
         install_window_s=args.install_window,
         callback_timeout_s=args.callback_timeout,
         install_scripts_dir=args.install_scripts_dir,
+        max_body_bytes=args.max_body_bytes,
+        max_instances=args.max_instances,
+        webhooks=tuple(args.webhook),
     )
     try:
         return asyncio.run(_serve(config))
+    except ConfigError as err:
+        print(f"berth platform: {err}", file=sys.stderr)
+        return 2
     except OSError as err:
         print(f"berth platform: {err}", file=sys.stderr)
         return 1

@@ -27,6 +27,10 @@ class InvalidInput(ApiProblem):
         super().__init__(f"{field}: {problem}", field=field)
 
 
+class PayloadTooLarge(ApiProblem):
+    status = 413
+
+
 class UnknownEntity(ApiProblem):
     status = 404
 

@@ -10,6 +10,7 @@ Runtimes never block the event loop: blocking SDK calls run in threads.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from berth.model import (
@@ -23,6 +24,7 @@ from berth.model import (
     StateUpdate,
     Target,
 )
+from berth.runtimes.waits import WaitBoard
 
 
 class DeployEvents(Protocol):
@@ -139,3 +141,27 @@ class CredentialStore(Protocol):
     def delete(self, key: str) -> None:
         """Remove; a missing value counts as already deleted."""
         ...
+
+
+@runtime_checkable
+class SupersedableWaits(Protocol):
+    """Optional capability of a runtime whose deploys wait (for a rollout): the dispatcher ends
+    those waits when a newer command for the same workload or prefix, or a shutdown, arrives."""
+
+    waits: WaitBoard
+
+
+@dataclass(frozen=True, slots=True)
+class DiskFigures:
+    """For the metrics endpoint: free bytes of the engine's data root (``None`` when unknown)
+    and the bytes image pruning freed since the agent started."""
+
+    free_bytes: int | None = None
+    pruned_bytes_total: int = 0
+
+
+@runtime_checkable
+class ReportsDiskFigures(Protocol):
+    """Optional capability of a runtime that watches its engine's disk (Docker)."""
+
+    def disk_figures(self) -> DiskFigures: ...

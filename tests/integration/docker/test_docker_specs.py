@@ -142,8 +142,8 @@ def test_labels_in_the_sheet_order_and_port_ranges() -> None:
     assert plan.labels[PREFIX_LABEL] == "user-wins"  # user labels come last, as in dagent
     assert plan.host["port_bindings"] == {
         "7000/tcp": None,
-        "8000/tcp": ("0.0.0.0", 9000),
-        "8001/tcp": ("0.0.0.0", 9001),
+        "8000/tcp": 9000,  # a bare port: every address family, as docker run -p
+        "8001/tcp": 9001,
     }
     assert repr(SecretValue("v")) == "SecretValue(***)"
 

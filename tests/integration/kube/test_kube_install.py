@@ -8,7 +8,6 @@ import asyncio
 import base64
 import contextlib
 import os
-import re
 import secrets
 import subprocess
 from dataclasses import replace
@@ -20,6 +19,7 @@ from waiting import wait_for
 
 from berth.errors import NotFound, PermanentCommandError
 from berth.model import ContainerRef, DeploymentSpec, LogItem, PrefixTarget, WorkloadSpec
+from berth.platform.install_scripts import fill_template
 from berth.runtimes.kubernetes import KubernetesCredentialStore, KubernetesRuntime, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
@@ -53,6 +53,7 @@ NEEDED = [
     ("watch", "", "pods", ""),
     ("get", "", "pods", "log"),
     *[(v, "apps", "deployments", "") for v in ("get", "list", "watch", "create", "patch", "delete")],
+    ("list", "apps", "replicasets", ""),  # a failed rollout is rolled back to the previous template
     *[(v, "networking.k8s.io", "ingresses", "") for v in ("get", "create", "patch", "delete")],
     *[(v, "monitoring.coreos.com", "servicemonitors", "") for v in ("get", "create", "patch", "delete")],
 ]
@@ -65,7 +66,7 @@ NOT_NEEDED = [
     ("delete", "", "pods", ""),
     ("create", "", "pods", "exec"),
     ("get", "", "nodes", ""),
-    ("list", "apps", "replicasets", ""),
+    ("get", "apps", "replicasets", ""),
     ("update", "apps", "deployments", ""),
     ("create", "rbac.authorization.k8s.io", "clusterroles", ""),
     ("create", "rbac.authorization.k8s.io", "clusterrolebindings", ""),
@@ -87,7 +88,7 @@ def render(workload_name: str) -> str:
         "DATA_DIR": "/srv/berth",
     }
     text = TEMPLATE.read_text()
-    rendered = re.sub(r"@@([A-Z_0-9]+)@@", lambda m: values[m.group(1)], text)
+    rendered = fill_template(TEMPLATE.name, text, values)
     assert "@@" not in rendered
     return rendered
 

@@ -11,10 +11,10 @@ from berth.platform.app import PlatformServer, Started
 from berth.platform.config import PlatformConfig
 
 TEMPLATES = {
-    "install-docker.sh.tmpl": "#!/bin/sh\nGRPC_TOKEN='@@GRPC_TOKEN@@'\nNAME='@@NODE_NAME@@'\n"
-    "ADDRESS='@@PLATFORM_ADDRESS@@'\nINSECURE=@@INSECURE@@\nIMAGE=@@IMAGE@@\nDATA=@@DATA_DIR@@\n"
-    "CA='@@CA_PEM@@'\n",
-    "install-docker.ps1.tmpl": "$env:GRPC_TOKEN='@@GRPC_TOKEN@@'\n",
+    "install-docker.sh.tmpl": "#!/bin/sh\nGRPC_TOKEN=@@sh:GRPC_TOKEN@@\nNAME=@@sh:NODE_NAME@@\n"
+    "ADDRESS=@@sh:PLATFORM_ADDRESS@@\nINSECURE=@@sh:INSECURE@@\nIMAGE=@@sh:IMAGE@@\nDATA=@@sh:DATA_DIR@@\n"
+    "CA=@@sh:CA_PEM@@\n",
+    "install-docker.ps1.tmpl": "$env:GRPC_TOKEN=@@ps1:GRPC_TOKEN@@\n",
 }
 
 

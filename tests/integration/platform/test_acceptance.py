@@ -162,7 +162,7 @@ async def test_tls_by_default(tmp_path, templates) -> None:  # type: ignore[no-u
             node_id = (await api.post("/nodes", json={"name": "tls"})).json()["id"]
             await api.post(f"/nodes/{node_id}/script", json={"type": "docker", "scriptType": "shell"})
             script = (await api.get(f"/nodes/{node_id}/script")).text
-            assert "BEGIN CERTIFICATE" in script and "INSECURE=false" in script
+            assert "BEGIN CERTIFICATE" in script and "INSECURE='false'" in script
             token = next(x for x in script.splitlines() if x.startswith("GRPC_TOKEN=")).split("'")[1]
             plaintext = FakeAgent(started.config.advertise, token, node_id)
             with pytest.raises(grpc.aio.AioRpcError):

@@ -11,6 +11,7 @@ from platform_harness import Harness
 from platform_responder import Responder
 
 from berth.platform.app import PlatformServer
+from berth.platform.secrets import SecretBox
 from berth.platform.store import Store
 from berth.proto import common_pb2
 
@@ -71,7 +72,7 @@ async def test_invalid_payloads_name_the_field(platform: Harness) -> None:
             {"nodeId": node_id, "prefix": "ok", "instances": [{"image": "i", "registryId": "nope"}]},
             "instances[0].registryId",
         ),
-        ({"nodeId": "unknown", "prefix": "ok"}, "nodeId"),
+        ({"nodeId": "unknown", "prefix": "ok", "instances": [{"image": "i"}]}, "nodeId"),
     ]
     for payload, field in cases:
         response = await platform.api.post("/deployments", json=payload)
@@ -211,12 +212,11 @@ async def test_a_deployment_cut_off_by_a_platform_crash_is_failed_at_start(platf
     deployment_id = created.json()["id"]
     await platform.server.stop()
 
-    store = await Store.open(platform.data_dir / "platform.db")
+    box = SecretBox.load_or_create(platform.data_dir)
+    store = await Store.open(platform.data_dir / "platform.db", box)
     try:
-        record = await store.get_deployment(deployment_id)
-        assert record is not None
-        record.status = "in_progress"  # what a crash mid-deployment leaves behind
-        await store.put_deployment(record)
+        assert await store.deployments.get(deployment_id) is not None
+        await store.deployments.set_status(deployment_id, "in_progress")  # what a crash leaves behind
     finally:
         await store.close()
 

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from platform_harness import Harness
 
 from berth.platform.install_scripts import TEMPLATES, InstallScripts, find_templates_dir
-from berth.platform.records import Installer, NodeRecord
 
 
 def test_repository_templates_render_completely() -> None:
@@ -25,16 +22,14 @@ def test_repository_templates_render_completely() -> None:
         insecure=False,
         image="berth:0.1",
     )
-    node = NodeRecord(id="n1", name="Edge Node 1", created_at=time.time())
     for node_type, script_type in present:
-        installer = Installer(
-            token="header.payload.signature",
-            nonce="n",
-            expires_at=time.time() + 60,
+        text, _ = scripts.render(
+            node_name="Edge Node 1",
             node_type=node_type,
             script_type=script_type,
+            token="header.payload.signature",
+            root_path="",
         )
-        text, _ = scripts.render(node, installer)
         assert "@@" not in text, (node_type, script_type)
         assert "header.payload.signature" in text and "platform.example:5000" in text
         assert "edgenode1" in text

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import functools
 import io
+import json
 import os
 import shutil
 import socket
@@ -167,7 +168,6 @@ def _run_script(
         **os.environ,
         "PERSISTENCE_FOLDER": str(folder),
         "BERTH_CONTAINER_NAME": name,
-        "BERTH_NETWORK": "host",
         "BERTH_PULL": "never",
         "BERTH_RUN_ARGS": "--label io.berth.test=1 --env BERTH_BACKOFF_MAX=2s",
         **(extra or {}),
@@ -196,9 +196,14 @@ async def _install(
     tmp_path: Path,
     extra: dict[str, str] | None = None,
 ) -> tuple[str, Path]:
-    """Node created on the platform, install script rendered by it and run: connected over TLS."""
+    """Node created on the platform, install script rendered by it and run: connected over TLS.
+    The node's name is hostile (quotes, a command substitution): it reaches the agent as text and
+    runs nothing. The platform advertises 127.0.0.1, so the script picks the host's network."""
     assert platform.api is not None
-    node_id = (await platform.api.post("/nodes", json={"name": "Ship Node"})).json()["id"]
+    marker = tmp_path / "pwned"
+    assert str(marker) == str(marker).lower()  # the node name is lower-cased on its way to NAME
+    hostile = f"Ship 'Node' \"$(touch${{IFS}}{marker})\" `touch${{IFS}}{marker}` \U0001f6a2"
+    node_id = (await platform.api.post("/nodes", json={"name": hostile})).json()["id"]
     generated = await platform.api.post(
         f"/nodes/{node_id}/script", json={"type": "docker", "scriptType": "shell"}
     )
@@ -214,6 +219,21 @@ async def _install(
     await platform.wait_status(node_id, "connected")
     _figure("install script -> node connected", f"{time.monotonic() - started:.1f} s")
     assert (folder / "platform-ca.pem").is_file() and (folder / "token.jwt").is_file()
+    assert not marker.exists(), "a command in the node name ran"
+    assert "is a loopback address" in result.stderr
+    cri_env = {**os.environ, **(extra or {})}
+    inspected = await asyncio.to_thread(
+        subprocess.run,
+        [cri_env.get("CRI_EXECUTABLE", "docker"), "container", "inspect", name],
+        env=cri_env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert inspected.returncode == 0, inspected.stderr
+    attrs = json.loads(inspected.stdout)[0]
+    assert attrs["HostConfig"]["NetworkMode"] == "host"
+    assert f"NAME={''.join(hostile.lower().split())}" in attrs["Config"]["Env"]
     return node_id, script
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from berth.platform.install_scripts import fill_template
+
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPTS = ROOT / "install-scripts"
 OWN_SHELL = [
@@ -26,19 +28,21 @@ CA = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 
 
 def render(template: Path, **overrides: str) -> str:
-    """The platform's rule: every ``@@KEY@@`` replaced by its value."""
+    """The platform's rule (``fill_template``): every ``@@language:KEY@@`` replaced by its value
+    escaped for that language."""
     values = {
         "GRPC_TOKEN": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
         "NODE_NAME": "node-a",
         "PLATFORM_ADDRESS": "127.0.0.1:5000",
-        "CA_PEM": CA,
+        "PLATFORM_LOOPBACK": "true",
+        "CA_PEM": CA.rstrip("\n"),
         "INSECURE": "false",
         "IMAGE": "berth/agent:0.1",
         "WORKLOAD_NAME": "berth",
         "DATA_DIR": "/srv/berth",
         **overrides,
     }
-    text = re.sub(r"@@([A-Z_]+)@@", lambda m: values[m.group(1)], template.read_text())
+    text = fill_template(template.name, template.read_text(), values)
     assert "@@" not in text
     return text
 
@@ -214,11 +218,11 @@ def test_systemd_install_switches_back_when_the_new_version_does_not_start(
 
 def test_powershell_script_renders_and_is_balanced() -> None:
     """No PowerShell on this machine: check what can be checked without one. Every placeholder is
-    known, the CA here-string closes at a line start, brackets balance outside strings, and the
+    known, the CA is one single-quoted string, brackets balance outside strings, and the
     token goes into an env file, never onto a command line."""
     text = render(SCRIPTS / "install-docker.ps1.tmpl")
-    assert "\n'@\n" in text and CA.strip() in text
-    code = re.sub(r"@'\n.*?\n'@", "''", text, flags=re.S)  # here-strings
+    assert f"$BerthCaPem = '{CA.strip()}'\n" in text
+    code = text.replace(f"'{CA.strip()}'", "''")  # the one string over several lines
     code = re.sub(r"'[^'\n]*'", "''", code)
     code = re.sub(r'"(?:`.|[^"`\n])*"', '""', code)
     code = "\n".join(line.split("#", 1)[0] for line in code.splitlines())

@@ -140,11 +140,24 @@ class DeploymentReporter:
         self._wakeup.set()
 
 
+class SuccessfulDeployments(Protocol):
+    """Where a successful deployment is remembered (the desired state)."""
+
+    async def remember(self, command: Deploy) -> None: ...
+
+
 class DeployHandler:
-    def __init__(self, runtime: Runtime, decryptor: SecretDecryptor, link: PlatformLink) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        decryptor: SecretDecryptor,
+        link: PlatformLink,
+        desired: SuccessfulDeployments | None = None,
+    ) -> None:
         self._runtime = runtime
         self._decryptor = decryptor
         self._link = link
+        self._desired = desired
 
     def decrypt(self, command: Deploy) -> DeploymentSpec:
         """Every workload's secrets, decrypted before the runtime sees them (raises SecretError)."""
@@ -180,6 +193,8 @@ class DeployHandler:
             try:
                 await self._runtime.deploy(deployment, reporter)
                 outcome = DeploymentStatus.SUCCESSFUL
+                if self._desired is not None:
+                    await self._desired.remember(command)
             except BerthError as err:
                 final_lines = (f"Deployment failed: {err}",)
                 log.warning("deploy_failed", error=str(err))

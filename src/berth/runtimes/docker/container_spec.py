@@ -15,6 +15,7 @@ from berth.model import (
     RestartPolicy,
     WorkloadSpec,
 )
+from berth.runtimes.docker.compat import health_check, resource_limits
 from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan
 from berth.runtimes.docker.traefik import routing_labels
@@ -64,6 +65,12 @@ def environment_list(workload: WorkloadSpec) -> list[str]:
     return [f"{key}={value}" for key, value in merged.items()]
 
 
+def _host_port(settings: DockerSettings, port: int) -> int | tuple[str, int]:
+    """A bare port binds every address family the engine serves (IPv4 and IPv6), as
+    ``docker run -p`` does; ``BERTH_PUBLISH_HOST_IP`` pins one address."""
+    return (settings.publish_host_ip, port) if settings.publish_host_ip else port
+
+
 @dataclass(frozen=True, slots=True)
 class ContainerPlan:
     name: str
@@ -101,12 +108,12 @@ def plan_container(
     for p in workload.ports:
         exposed.append((p.internal, "tcp"))
         if p.external:
-            bindings[f"{p.internal}/tcp"] = ("0.0.0.0", p.external)
+            bindings[f"{p.internal}/tcp"] = _host_port(settings, p.external)
     for binding in workload.port_ranges:
         for offset in range(binding.internal.end - binding.internal.start + 1):
             internal = binding.internal.start + offset
             exposed.append((internal, "tcp"))
-            bindings[f"{internal}/tcp"] = ("0.0.0.0", binding.external.start + offset)
+            bindings[f"{internal}/tcp"] = _host_port(settings, binding.external.start + offset)
 
     host: dict[str, Any] = {
         "restart_policy": {"Name": restart_policy_name(workload.docker.restart_policy)},
@@ -115,6 +122,7 @@ def plan_container(
         "binds": [b.bind_spec for b in mounts.binds],
         "tmpfs": dict(mounts.tmpfs),
     }
+    host.update(resource_limits(workload))
     log_config = workload.docker.log_config
     if log_config is not None and log_config.driver.docker_name is not None:
         host["log_config"] = {"Type": log_config.driver.docker_name, "Config": dict(log_config.options)}
@@ -130,6 +138,9 @@ def plan_container(
         "tty": workload.tty,
         "detach": True,
     }
+    health = health_check(workload)
+    if health is not None:
+        create["healthcheck"] = health.healthcheck
     if workload.commands:
         create["entrypoint"] = list(workload.commands)
     if workload.args:

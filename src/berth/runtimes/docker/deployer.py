@@ -12,6 +12,7 @@ import docker
 import docker.errors
 import structlog
 
+from berth.desired_state import SPEC_HASH_LABEL, spec_hash
 from berth.errors import InvalidSpec, PermanentCommandError, PersistenceError, RuntimeFailure
 from berth.model import (
     MANAGED_LABEL,
@@ -26,14 +27,19 @@ from berth.model import (
 )
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.docker.bridge import EngineBridge, translated
+from berth.runtimes.docker.compat import honoured_notes, ignored_fields, resource_limits
 from berth.runtimes.docker.container_spec import (
     ContainerPlan,
     environment_list,
     plan_container,
     restart_policy_name,
 )
+from berth.runtimes.docker.disk import DiskGuard, enospc_failure
+from berth.runtimes.docker.guard import ContainerGuard
+from berth.runtimes.docker.health_gate import HealthGate
 from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan, plan_mounts
+from berth.runtimes.docker.pruning import Deployed, ImagePruner
 from berth.runtimes.docker.pull import ImagePuller
 from berth.runtimes.docker.pulls import PullSet
 from berth.runtimes.docker.records import write_release_record, write_shared_secrets
@@ -51,10 +57,18 @@ _POLL_MAX_S: Final = 0.5
 
 
 class Deployer:
-    def __init__(self, bridge: EngineBridge, settings: DockerSettings) -> None:
+    def __init__(
+        self, bridge: EngineBridge, settings: DockerSettings, guard: ContainerGuard | None = None
+    ) -> None:
         self._bridge = bridge
         self._settings = settings
-        self._puller = ImagePuller(bridge)
+        self._guard = guard or ContainerGuard(
+            traefik_enabled=settings.traefik_enabled, managed_only=settings.managed_only
+        )
+        self.disk = DiskGuard(settings.resilience)
+        self._puller = ImagePuller(bridge, before_pull=self.disk.check_before_pull)
+        self._health = HealthGate(bridge, settings.resilience)
+        self.pruner = ImagePruner(bridge, settings)
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
         seen: set[str] = set()
@@ -62,6 +76,7 @@ class Deployer:
         for workload in deployment.workloads:
             try:
                 check_workload(workload)
+                resource_limits(workload)  # an invalid quantity fails before anything changes
                 if workload.ref.key in seen:
                     raise InvalidSpec("container name", f"{workload.ref.key!r} appears twice")
                 seen.add(workload.ref.key)
@@ -83,8 +98,11 @@ class Deployer:
                 pulls.request(images[workload.id], workload.registry_auth, workload.id)
             for workload in deployment.workloads:
                 await self._deploy_workload(workload, images[workload.id], pulls, events)
+            deployed = _deployed(deployment, images, pulls)
         finally:
             await pulls.aclose()
+        if deployed and _names_a_folder(deployment.prefix):
+            await self.pruner.after_success(deployment.prefix, deployed, events)
         if deployment.version_name and deployment.workloads:
             names = [w.ref.key for w in deployment.workloads]
             check_rfc1123_label("prefix", deployment.prefix)
@@ -129,12 +147,29 @@ class Deployer:
         await events.log(
             LogLevel.INFO, f"Using restart policy: {restart_policy_name(workload.docker.restart_policy)}"
         )
+        await self._report_compatibility(workload, events)
         try:
             await self._apply(workload, image, pulls, events)
         except RuntimeFailure as err:
-            await self._report_failure(workload, err, events)
+            clear = enospc_failure(f"deploying {name}", str(err))
+            await self._report_failure(workload, clear or err, events)
+            if clear is not None:
+                raise clear from err
             raise
         await events.log(LogLevel.INFO, f"Container deployed: {name}")
+
+    async def _report_compatibility(self, workload: WorkloadSpec, events: DeployEvents) -> None:
+        """Nothing is ignored silently: every field Docker does not honour is named (WARNING)."""
+        try:
+            ignored = ignored_fields(workload, self._settings)
+            honoured = honoured_notes(workload)
+        except RuntimeFailure as err:
+            await self._report_failure(workload, err, events)
+            raise
+        if ignored:
+            await events.log(LogLevel.WARNING, *ignored)
+        if honoured:
+            await events.log(LogLevel.INFO, *honoured)
 
     async def _apply(
         self, workload: WorkloadSpec, image: ImageReference, pulls: PullSet, events: DeployEvents
@@ -160,6 +195,7 @@ class Deployer:
         except OSError as err:
             raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
         plan = plan_container(workload, self._settings, image, outcome.labels, mounts)
+        plan.create["labels"][SPEC_HASH_LABEL] = spec_hash(workload)  # drift is judged against it
         for network in plan.networks:
             await self._bridge.call(f"network {network}", _network_ensurer(network))
 
@@ -193,6 +229,8 @@ class Deployer:
             await events.instance(workload.id, state_of(raw), raw)
             await events.log(LogLevel.INFO, f"Started container: {plan.name}")
             await self._wait_expected(workload, cid, plan.name, attrs)
+            if _expects_running(workload):
+                await self._health.wait(workload.id, cid, plan.name, events, attrs)
         except BaseException as err:
             await self._undo(
                 workload, name=plan.name, new_id=new_id, aside=aside, old=old, events=events, cause=err
@@ -210,6 +248,7 @@ class Deployer:
 
     async def _set_aside(self, workload: WorkloadSpec, old: dict[str, Any], events: DeployEvents) -> str:
         """Stop the existing container and rename it aside; it stays recoverable."""
+        await self._bridge.call(f"check {workload.ref}", lambda c: self._guard.check_now(c, old, "replace"))
         owner = (old.get("Config") or {}).get("Labels", {}).get(PREFIX_LABEL)
         if owner is not None and owner != workload.prefix:
             # <p>+"b-c" and <p>-b+"c" share a name: never take over another prefix's container.
@@ -431,6 +470,30 @@ class Deployer:
 
 
 # -- blocking helpers (run in threads through the bridge) -------------------------------------
+
+
+def _names_a_folder(prefix: str) -> bool:
+    try:
+        check_rfc1123_label("prefix", prefix)
+    except InvalidSpec:
+        return False
+    return True
+
+
+def _deployed(
+    deployment: DeploymentSpec, images: dict[str, ImageReference], pulls: PullSet
+) -> list[Deployed]:
+    deployed = []
+    for workload in deployment.workloads:
+        outcome = pulls.finished(images[workload.id], workload.registry_auth)
+        if outcome is not None and outcome.image_id:
+            deployed.append(Deployed(workload.name, images[workload.id], outcome.image_id, outcome.pulled))
+    return deployed
+
+
+def _expects_running(workload: WorkloadSpec) -> bool:
+    expected = workload.docker.expected_state
+    return expected is None or expected.state in (ContainerState.RUNNING, ContainerState.UNSPECIFIED)
 
 
 def old_id12(old: dict[str, Any] | None) -> str:

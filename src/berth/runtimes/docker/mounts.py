@@ -60,6 +60,19 @@ class MountPlan:
         return None
 
 
+def check_host_path(settings: DockerSettings, name: str) -> None:
+    """With ``BERTH_ALLOWED_HOST_PATHS`` set, an absolute volume name binds only inside those."""
+    allowed = settings.allowed_host_paths
+    if not allowed:
+        return
+    path = PurePosixPath(name)
+    if not any(path == PurePosixPath(root) or path.is_relative_to(root) for root in allowed):
+        raise InvalidSpec(
+            "volume name",
+            f"host path {name!r} is outside BERTH_ALLOWED_HOST_PATHS ({':'.join(allowed)})",
+        )
+
+
 def plan_mounts(settings: DockerSettings, prefix: str, name: str, volumes: tuple[Volume, ...]) -> MountPlan:
     binds: list[BindMount] = []
     tmpfs: list[tuple[str, str]] = []
@@ -72,6 +85,7 @@ def plan_mounts(settings: DockerSettings, prefix: str, name: str, volumes: tuple
             continue
         read_only = volume.type is VolumeType.RO and settings.strict_read_only_volumes
         if volume.name.startswith("/"):
+            check_host_path(settings, volume.name)
             binds.append(BindMount(volume.name, volume.name, None, volume.path, read_only))
             continue
         relative = PurePosixPath(prefix, name, volume.name)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -17,6 +17,7 @@ from berth.errors import PermanentCommandError, RuntimeFailure, TemporaryCommand
 from berth.model import LogLevel, RegistryAuth
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.docker.bridge import EngineBridge, explanation, translated
+from berth.runtimes.docker.disk import enospc_failure
 from berth.runtimes.docker.imageref import DOCKER_HUB, ImageReference, local_has_digest
 
 log = structlog.get_logger(__name__)
@@ -60,9 +61,14 @@ class _Note:
     level: LogLevel = LogLevel.INFO
 
 
+# Called in the pull's thread right before a pull; raises to refuse it (the disk check).
+BeforePull = Callable[[docker.DockerClient, ImageReference, dict[str, str] | None], None]
+
+
 class ImagePuller:
-    def __init__(self, bridge: EngineBridge) -> None:
+    def __init__(self, bridge: EngineBridge, before_pull: BeforePull | None = None) -> None:
         self._bridge = bridge
+        self._before_pull = before_pull
 
     async def ensure(
         self,
@@ -133,6 +139,8 @@ class ImagePuller:
             check_problem = str(err)
         if local is not None and remote_digest and local_has_digest(local, image, remote_digest):
             return self._outcome(local, pulled=False)
+        if self._before_pull is not None and not check_problem:  # a registry that answered
+            self._before_pull(client, image, credentials)
         try:
             self._pull(client, image, credentials, offer)
         except RuntimeFailure as err:
@@ -191,7 +199,9 @@ class ImagePuller:
             for message in stream:
                 if "error" in message:
                     detail = message.get("errorDetail", {}).get("message") or message["error"]
-                    raise PermanentCommandError(f"pull {image}: {detail}")
+                    raise enospc_failure(f"pull {image}", detail) or PermanentCommandError(
+                        f"pull {image}: {detail}"
+                    )
                 status = str(message.get("status", ""))
                 layer = message.get("id")
                 if not layer or status.startswith(("Pulling from", "Digest:", "Status:")):

@@ -33,6 +33,13 @@ class PullSet:
         self.request(image, auth, workload_id)
         return await asyncio.shield(self._tasks[self._key(image, auth)])
 
+    def finished(self, image: ImageReference, auth: RegistryAuth | None) -> PullOutcome | None:
+        """The outcome of a pull that already succeeded, else ``None``."""
+        task = self._tasks.get(self._key(image, auth))
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return None
+        return task.result()
+
     async def aclose(self) -> None:
         pending = [task for task in self._tasks.values() if not task.done()]
         for task in pending:

@@ -21,7 +21,7 @@ _KEY: Final = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._+-]")
 
 
-def _write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
+def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
@@ -44,7 +44,7 @@ def _dotenv_value(value: str) -> str:
 def write_shared_secrets(root: Path, prefix: str, secrets: Mapping[str, str]) -> None:
     """``<root>/<prefix>/.shared-secrets`` as dotenv, one ``KEY="value"`` per line."""
     lines = [f"{key}={_dotenv_value(value)}" for key, value in secrets.items() if _KEY.match(key)]
-    _write_atomic(root / prefix / SHARED_SECRETS_FILE, "".join(f"{line}\n" for line in lines))
+    write_atomic(root / prefix / SHARED_SECRETS_FILE, "".join(f"{line}\n" for line in lines))
 
 
 def read_shared_secret_keys(root: Path, prefix: str) -> list[str]:
@@ -82,5 +82,5 @@ def write_release_record(
     }
     import yaml  # only deployments with a version name write a record
 
-    _write_atomic(path, yaml.safe_dump(record, sort_keys=False), mode=0o644)
+    write_atomic(path, yaml.safe_dump(record, sort_keys=False), mode=0o644)
     return path

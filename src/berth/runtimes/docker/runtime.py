@@ -26,8 +26,9 @@ from berth.model import (
     StateUpdate,
     Target,
 )
-from berth.runtimes.base import DeployEvents
+from berth.runtimes.base import DeployEvents, DiskFigures
 from berth.runtimes.docker.bridge import EngineBridge, translated
+from berth.runtimes.docker.guard import ContainerGuard, mask_secrets
 from berth.runtimes.docker.logstream import LogFollower
 from berth.runtimes.docker.lookup import find_container, prefix_container_ids
 from berth.runtimes.docker.records import read_shared_secret_keys
@@ -54,9 +55,17 @@ class DockerRuntime:
     """Every platform command applied to the engine at ``base_url`` (default: the environment's
     ``DOCKER_HOST`` or the local socket). The SDK client is created on first use."""
 
-    def __init__(self, settings: DockerSettings, *, base_url: str | None = None) -> None:
+    def __init__(
+        self, settings: DockerSettings, *, base_url: str | None = None, own_container: str | None = None
+    ) -> None:
+        """``own_container`` names the agent's own container (tests); else it is discovered."""
         self._settings = settings
         self._bridge = EngineBridge(base_url)
+        self._guard = ContainerGuard(
+            traefik_enabled=settings.traefik_enabled,
+            managed_only=settings.managed_only,
+            own_container=own_container,
+        )
         self._deployer: Deployer | None = None  # built on the first deploy: an idle agent skips its imports
         self._logs = LogFollower(self._bridge, settings.log_buffer_lines)
 
@@ -123,7 +132,7 @@ class DockerRuntime:
         if self._deployer is None:
             from berth.runtimes.docker.deployer import Deployer
 
-            self._deployer = Deployer(self._bridge, self._settings)
+            self._deployer = Deployer(self._bridge, self._settings, self._guard)
         await self._deployer.deploy(deployment, events)
 
     # -- container commands -------------------------------------------------------------------
@@ -134,20 +143,29 @@ class DockerRuntime:
             raise NotFound(f"container not found: {ref}")
         return attrs
 
+    async def _allowed(self, ref: ContainerRef, action: str) -> str:
+        """The id of the target, once the guard allows ``action`` on it."""
+        attrs = await self._require(ref)
+        await self._bridge.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, action))
+        return str(attrs["Id"])
+
     async def start(self, ref: ContainerRef) -> None:
-        cid = str((await self._require(ref))["Id"])
+        cid = await self._allowed(ref, "start")
         await self._bridge.call(f"start {ref}", lambda c: c.api.start(cid))
 
     async def stop(self, ref: ContainerRef) -> None:
-        cid = str((await self._require(ref))["Id"])
+        cid = await self._allowed(ref, "stop")
         await self._bridge.call(f"stop {ref}", lambda c: c.api.stop(cid))
 
     async def restart(self, ref: ContainerRef) -> None:
-        cid = str((await self._require(ref))["Id"])
+        cid = await self._allowed(ref, "restart")
         await self._bridge.call(f"restart {ref}", lambda c: c.api.restart(cid))
 
     async def inspect(self, ref: ContainerRef) -> str:
-        return json.dumps(await self._require(ref))
+        attrs = await self._require(ref)
+        if self._settings.managed_only:
+            await self._bridge.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, "inspect"))
+        return json.dumps(mask_secrets(attrs))
 
     # -- delete -------------------------------------------------------------------------------
 
@@ -190,6 +208,7 @@ class DockerRuntime:
             with translated(f"delete {name}"):
                 try:
                     attrs = client.api.inspect_container(cid)
+                    self._guard.check_now(client, attrs, "delete")
                     if attrs["State"]["Status"] in _STOPPABLE:
                         started = time.monotonic()
                         client.api.stop(cid, timeout=max(0, math.ceil(grace_s)))
@@ -207,7 +226,17 @@ class DockerRuntime:
     # -- logs and state -----------------------------------------------------------------------
 
     def logs(self, ref: ContainerRef, *, follow: bool, tail_lines: int) -> AsyncIterator[LogItem]:
+        if self._settings.managed_only:
+            return self._checked_logs(ref, follow=follow, tail_lines=tail_lines)
         return self._logs.lines(ref, follow=follow, tail_lines=tail_lines)
+
+    async def _checked_logs(
+        self, ref: ContainerRef, *, follow: bool, tail_lines: int
+    ) -> AsyncIterator[LogItem]:
+        attrs = await self._require(ref)
+        await self._bridge.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, "read the logs of"))
+        async for item in self._logs.lines(ref, follow=follow, tail_lines=tail_lines):
+            yield item
 
     def watch(self, prefix: str | None) -> AsyncIterator[StateUpdate]:
         return StateWatcher(self._bridge, prefix, self._settings.resync_interval_s).updates()
@@ -230,6 +259,11 @@ class DockerRuntime:
             return []
         labels = (attrs.get("Config") or {}).get("Labels") or {}
         return [key for key in str(labels.get(SECRET_KEYS_LABEL, "")).split(",") if key]
+
+    def disk_figures(self) -> DiskFigures:
+        if self._deployer is None:
+            return DiskFigures()
+        return DiskFigures(self._deployer.disk.known_free_bytes(), self._deployer.pruner.pruned_bytes_total)
 
     async def aclose(self) -> None:
         try:

@@ -32,6 +32,7 @@ import requests.exceptions
 import structlog
 
 from berth.errors import UpdateRefused
+from berth.imagetag import check_update_tag
 from berth.settings import DockerSettings
 
 log = structlog.get_logger("berth.selfupdate")
@@ -92,8 +93,7 @@ def _read(path: str) -> str:
 def new_image_reference(current: str, tag: str) -> str:
     """The same repository with ``tag``: the tag follows the last ``:`` after the last ``/``; a
     digest is dropped."""
-    if not tag or any(c.isspace() or c in "/@" for c in tag):
-        raise UpdateRefused(f"Update failed: {tag!r} is not a valid image tag")
+    check_update_tag(tag)
     name = current.split("@", 1)[0]
     if name.rfind(":") > name.rfind("/"):
         name = name[: name.rfind(":")]

@@ -25,6 +25,18 @@ _STATES: Final = {
 }
 
 
+_HEALTH_MARKS: Final = (
+    ("(health: starting)", "starting"),
+    ("(unhealthy)", "unhealthy"),
+    ("(healthy)", "healthy"),
+)
+
+
+def health_of(docker_status: str) -> str:
+    """The health in Docker's human status ("Up 5 seconds (healthy)"), or ``""``."""
+    return next((health for mark, health in _HEALTH_MARKS if docker_status.endswith(mark)), "")
+
+
 def state_of(docker_state: str) -> ContainerState:
     return _STATES.get(docker_state.lower(), ContainerState.UNSPECIFIED)
 
@@ -43,6 +55,7 @@ def status_from_summary(summary: Mapping[str, Any], watched_prefix: str | None) 
     names = summary.get("Names") or [summary.get("Id", "")[:12]]
     image_name, image_tag = split_name_tag(str(summary.get("Image", "")))
     raw_state = str(summary.get("State", ""))
+    health = health_of(str(summary.get("Status", "")))
     created = summary.get("Created")
     seen: set[tuple[int, int]] = set()
     ports: list[PortMapping] = []
@@ -54,7 +67,7 @@ def status_from_summary(summary: Mapping[str, Any], watched_prefix: str | None) 
     return ContainerStatus(
         ref=ref_for(str(names[0]), watched_prefix),
         state=state_of(raw_state),
-        reason=raw_state,
+        reason=f"{raw_state} ({health})" if health else raw_state,
         status=str(summary.get("Status", "")),
         command=str(summary.get("Command", "")),
         created_at=datetime.fromtimestamp(int(created), UTC) if created else None,

@@ -12,6 +12,8 @@ from berth.settings import DockerSettings
 
 TRAEFIK_IMAGE: Final = "docker.io/library/traefik:v2.8.0"
 TRAEFIK_NAME: Final = "traefik"
+ROLE_LABEL: Final = "io.berth.role"  # marks containers the agent runs for itself
+TRAEFIK_ROLE: Final = "traefik"
 
 
 def is_exposed(workload: WorkloadSpec) -> bool:
@@ -97,6 +99,7 @@ def boot_container_config(settings: DockerSettings) -> dict[str, Any]:
         "image": TRAEFIK_IMAGE,
         "name": TRAEFIK_NAME,
         "command": command,
+        "labels": {ROLE_LABEL: TRAEFIK_ROLE},
         "host_config": {
             "network_mode": "host",
             "restart_policy": {"Name": "always"},

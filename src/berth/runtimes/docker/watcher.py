@@ -40,6 +40,7 @@ WATCHED_ACTIONS: Final = frozenset(
         "oom",
         "remove",
         "died",
+        "health_status",
     }
 )
 _DIED: Final = frozenset({"die", "died"})

@@ -98,6 +98,30 @@ class KubeApi:
             return False
         return True
 
+    def can(self, verb: str, kind: Kind, namespace: str | None) -> bool:
+        """SelfSubjectAccessReview: may the agent's own account ``verb`` this kind here? Every
+        authenticated account may ask (``system:basic-user``)."""
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "verb": verb,
+                    "group": kind.group,
+                    "resource": kind.plural,
+                    "namespace": namespace if kind.namespaced and namespace else "",
+                }
+            },
+        }
+        answer = self.call(
+            Request("create", kind, namespace),
+            "POST",
+            "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews",
+            body=review,
+            content_type="application/json",
+        )
+        return bool((answer.get("status") or {}).get("allowed"))
+
     def get(self, kind: Kind, namespace: str | None, name: str) -> Obj:
         return self.call(Request("get", kind, namespace, name), "GET", kind.path(namespace, name))
 

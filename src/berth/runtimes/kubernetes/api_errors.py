@@ -62,6 +62,10 @@ class Request:
     name: str | None = None
 
 
+class Forbidden(PermanentCommandError):
+    """403: the agent's service account lacks a permission (named in the message)."""
+
+
 class Gone(TemporaryCommandError):
     """410: the resource version is too old (a watch must re-list)."""
 
@@ -69,7 +73,10 @@ class Gone(TemporaryCommandError):
 def permission_text(request: Request) -> str:
     group = request.kind.group or "core"
     where = f" in namespace {request.namespace}" if request.namespace and request.kind.namespaced else ""
-    return f"{request.verb} {request.kind.plural} (API group {group}){where}"
+    resource = request.kind.plural
+    if request.name and "/" in request.name:  # a subresource such as pods/log
+        resource = f"{resource}/{request.name.rsplit('/', 1)[1]}"
+    return f"{request.verb} {resource} (API group {group}){where}"
 
 
 def translate(status: ApiStatus, request: Request) -> RuntimeFailure:
@@ -85,7 +92,7 @@ def translate(status: ApiStatus, request: Request) -> RuntimeFailure:
         case 422 | 400:
             return InvalidSpec(request.kind.kind, status.message)
         case 403:
-            return PermanentCommandError(
+            return Forbidden(
                 f"forbidden: the agent's service account lacks the permission to "
                 f"{permission_text(request)} ({status.message})"
             )

@@ -56,5 +56,19 @@ class KubernetesCredentialStore:
         if self._data().get(key):
             self.write(key, "")
 
+    def ensure_namespace(self) -> bool:
+        """Create ``SECRET_NAMESPACE`` when it is missing; ``True`` when it was created. An
+        existing namespace is left untouched (no write)."""
+        try:
+            if self._api.get_or_none(resources.NAMESPACE, None, self._namespace) is not None:
+                return False
+            self._api.apply(manifests.namespace(self._namespace))
+        except RuntimeFailure as err:
+            raise PersistenceError(f"cannot make sure namespace {self._namespace} exists: {err}") from err
+        return True
+
+    def where(self) -> str:
+        return self._where()
+
     def close(self) -> None:
         self._api.close()

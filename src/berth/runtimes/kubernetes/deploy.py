@@ -16,9 +16,14 @@ from berth.model import ContainerState, DeploymentSpec, LogLevel, WorkloadSpec
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.kubernetes import manifests, resources
 from berth.runtimes.kubernetes.api import KubeApi
+from berth.runtimes.kubernetes.api_errors import Forbidden
 from berth.runtimes.kubernetes.bridge import Bridge
+from berth.runtimes.kubernetes.compat import ignored_fields, rollout_timeout_s
 from berth.runtimes.kubernetes.manifests import APP_LABEL, MANAGED, WorkloadObjects
+from berth.runtimes.kubernetes.permissions import require_apply_permissions
+from berth.runtimes.kubernetes.rollback import roll_back
 from berth.runtimes.kubernetes.rollout import wait_for_rollout
+from berth.runtimes.waits import Superseded, WaitBoard
 from berth.settings import KubernetesSettings
 
 log = structlog.get_logger(__name__)
@@ -27,10 +32,13 @@ MONITORING_API = "monitoring.coreos.com/v1"
 
 
 class Deployer:
-    def __init__(self, api: KubeApi, bridge: Bridge, settings: KubernetesSettings) -> None:
+    def __init__(
+        self, api: KubeApi, bridge: Bridge, settings: KubernetesSettings, waits: WaitBoard | None = None
+    ) -> None:
         self._api = api
         self._bridge = bridge
         self._settings = settings
+        self._waits = waits or WaitBoard()
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
         started = time.monotonic()
@@ -52,7 +60,14 @@ class Deployer:
         built = [(w, manifests.build(w, deployment.id, self._settings)) for w in deployment.workloads]
         version = await self._bridge.call(self._api.version)
         await events.log(LogLevel.INFO, f"Kubernetes API server {version.get('gitVersion', '?')} reachable")
+        for workload, _ in built:
+            ignored = ignored_fields(workload)
+            if ignored:  # nothing is ignored silently
+                await events.log(LogLevel.WARNING, f"Workload {workload.ref}:", *ignored)
         namespaces = sorted({deployment.prefix, *(w.prefix for w in deployment.workloads)} - {""})
+        await require_apply_permissions(
+            self._api, self._bridge, _apply_targets(namespaces, built, deployment)
+        )
         for ns in namespaces:
             await self._apply(manifests.namespace(ns), events)
         if deployment.shared_secrets:
@@ -63,8 +78,10 @@ class Deployer:
                 f"metrics were requested but the ServiceMonitor CRD ({MONITORING_API}) is not installed"
             )
         total = max(len(built), 1)
+        rolled: set[str] = set()  # workloads whose template this deploy changed
         for index, (workload, objects) in enumerate(built):
-            await self._apply_workload(workload, objects, events, monitoring)
+            if await self._apply_workload(workload, objects, events, monitoring):
+                rolled.add(workload.id)
             await events.progress(workload.id, "applied", (index + 1) / total * 0.5)
         if not self._settings.wait_for_rollout:
             for workload, _ in built:
@@ -74,14 +91,32 @@ class Deployer:
         waits = [
             asyncio.create_task(self._wait(w, events), name=f"kube-rollout-{w.ref.key}") for w, _ in built
         ]
+        names = frozenset(w.name for w, _ in built)
         try:
-            outcomes = await asyncio.gather(*waits, return_exceptions=True)
+            outcomes = await self._waits.run(
+                deployment.prefix, names, asyncio.gather(*waits, return_exceptions=True)
+            )
+        except Superseded as err:
+            await events.log(LogLevel.WARNING, f"Stopped waiting for the rollout: {err}")
+            raise
         finally:
             for task in waits:
                 task.cancel()
-        for outcome in outcomes:
-            if isinstance(outcome, BaseException):
-                raise outcome
+            await asyncio.gather(*waits, return_exceptions=True)
+        failures = [(w, o) for (w, _), o in zip(built, outcomes, strict=True) if isinstance(o, BaseException)]
+        for workload, _ in failures:
+            if workload.id in rolled:
+                await self._roll_back(workload, events)
+        if failures:
+            raise failures[0][1]
+
+    async def _roll_back(self, workload: WorkloadSpec, events: DeployEvents) -> None:
+        """A failed rollout goes back to the previous template; a failed rollback is said, and the
+        deployment still reports the rollout's own failure."""
+        try:
+            await roll_back(self._api, self._bridge, workload.prefix, workload.name, events)
+        except RuntimeFailure as err:
+            await events.log(LogLevel.ERROR, f"Could not roll back {workload.ref}: {err}")
 
     async def _wait(self, workload: WorkloadSpec, events: DeployEvents) -> None:
         ns, name = workload.prefix, workload.name
@@ -94,7 +129,7 @@ class Deployer:
             return dep, list(pods.get("items") or [])
 
         await events.log(LogLevel.INFO, f"Waiting for the rollout of {ns}/{name}")
-        await wait_for_rollout(fetch, events, workload.id, self._settings.rollout_timeout_s)
+        await wait_for_rollout(fetch, events, workload.id, rollout_timeout_s(workload, self._settings))
         await events.progress(workload.id, "rolled out", 1.0)
         await events.log(LogLevel.INFO, f"Rollout of {ns}/{name} complete")
 
@@ -107,7 +142,9 @@ class Deployer:
 
     async def _apply_workload(
         self, workload: WorkloadSpec, objects: WorkloadObjects, events: DeployEvents, monitoring: bool
-    ) -> None:
+    ) -> bool:
+        """Apply every object of the workload; ``True`` when an existing Deployment changed (a
+        new rollout that can be rolled back)."""
         ns, name = workload.prefix, workload.name
         if objects.config_map is not None:
             await self._apply(objects.config_map, events)
@@ -123,7 +160,10 @@ class Deployer:
         if removal is not None:
             await self._bridge.call(self._api.strategic_patch, resources.DEPLOYMENT, ns, name, removal)
         after = await self._apply(objects.deployment, events)
-        if before is not None and before["metadata"].get("generation") == after["metadata"].get("generation"):
+        changed = before is not None and before["metadata"].get("generation") != after["metadata"].get(
+            "generation"
+        )
+        if before is not None and not changed:
             await events.log(LogLevel.INFO, f"Deployment {ns}/{name} unchanged (no rollout needed)")
         if objects.ingress is not None:
             await self._apply(objects.ingress, events)
@@ -142,6 +182,7 @@ class Deployer:
             stale.append((resources.SERVICE_MONITOR, name))
         for kind, obj_name in stale:
             await self._remove_stale(kind, ns, obj_name, events)
+        return changed
 
     async def _ensure_pvc(self, pvc: Obj, events: DeployEvents) -> None:
         """PVCs are created once and never resized or replaced (§15.5)."""
@@ -155,7 +196,11 @@ class Deployer:
             await events.log(LogLevel.INFO, f"PersistentVolumeClaim {meta['namespace']}/{meta['name']} kept")
 
     async def _remove_stale(self, kind: resources.Kind, ns: str, name: str, events: DeployEvents) -> None:
-        existing = await self._bridge.call(self._api.get_or_none, kind, ns, name)
+        try:
+            existing = await self._bridge.call(self._api.get_or_none, kind, ns, name)
+        except Forbidden as err:  # e.g. dyrector.io's ClusterRole grants no ingresses
+            await events.log(LogLevel.WARNING, f"Could not check for a stale {kind.kind} {ns}/{name}: {err}")
+            return
         if existing is None:
             return
         labels = existing["metadata"].get("labels") or {}
@@ -163,3 +208,26 @@ class Deployer:
             return  # not ours: leave it alone
         await self._bridge.call(self._api.delete, kind, ns, name)
         await events.log(LogLevel.INFO, f"Removed {kind.kind} {ns}/{name} (no longer part of the workload)")
+
+
+def _apply_targets(
+    namespaces: list[str], built: list[tuple[WorkloadSpec, WorkloadObjects]], deployment: DeploymentSpec
+) -> list[tuple[resources.Kind, str]]:
+    """(kind, namespace) of every object the deployment applies."""
+    targets = [(resources.NAMESPACE, "")] if namespaces else []
+    if deployment.shared_secrets:
+        targets.append((resources.SECRET, deployment.prefix))
+    for _, objects in built:
+        for obj in (
+            objects.config_map,
+            *objects.pvcs,
+            objects.secret,
+            objects.service,
+            objects.pull_secret,
+            objects.deployment,
+            objects.ingress,
+            objects.service_monitor,
+        ):
+            if obj is not None:
+                targets.append((resources.kind_of(obj), obj["metadata"].get("namespace", "")))
+    return targets

@@ -48,6 +48,7 @@ SERVICE: Final = Kind("Service", "v1", "services")
 PVC: Final = Kind("PersistentVolumeClaim", "v1", "persistentvolumeclaims")
 POD: Final = Kind("Pod", "v1", "pods")
 DEPLOYMENT: Final = Kind("Deployment", "apps/v1", "deployments")
+REPLICA_SET: Final = Kind("ReplicaSet", "apps/v1", "replicasets")  # read only (rollback)
 INGRESS: Final = Kind("Ingress", "networking.k8s.io/v1", "ingresses")
 SERVICE_MONITOR: Final = Kind("ServiceMonitor", "monitoring.coreos.com/v1", "servicemonitors")
 

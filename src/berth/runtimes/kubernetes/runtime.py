@@ -23,11 +23,13 @@ from berth.model import (
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api import KubeApi
+from berth.runtimes.kubernetes.api_errors import Forbidden
 from berth.runtimes.kubernetes.bridge import Bridge
 from berth.runtimes.kubernetes.deploy import Deployer
 from berth.runtimes.kubernetes.logs import LogReader
 from berth.runtimes.kubernetes.manifests import APP_LABEL, RESTARTED_AT_ANNOTATION
 from berth.runtimes.kubernetes.watcher import StateWatcher
+from berth.runtimes.waits import WaitBoard
 from berth.settings import KubernetesSettings
 
 log = structlog.get_logger(__name__)
@@ -64,7 +66,8 @@ class KubernetesRuntime:
         self._settings = settings
         self._api = KubeApi(settings)
         self._bridge = Bridge()
-        self._deployer = Deployer(self._api, self._bridge, settings)
+        self.waits = WaitBoard()  # rollout waits a newer command supersedes (SupersedableWaits)
+        self._deployer = Deployer(self._api, self._bridge, settings, self.waits)
         self._logs = LogReader(self._api, self._bridge)
 
     async def preflight(self) -> RuntimeInfo:
@@ -110,8 +113,11 @@ class KubernetesRuntime:
         notes = []
         for kind, suffix in WORKLOAD_OBJECTS:
             name = f"{target.name}{suffix}"
-            if await self._bridge.call(self._api.delete, kind, target.prefix, name):
-                notes.append(f"deleted {kind.kind} {target.prefix}/{name}")
+            try:
+                if await self._bridge.call(self._api.delete, kind, target.prefix, name):
+                    notes.append(f"deleted {kind.kind} {target.prefix}/{name}")
+            except Forbidden as err:  # a narrower ClusterRole (no ingresses): say so, go on
+                notes.append(f"could not delete {kind.kind} {target.prefix}/{name}: {err}")
         return DeleteOutcome(notes=tuple(notes) or (f"{target.key} was already gone",))
 
     async def inspect(self, ref: ContainerRef) -> str:

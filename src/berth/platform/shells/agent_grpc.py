@@ -1,4 +1,5 @@
-"""The ``agent.Agent`` gRPC service (the platform side of the protocol).
+"""The ``agent.Agent`` gRPC service (the platform side of the protocol): translates calls into
+session and deployment operations and their refusals into gRPC statuses.
 
 Every call carries ``dyo-node-token``: its signature and issuer are verified first (§3.3); the
 answer calls must then belong to the node's live session. Refusals use §3.7's status codes with
@@ -15,9 +16,9 @@ from typing import Any, Final, NoReturn
 import grpc
 import structlog
 
-from berth.platform.connections import AgentConnection, Feed, container_key, prefix_key
-from berth.platform.control import CallbackFailure, ControlPlane, Refusal, state_item_to_dict
-from berth.platform.deployments import Deployments
+from berth.platform.services import Services
+from berth.platform.services.connections import AgentConnection, Feed, container_key, prefix_key
+from berth.platform.services.sessions import CallbackFailure, Refusal, state_item_to_dict
 from berth.platform.tokens import Claims, TokenMalformed, TokenRejected
 from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
 
@@ -89,16 +90,16 @@ async def _pump(feed: Feed, messages: AsyncIterator[Any], handle: Any) -> None:
 
 
 class AgentService(agent_pb2_grpc.AgentServicer):
-    def __init__(self, plane: ControlPlane, deployments: Deployments) -> None:
-        self._plane = plane
-        self._deployments = deployments
+    def __init__(self, services: Services) -> None:
+        self._sessions = services.sessions
+        self._deployments = services.deployments
 
     async def _claims(self, context: Context, metadata: dict[str, str]) -> Claims:
         token = metadata.get("dyo-node-token", "")
         if not token:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "Missing dyo-node-token")
         try:
-            return self._plane.issuer.verify(token)
+            return self._sessions.issuer.verify(token)
         except TokenRejected:
             await _abort(context, grpc.StatusCode.UNKNOWN, "Forbidden resource")
         except TokenMalformed as err:
@@ -107,7 +108,7 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     async def _session(self, context: Context) -> tuple[AgentConnection, dict[str, str]]:
         metadata = _metadata(context)
         claims = await self._claims(context, metadata)
-        connection = self._plane.connection_for_answer(claims)
+        connection = self._sessions.connection_for_answer(claims)
         if connection is None:
             await _abort(context, grpc.StatusCode.UNAUTHENTICATED, "No live session for this token")
         return connection, metadata
@@ -120,12 +121,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
         if request.id != claims.sub:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, "Node id mismatch")
         try:
-            connection = await self._plane.accept(
+            connection = await self._sessions.accept(
                 claims, metadata["dyo-node-token"], request, _peer_address(context, metadata)
             )
         except Refusal as refusal:
-            log.info("agent_refused", node_id=claims.sub, code=refusal.code.name, reason=refusal.message)
-            await _abort(context, refusal.code, refusal.message)
+            log.info("agent_refused", node_id=claims.sub, code=refusal.code, reason=refusal.message)
+            await _abort(context, grpc.StatusCode[refusal.code], refusal.message)
         try:
             await context.send_initial_metadata(())  # the agent sees the acceptance at once
             while True:
@@ -134,14 +135,14 @@ class AgentService(agent_pb2_grpc.AgentServicer):
                     return
                 yield command
         finally:
-            await asyncio.shield(self._plane.disconnected(connection))
+            await asyncio.shield(self._sessions.disconnected(connection))
 
     async def CommandError(self, request: agent_pb2.AgentCommandError, context: Context) -> common_pb2.Empty:
         connection, metadata = await self._session(context)
         kind = request.WhichOneof("command")
         if kind in ERROR_KINDS:
             error: agent_pb2.AgentError = getattr(request, kind)
-            self._plane.resolve(
+            self._sessions.resolve(
                 connection,
                 kind,
                 _target_key(metadata),
@@ -151,12 +152,12 @@ class AgentService(agent_pb2_grpc.AgentServicer):
 
     async def AbortUpdate(self, request: agent_pb2.AgentAbortUpdate, context: Context) -> common_pb2.Empty:
         connection, _ = await self._session(context)
-        await self._plane.abort_update(connection, request.error)
+        await self._sessions.abort_update(connection, request.error)
         return EMPTY
 
     async def TokenReplaced(self, request: common_pb2.Empty, context: Context) -> common_pb2.Empty:
         connection, _ = await self._session(context)
-        await self._plane.token_replaced(connection)
+        await self._sessions.token_replaced(connection)
         return EMPTY
 
     async def DeploymentStatus(
@@ -219,24 +220,24 @@ class AgentService(agent_pb2_grpc.AgentServicer):
     async def SecretList(self, request: common_pb2.ListSecretsResponse, context: Context) -> common_pb2.Empty:
         connection, metadata = await self._session(context)
         result = {"publicKey": request.publicKey, "keys": list(request.keys)}
-        self._plane.resolve(connection, "listSecrets", _target_key(metadata), result)
+        self._sessions.resolve(connection, "listSecrets", _target_key(metadata), result)
         return EMPTY
 
     async def DeleteContainers(self, request: common_pb2.Empty, context: Context) -> common_pb2.Empty:
         connection, metadata = await self._session(context)
-        self._plane.resolve(connection, "deleteContainers", _target_key(metadata), None)
+        self._sessions.resolve(connection, "deleteContainers", _target_key(metadata), None)
         return EMPTY
 
     async def ContainerLog(
         self, request: common_pb2.ContainerLogListResponse, context: Context
     ) -> common_pb2.Empty:
         connection, metadata = await self._session(context)
-        self._plane.resolve(connection, "containerLog", _target_key(metadata), list(request.logs))
+        self._sessions.resolve(connection, "containerLog", _target_key(metadata), list(request.logs))
         return EMPTY
 
     async def ContainerInspect(
         self, request: common_pb2.ContainerInspectResponse, context: Context
     ) -> common_pb2.Empty:
         connection, metadata = await self._session(context)
-        self._plane.resolve(connection, "containerInspect", _target_key(metadata), request.data)
+        self._sessions.resolve(connection, "containerInspect", _target_key(metadata), request.data)
         return EMPTY
