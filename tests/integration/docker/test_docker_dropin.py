@@ -26,7 +26,7 @@ from docker_support import (
 )
 from docker_support import workload as labelled_workload
 from fakeplatform import PlatformServer, agent_settings, running_agent
-from waiting import wait_for_blocking
+from waiting import wait_event, wait_for_blocking
 
 from berth.errors import InvalidSpec, PermanentCommandError
 from berth.model import (
@@ -406,7 +406,7 @@ async def test_the_platform_receives_the_warnings_as_warning_lines(
             await server.platform.wait_accepted(within_s=20)
             await server.platform.send(command)
             stream = await server.platform.wait_stream("DeploymentStatus", within_s=30)
-            await asyncio.wait_for(stream.done.wait(), 60)
+            await wait_event(stream.done.wait(), 60, "the stream to finish")
     assert stream.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL
     warned = [line for m in stream.messages if m.logLevel == common_pb2.WARNING for line in m.log]
     assert any(line.startswith("crane.deploymentStrategy ROLLING_UPDATE") for line in warned), warned

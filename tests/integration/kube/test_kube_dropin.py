@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from fakeplatform import PlatformServer, agent_settings, mint_token, running_agent
-from waiting import wait_for_blocking
+from waiting import wait_event, wait_for_blocking
 
 from berth.errors import NotFound, PermanentCommandError
 from berth.model import (
@@ -273,7 +273,7 @@ async def test_the_platforms_rbac_runs_berth_and_names_what_is_missing(
 
                 await platform.send(_deploy_command("dep-plain", prefix, ingress=False))
                 stream = await platform.wait_stream("DeploymentStatus", within_s=20)
-                await asyncio.wait_for(stream.done.wait(), 20)
+                await wait_event(stream.done.wait(), 20, "the stream to finish")
                 logs = [line for m in stream.messages for line in m.log]
                 assert stream.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL, logs
                 assert any(
@@ -283,7 +283,7 @@ async def test_the_platforms_rbac_runs_berth_and_names_what_is_missing(
 
                 await platform.send(_deploy_command("dep-ingress", prefix, ingress=True))
                 stream = await platform.wait_stream("DeploymentStatus", count=2, within_s=20)
-                await asyncio.wait_for(stream.done.wait(), 20)
+                await wait_event(stream.done.wait(), 20, "the stream to finish")
                 last = stream.messages[-1]
                 assert last.deploymentStatus == common_pb2.FAILED
                 failure = "\n".join(line for m in stream.messages for line in m.log)

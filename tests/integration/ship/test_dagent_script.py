@@ -22,7 +22,7 @@ import docker.errors
 import pytest
 import requests.exceptions
 from fakeplatform import PlatformServer, mint_token
-from waiting import wait_for
+from waiting import wait_event, wait_for
 
 from berth.proto import agent_pb2, common_pb2
 
@@ -167,7 +167,7 @@ async def test_the_platforms_docker_run_line_installs_recreates_and_updates_bert
             # deploy: the volume lands under DATA_MOUNT_PATH on the host
             await platform.send(deploy_command("dep-1", prefix))
             stream = await platform.wait_stream("DeploymentStatus", within_s=60)
-            await asyncio.wait_for(stream.done.wait(), 60)
+            await wait_event(stream.done.wait(), 60, "the stream to finish")
             lines = [line for m in stream.messages for line in m.log]
             assert stream.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL, lines
             web = client.api.inspect_container(f"{prefix}-web")
