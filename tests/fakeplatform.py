@@ -27,6 +27,7 @@ from typing import Any
 import grpc
 import grpc.aio
 import jwt
+from waiting import wait_event, wait_for, within
 
 from berth.agent.app import Agent
 from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
@@ -63,10 +64,7 @@ def mint_token(
 
 async def eventually(predicate: Callable[[], Any], within_s: float = 5.0, interval: float = 0.01) -> Any:
     """Poll a condition nothing notifies about (a file appearing, a counter in the agent)."""
-    async with asyncio.timeout(within_s):
-        while not (result := predicate()):  # noqa: ASYNC110 - nothing to await on
-            await asyncio.sleep(interval)
-    return result
+    return await wait_for(predicate, within_s, "the condition to hold", interval_s=interval)
 
 
 def _forbidden() -> str:
@@ -172,7 +170,7 @@ class FakePlatform(agent_pb2_grpc.AgentServicer):
             self._changed.notify_all()
 
     async def wait_for(self, predicate: Callable[[], Any], within_s: float = 5.0) -> Any:
-        async with asyncio.timeout(within_s), self._changed:
+        async with within(within_s, "the fake platform to see what the test expects"), self._changed:
             await self._changed.wait_for(predicate)
         return predicate()
 
@@ -348,9 +346,11 @@ class FakePlatform(agent_pb2_grpc.AgentServicer):
             for task in (reader, finisher):
                 task.cancel()
             await asyncio.gather(reader, finisher, return_exceptions=True)
-        record.completed_by_platform = not record.half_closed_by_agent
-        record.done.set()
-        await self._notify()
+            # However the call ended: the agent may also cancel it (a stream replaced while it was
+            # writing), which cancels this handler and never half-closes.
+            record.completed_by_platform = record.finish.is_set() and not record.half_closed_by_agent
+            record.done.set()
+            await self._notify()
         return common_pb2.Empty()
 
     async def DeploymentStatus(self, request_iterator: Any, context: Any) -> common_pb2.Empty:  # type: ignore[override]
@@ -464,7 +464,7 @@ class RunningAgent:
     task: asyncio.Task[int]
 
     async def exit_code(self, within_s: float = 5.0) -> int:
-        return await asyncio.wait_for(asyncio.shield(self.task), within_s)
+        return await wait_event(asyncio.shield(self.task), within_s, "the agent to exit")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 from fakeplatform import agent_settings, running_agent
 from fault_kit import PING_FRIENDLY, TunedPlatformServer
+from waiting import wait_event
 
 import berth.agent.session
 from berth.runtimes.memory import MemoryRuntime
@@ -88,7 +89,7 @@ async def start_relay(ns: Namespace, listen_port: int, target_port: int) -> asyn
         stdout=asyncio.subprocess.PIPE,
     )
     assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 10)
+    line = await wait_event(process.stdout.readline(), 10, "a line from the process")
     assert line.strip() == b"ready"
     return process
 
@@ -120,7 +121,7 @@ async def test_blackhole_is_detected_by_keepalive_and_healed(
             async with running_agent(settings, runtime=MemoryRuntime()) as running:
                 await platform.wait_accepted()
                 health = running.agent.health
-                await asyncio.wait_for(health.wait_accepted(), 5)
+                await wait_event(health.wait_accepted(), 5, "the session to be accepted")
                 await asyncio.to_thread(namespace.blackhole, True)
                 cut = time.monotonic()
                 while health.stream_open:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 from fakeplatform import FakePlatform, PlatformServer, agent_settings, eventually, running_agent
+from waiting import wait_event
 
 from berth.agent.app import Agent
 from berth.proto import agent_pb2
@@ -104,7 +105,7 @@ async def test_read_only_folder_without_key_exits_with_a_clear_error(
         await asyncio.to_thread(make_unwritable, data, "read-only")
         token = server.platform.issue_connection_token()
         agent = Agent(settings_in(data, token), runtime=MemoryRuntime(), updater=None)
-        assert await asyncio.wait_for(agent.run(), 10) == 1
+        assert await wait_event(agent.run(), 10, "the agent to exit") == 1
         assert server.platform.connects == []
     said = capsys.readouterr().out
     assert "agent_credentials_failed" in said and "Read-only file system" in said

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import httpx
 import pytest
 from fakeplatform import running_agent
 from fault_kit import REGISTRY, REGISTRY_PASSWORD, REGISTRY_USER, SERVE_FOREVER, docker_agent_settings
+from waiting import wait_for
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "platform"))
 
@@ -32,13 +32,7 @@ INSTANCES = 6
 
 
 async def poll(check: Any, within_s: float, what: str) -> Any:
-    deadline = time.monotonic() + within_s
-    while time.monotonic() < deadline:
-        result = await check()
-        if result:
-            return result
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    return await wait_for(check, within_s, f"timed out waiting for {what}", interval_s=0.1)
 
 
 def api(started: Any) -> httpx.AsyncClient:

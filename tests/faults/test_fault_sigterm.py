@@ -13,6 +13,7 @@ from pathlib import Path
 import docker
 import pytest
 from fault_kit import TunedPlatformServer, containers_named, deploy, deployment_stream, final_status, workload
+from waiting import wait_event
 
 from berth.proto import common_pb2
 
@@ -71,7 +72,7 @@ async def test_sigterm_mid_redeploy_leaves_no_temporary_containers(
             )
             process.send_signal(signal.SIGTERM)
             grace_s = float(grace.rstrip("s"))
-            out, err = await asyncio.wait_for(output, grace_s + 20)
+            out, err = await wait_event(output, grace_s + 20, "the agent process to exit")
         finally:
             if process.returncode is None:
                 process.kill()

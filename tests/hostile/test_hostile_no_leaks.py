@@ -16,6 +16,7 @@ import jwt
 import pysequoia
 from fakeplatform import PlatformServer, eventually, mint_token
 from fault_kit import deployment_stream
+from waiting import wait_event
 
 from berth.proto import agent_pb2, common_pb2
 
@@ -124,7 +125,7 @@ async def test_no_secret_or_token_in_any_output(tmp_path: Path) -> None:
             )
             await platform.wait_unary("CommandError", within_s=10)
             process.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(output, 30)
+            out, err = await wait_event(output, 30, "the agent process to exit")
         finally:
             if process.returncode is None:
                 process.kill()

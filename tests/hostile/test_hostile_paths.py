@@ -4,6 +4,7 @@ ask for one on purpose, and gets exactly that), names that collide across prefix
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import docker
@@ -71,7 +72,7 @@ async def test_absolute_host_path_is_bound_exactly_as_asked(
     request = workload("web", volumes=[agent_pb2.Volume(name=str(host), path="/mnt/host")])
     await docker_agent.platform.send(deploy("abs", prefix, request))
     assert final_status(await deployment_stream(docker_agent.platform, "abs")) == common_pb2.SUCCESSFUL
-    mounts = docker_client.api.inspect_container(f"{prefix}-web")["Mounts"]
+    mounts = (await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web"))["Mounts"]
     assert [(m["Source"], m["Destination"]) for m in mounts] == [(str(host), "/mnt/host")]
 
 
@@ -83,10 +84,10 @@ async def test_names_colliding_across_prefixes_do_not_take_over(
     try:
         await docker_agent.platform.send(deploy("mine", prefix, workload("b-c")))
         assert final_status(await deployment_stream(docker_agent.platform, "mine")) == common_pb2.SUCCESSFUL
-        first = docker_client.api.inspect_container(f"{prefix}-b-c")
+        first = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-b-c")
         await docker_agent.platform.send(deploy("theirs", other, workload("c")))
         record = await deployment_stream(docker_agent.platform, "theirs")
-        after = docker_client.api.inspect_container(f"{prefix}-b-c")
+        after = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-b-c")
         print(
             "cross-prefix outcome:",
             common_pb2.DeploymentStatus.Name(final_status(record)),

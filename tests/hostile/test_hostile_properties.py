@@ -9,7 +9,6 @@ to local ones, prefixes kept under the test's own, so nothing on the shared engi
 
 from __future__ import annotations
 
-import asyncio
 import os
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,6 +21,7 @@ from fakeplatform import FakePlatform, PlatformServer, RunningAgent, agent_setti
 from fault_kit import DockerAgent, sweep
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from waiting import wait_for
 
 from berth.agent.session import is_header_safe
 from berth.proto import agent_pb2, common_pb2
@@ -103,11 +103,9 @@ def identifiers_reportable(command: agent_pb2.AgentCommand) -> bool:
 
 
 async def _poll(predicate: Callable[[], bool], within_s: float) -> None:
-    deadline = time.monotonic() + max(within_s, 0.1)
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("no outcome in time: the agent hung on a command")
-        await asyncio.sleep(0.005)
+    await wait_for(
+        predicate, max(within_s, 0.1), "no outcome in time: the agent hung on a command", interval_s=0.005
+    )
 
 
 # -- the in-memory runtime: many examples --------------------------------------------------------

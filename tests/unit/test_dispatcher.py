@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from waiting import wait_for
 
 from berth.agent import commands as cmd
 from berth.agent.commands import CallbackKind, DeploymentMessage
@@ -144,9 +145,12 @@ def _dispatcher(tmp_path: Path, runtime: MemoryRuntime, link: RecordingLink, bou
 
 
 async def _settle(runtime: SlowRuntime, begun: int) -> None:
-    async with asyncio.timeout(5):
-        while len([o for o in runtime.order if o.startswith("begin")]) < begun:  # noqa: ASYNC110
-            await asyncio.sleep(0)  # let the lanes run
+    await wait_for(
+        lambda: len([o for o in runtime.order if o.startswith("begin")]) >= begun,
+        5,
+        f"{begun} commands to begin",
+        interval_s=0,  # only the lanes need to run
+    )
 
 
 async def test_same_container_in_order_different_containers_in_parallel(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+from waiting import wait_event
 
 from berth.agent import footprint
 from berth.agent.health import HealthState
@@ -29,7 +30,7 @@ async def test_release_waits_for_the_accepted_session(monkeypatch: pytest.Monkey
     await asyncio.sleep(0.02)
     assert not task.done() and calls == []
     health.mark_accepted()
-    await asyncio.wait_for(task, 1)
+    await wait_event(task, 1, "the task to finish")
     assert calls == [1]
 
 

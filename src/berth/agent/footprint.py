@@ -8,6 +8,7 @@ collection runs. It is done once, after the platform accepted the first session.
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import ctypes.util
 import gc
@@ -61,4 +62,6 @@ async def release_once_accepted(health: HealthState) -> None:
         if health.accepted:
             break
         await changed.wait()
-    release_memory()
+    # off the event loop: malloc_trim runs without the GIL, and a collection of a large heap (or
+    # on a busy machine) can take longer than a loop step should
+    await asyncio.to_thread(release_memory)

@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 from fakeplatform import Harness, eventually
+from waiting import wait_event
 
 from berth.model import ContainerRef, ContainerState
 from berth.proto import agent_pb2, common_pb2
@@ -73,7 +74,7 @@ async def test_deploy_decrypts_gnupg_secret_and_reports_in_order(harness: Harnes
         )
     )
     stream = await harness.platform.wait_stream("DeploymentStatus")
-    await asyncio.wait_for(stream.done.wait(), 5)
+    await wait_event(stream.done.wait(), 5, "the stream to finish")
     assert stream.metadata["dyo-deployment-id"] == "dep-1"
     first, last = stream.messages[0], stream.messages[-1]
     assert first.deploymentStatus == common_pb2.IN_PROGRESS
@@ -103,7 +104,7 @@ async def test_deploy_with_undecryptable_secret_fails_naming_the_key(harness: Ha
         )
     )
     stream = await harness.platform.wait_stream("DeploymentStatus")
-    await asyncio.wait_for(stream.done.wait(), 5)
+    await wait_event(stream.done.wait(), 5, "the stream to finish")
     last = stream.messages[-1]
     assert last.deploymentStatus == common_pb2.FAILED
     assert last.logLevel == common_pb2.ERROR
@@ -115,7 +116,7 @@ async def test_deploy_with_undecryptable_secret_fails_naming_the_key(harness: Ha
 async def test_deploy_without_workloads_ends_successful(harness: Harness) -> None:
     await harness.platform.send(_cmd(deploy=agent_pb2.DeployRequest(id="dep-3", prefix="p")))
     stream = await harness.platform.wait_stream("DeploymentStatus")
-    await asyncio.wait_for(stream.done.wait(), 5)
+    await wait_event(stream.done.wait(), 5, "the stream to finish")
     assert [m.deploymentStatus for m in stream.messages] == [common_pb2.IN_PROGRESS, common_pb2.SUCCESSFUL]
     assert stream.half_closed_by_agent
 
@@ -132,7 +133,7 @@ async def test_deploy_failure_stops_at_first_workload(harness: Harness) -> None:
         )
     )
     stream = await harness.platform.wait_stream("DeploymentStatus")
-    await asyncio.wait_for(stream.done.wait(), 5)
+    await wait_event(stream.done.wait(), 5, "the stream to finish")
     assert stream.messages[-1].deploymentStatus == common_pb2.FAILED
     assert "p-db" not in harness.runtime.containers
     failed = [
@@ -194,7 +195,7 @@ async def test_one_shot_state_without_prefix_has_empty_filter_and_half_closes(ha
     harness.runtime.add_container("p", "web")
     await harness.platform.send(_cmd(containerState=agent_pb2.ContainerStateRequest(oneShot=True)))
     stream = await harness.platform.wait_stream("ContainerState")
-    await asyncio.wait_for(stream.done.wait(), 5)
+    await wait_event(stream.done.wait(), 5, "the stream to finish")
     assert stream.metadata["dyo-filter-prefix"] == ""
     assert stream.half_closed_by_agent
     assert len(stream.messages) == 1
@@ -206,7 +207,7 @@ async def test_second_watch_of_same_prefix_replaces_the_first(harness: Harness) 
     first = await harness.platform.wait_stream("ContainerState")
     await harness.platform.send(_cmd(containerState=agent_pb2.ContainerStateRequest(prefix="p")))
     await harness.platform.wait_stream("ContainerState", count=2)
-    await asyncio.wait_for(first.done.wait(), 5)
+    await wait_event(first.done.wait(), 5, "the first stream to finish")
     await eventually(lambda: harness.runtime.watcher_count == 1)
 
 
@@ -314,7 +315,7 @@ async def test_container_log_streaming_follows_until_completed(harness: Harness)
     await harness.platform.wait_for(lambda: len(stream.messages) >= 3)
     assert [m.log for m in stream.messages] == ["old 2\n", "old 3\n", "new\n"]
     stream.complete()
-    await asyncio.wait_for(stream.done.wait(), 5)
+    await wait_event(stream.done.wait(), 5, "the stream to finish")
     await eventually(lambda: harness.running.agent.metrics.count("container_log", "completed_by_platform"))
 
 
@@ -381,7 +382,7 @@ async def test_container_state_watch_with_many_containers_stays_under_message_li
         _cmd(containerState=agent_pb2.ContainerStateRequest(prefix="big", oneShot=True))
     )
     stream = await harness.platform.wait_stream("ContainerState")
-    await asyncio.wait_for(stream.done.wait(), 10)
+    await wait_event(stream.done.wait(), 10, "the stream to finish")
     assert sum(len(m.data) for m in stream.messages) == 50
     assert len(stream.messages) > 1
     assert all(m.ByteSize() < 4 * 1024 * 1024 for m in stream.messages)
@@ -397,7 +398,7 @@ async def test_streaming_log_of_missing_container_half_closes_without_command_er
         )
     )
     stream = await harness.platform.wait_stream("ContainerLogStream")
-    await asyncio.wait_for(stream.done.wait(), 5)
+    await wait_event(stream.done.wait(), 5, "the stream to finish")
     assert stream.half_closed_by_agent
     assert stream.messages == []
     assert harness.platform.calls("CommandError") == []

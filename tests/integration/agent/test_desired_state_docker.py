@@ -5,7 +5,6 @@ container changed by hand as drift without "fixing" it; ``berth status`` shows b
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import io
 import os
@@ -19,6 +18,7 @@ import pysequoia
 import pytest
 import structlog
 from fakeplatform import PlatformServer, agent_settings, eventually, running_agent
+from waiting import wait_event
 
 from berth.agent.status import print_status
 from berth.model import PREFIX_LABEL
@@ -95,7 +95,7 @@ async def test_restart_without_the_platform_recreates_and_reports_drift(tmp_path
                 )
             )
             status = await server.platform.wait_stream("DeploymentStatus", within_s=20)
-            await asyncio.wait_for(status.done.wait(), 60)
+            await wait_event(status.done.wait(), 60, "the status stream to finish")
             assert status.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL
     finally:
         await server.stop()

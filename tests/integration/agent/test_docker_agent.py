@@ -4,7 +4,6 @@ and deletes — every answer through the agent's gRPC session."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import secrets
@@ -16,6 +15,7 @@ import docker
 import pysequoia
 import pytest
 from fakeplatform import FakePlatform, PlatformServer, RunningAgent, agent_settings, running_agent
+from waiting import wait_event
 
 from berth.proto import agent_pb2, common_pb2
 from berth.settings import DockerSettings
@@ -94,7 +94,7 @@ async def test_deploy_list_inspect_logs_delete_on_docker(docker_agent: DockerAge
         )
     )
     status = await platform.wait_stream("DeploymentStatus")
-    await asyncio.wait_for(status.done.wait(), 90)
+    await wait_event(status.done.wait(), 90, "the status stream to finish")
     final = status.messages[-1]
     assert final.deploymentStatus == common_pb2.SUCCESSFUL, [list(m.log) for m in status.messages]
     target = common_pb2.ContainerIdentifier(prefix=prefix, name="web")
@@ -103,7 +103,7 @@ async def test_deploy_list_inspect_logs_delete_on_docker(docker_agent: DockerAge
         agent_pb2.AgentCommand(containerState=agent_pb2.ContainerStateRequest(prefix=prefix, oneShot=True))
     )
     state = await platform.wait_stream("ContainerState")
-    await asyncio.wait_for(state.done.wait(), 20)
+    await wait_event(state.done.wait(), 20, "the state stream to finish")
     items = [item for message in state.messages for item in message.data]
     assert [(i.id.prefix, i.id.name, i.state) for i in items] == [(prefix, "web", common_pb2.RUNNING)]
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import grpc
 import pytest
 from fakeplatform import Harness, PlatformServer, agent_settings, eventually, running_agent
+from waiting import wait_event
 
 from berth.agent.health import read_health_socket
 from berth.errors import TemporaryCommandError, UpdateRefused
@@ -284,7 +285,7 @@ async def test_shutdown_lets_in_flight_deploy_finish_then_exits(harness: Harness
     stream = await harness.platform.wait_stream("DeploymentStatus")
     harness.running.agent.request_shutdown()
     assert await harness.running.exit_code() == 0
-    await asyncio.wait_for(stream.done.wait(), 5)
+    await wait_event(stream.done.wait(), 5, "the stream to finish")
     assert stream.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL
     assert "p-web" in harness.runtime.containers
 
@@ -309,7 +310,7 @@ async def test_shutdown_cancels_work_that_outlives_the_grace(tmp_path: Path) -> 
             stream = await server.platform.wait_stream("DeploymentStatus")
             running.agent.request_shutdown()
             assert await running.exit_code() == 0
-            await asyncio.wait_for(stream.done.wait(), 5)
+            await wait_event(stream.done.wait(), 5, "the stream to finish")
             last = stream.messages[-1]
             assert last.deploymentStatus == common_pb2.FAILED
             assert "stopped before it finished" in " ".join(last.log)
@@ -340,14 +341,17 @@ async def test_agent_waits_for_an_engine_that_is_still_starting(tmp_path: Path) 
 
 async def test_shutdown_while_waiting_for_the_engine_exits_cleanly(tmp_path: Path) -> None:
     class NeverUp(MemoryRuntime):
+        attempts = 0
+
         async def preflight(self) -> RuntimeInfo:
+            self.attempts += 1
             raise TemporaryCommandError("engine down")
 
     async with PlatformServer() as server:
         runtime = NeverUp()
         settings = agent_settings(tmp_path / "data", server.platform.issue_connection_token())
         async with running_agent(settings, runtime=runtime) as running:
-            await asyncio.sleep(0.1)
+            await eventually(lambda: runtime.attempts > 0)  # the agent waits for the engine
             running.agent.request_shutdown()
             assert await running.exit_code() == 0
         assert not server.platform.connects

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from fakeplatform import PlatformServer
+from waiting import wait_event
 
 from berth.proto import agent_pb2
 
@@ -43,7 +44,7 @@ async def _berth(env: dict[str, str], *args: str) -> asyncio.subprocess.Process:
 
 async def _run(env: dict[str, str], *args: str) -> tuple[int, str, str]:
     process = await _berth(env, *args)
-    out, err = await asyncio.wait_for(process.communicate(), 30)
+    out, err = await wait_event(process.communicate(), 30, "the agent process to exit")
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
@@ -91,7 +92,7 @@ async def test_agent_process_connects_reports_healthy_and_stops_on_signals(tmp_p
             code, out, _ = await _run(env, "health")
             assert (code, out.strip()) == (0, "connected")
             agent.send_signal(signal.SIGTERM)
-            _, err = await asyncio.wait_for(agent.communicate(), 20)
+            _, err = await wait_event(agent.communicate(), 20, "the agent process to exit")
             assert agent.returncode == 0
             assert token not in err.decode()
             assert '"event": "agent_stopped"' in err.decode()
@@ -110,7 +111,7 @@ async def test_agent_process_exits_0_on_close_shutdown(tmp_path: Path) -> None:
             await server.platform.send(
                 agent_pb2.AgentCommand(close=agent_pb2.CloseConnectionRequest(reason=agent_pb2.SHUTDOWN))
             )
-            await asyncio.wait_for(agent.communicate(), 20)
+            await wait_event(agent.communicate(), 20, "the agent process to exit")
             assert agent.returncode == 0
         finally:
             if agent.returncode is None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from fakeplatform import FakePlatform, PlatformServer
+from waiting import scaled, wait_event
 
 from berth.agent.cli import EXIT_FORCED
 from berth.proto import agent_pb2
@@ -88,7 +89,7 @@ async def test_second_sigterm_during_long_deploy_forces_a_prompt_exit_130(tmp_pa
             assert await _still_running_after(process, 1.0)
             forced_at = time.monotonic()
             process.send_signal(signal.SIGTERM)
-            out, err = await asyncio.wait_for(output, 10)
+            out, err = await wait_event(output, 10, "the agent process to exit")
             took_s = time.monotonic() - forced_at
         finally:
             if process.returncode is None:
@@ -96,7 +97,7 @@ async def test_second_sigterm_during_long_deploy_forces_a_prompt_exit_130(tmp_pa
                 await output
     print(f"second SIGTERM -> exit in {took_s * 1000:.0f} ms")
     assert process.returncode == EXIT_FORCED, err.decode()[-2000:]
-    assert took_s < 3.0
+    assert took_s < scaled(3.0)  # prompt, not the 30 s grace; wall clock, so a busy machine scales it
     assert b"Traceback" not in out + err
     assert b'"event": "agent_draining"' in err
 
@@ -113,7 +114,7 @@ async def test_one_signal_after_close_shutdown_still_drains_and_exits_0(tmp_path
             )
             await asyncio.sleep(0.3)
             process.send_signal(signal.SIGTERM)  # the orchestrator stopping the scaled-down pod
-            out, err = await asyncio.wait_for(output, 15)
+            out, err = await wait_event(output, 15, "the agent process to exit")
         finally:
             if process.returncode is None:
                 process.kill()

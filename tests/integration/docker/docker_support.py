@@ -7,7 +7,6 @@ after each test. Helper containers (init/import) carry the prefix label.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 from collections.abc import AsyncIterator, Callable
@@ -15,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import docker
+from waiting import wait_event
 
 from berth.model import (
     PREFIX_LABEL,
@@ -65,17 +65,28 @@ def engine() -> docker.DockerClient:
 
 
 def sweep(client: docker.DockerClient, prefix: str | None = None) -> None:
-    filters: list[dict[str, Any]] = [{"label": f"{TEST_LABEL}=1"}]
-    if prefix:
-        filters.append({"label": f"{PREFIX_LABEL}={prefix}"})
+    """Remove what a test made: with a prefix only that prefix's containers, networks and volumes
+    (other test runs may share the engine); without one, everything carrying the test label."""
+    filters: list[dict[str, Any]] = (
+        [{"label": f"{PREFIX_LABEL}={prefix}"}, {"label": f"{TEST_LABEL}=1", "name": prefix}]
+        if prefix
+        else [{"label": f"{TEST_LABEL}=1"}]
+    )
     for f in filters:
         for summary in client.api.containers(all=True, filters=f):
-            with contextlib.suppress(docker.errors.NotFound):
+            try:
                 client.api.remove_container(summary["Id"], force=True, v=True)
-    for net in client.api.networks(filters={"label": f"{TEST_LABEL}=1"}):
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError as err:
+                if err.status_code != 409:  # 409: its removal is already in progress
+                    raise
+    named = {"name": prefix} if prefix else {}
+    for net in client.api.networks(filters={"label": f"{TEST_LABEL}=1", **named}):
         with contextlib.suppress(docker.errors.APIError):
             client.api.remove_network(net["Id"])
-    for vol in (client.api.volumes(filters={"label": f"{TEST_LABEL}=1"}) or {}).get("Volumes") or []:
+    volumes = client.api.volumes(filters={"label": f"{TEST_LABEL}=1", **named}) or {}
+    for vol in volumes.get("Volumes") or []:
         with contextlib.suppress(docker.errors.APIError):
             client.api.remove_volume(vol["Name"], force=True)
 
@@ -121,4 +132,4 @@ async def next_item(
                     return item
         raise AssertionError("the watch ended")
 
-    return await asyncio.wait_for(scan(), timeout_s)
+    return await wait_event(scan(), timeout_s, "the watch to report what the test expects")

@@ -9,6 +9,7 @@ import time
 import docker
 import pytest
 from docker_support import RecordingEvents, workload
+from waiting import scaled
 
 from berth.errors import InvalidSpec, NotFound
 from berth.model import ContainerRef, DeploymentSpec, PrefixTarget
@@ -56,7 +57,8 @@ async def test_delete_kills_a_container_ignoring_sigterm_within_the_callback_win
     await deploy(runtime, prefix, "stubborn", args="exec sleep 1000")  # PID 1 ignores SIGTERM
     started = time.monotonic()
     outcome = await runtime.delete(ContainerRef(prefix, "stubborn"))
-    assert time.monotonic() - started < 4.0
+    # within the platform's 5 s callback window (wall clock: a busy machine scales it)
+    assert time.monotonic() - started < scaled(4.0)
     assert any("killed after" in note for note in outcome.notes)
     with pytest.raises(docker.errors.NotFound):
         await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-stubborn")

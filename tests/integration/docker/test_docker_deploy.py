@@ -18,6 +18,7 @@ from docker_support import (
     registry_auth,
     workload,
 )
+from waiting import wait_for
 
 from berth.errors import InvalidSpec, PermanentCommandError
 from berth.model import (
@@ -63,7 +64,7 @@ async def test_authenticated_pull_reads_labels_after_the_pull(
     spec = workload(prefix, "web", image_name=fresh_image.repository, tag="1")
     await runtime.deploy(deployment(prefix, spec), events)
 
-    attrs = docker_client.api.inspect_container(f"{prefix}-web")
+    attrs = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     assert attrs["State"]["Running"]
     # the capability label came from the freshly pulled image and published its port
     assert attrs["Config"]["Labels"]["io.dyrector.cap.network.v1"]
@@ -107,7 +108,11 @@ async def test_invalid_names_fail_before_touching_the_engine(
     with pytest.raises(InvalidSpec) as caught:
         await runtime.deploy(deployment(prefix_value, workload(prefix_value, name)), events)
     assert caught.value.field == field
-    assert docker_client.api.containers(all=True, filters={"label": f"{PREFIX_LABEL}={prefix_value}"}) == []
+    assert (
+        await asyncio.to_thread(
+            docker_client.api.containers, all=True, filters={"label": f"{PREFIX_LABEL}={prefix_value}"}
+        )
+    ) == []
 
 
 async def test_volume_escaping_the_data_folder_is_refused(
@@ -123,7 +128,7 @@ async def test_container_configuration_mapping(
     runtime: DockerRuntime, prefix: str, docker_client: docker.DockerClient, data_dir: Path
 ) -> None:
     net = f"{prefix}-net"
-    docker_client.api.create_network(net, labels={"io.berth.test": "1"})
+    await asyncio.to_thread(docker_client.api.create_network, net, labels={"io.berth.test": "1"})
     spec = workload(
         prefix,
         "web",
@@ -144,7 +149,7 @@ async def test_container_configuration_mapping(
         ),
     )
     await runtime.deploy(deployment(prefix, spec), RecordingEvents())
-    attrs = docker_client.api.inspect_container(f"{prefix}-web")
+    attrs = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     config, host = attrs["Config"], attrs["HostConfig"]
     assert config["Hostname"] == f"{prefix}-web"
     assert config["Tty"] is True
@@ -164,10 +169,10 @@ async def test_container_configuration_mapping(
     assert (data_dir / prefix / "web" / "data").is_dir()
     aliases = attrs["NetworkSettings"]["Networks"][net]["Aliases"]
     assert f"{prefix}-web" in aliases and "web" in aliases
-    exec_id = docker_client.api.exec_create(
-        attrs["Id"], ["sh", "-c", "echo $TOKEN; touch /config/w && echo ok"]
+    exec_id = await asyncio.to_thread(
+        docker_client.api.exec_create, attrs["Id"], ["sh", "-c", "echo $TOKEN; touch /config/w && echo ok"]
     )
-    output = docker_client.api.exec_start(exec_id).decode()
+    output = (await asyncio.to_thread(docker_client.api.exec_start, exec_id)).decode()
     assert "s3cr3t" in output and "ok" in output
 
 
@@ -180,7 +185,9 @@ async def test_strict_read_only_volumes(
         await rt.deploy(deployment(prefix, spec), RecordingEvents())
     finally:
         await rt.aclose()
-    binds = docker_client.api.inspect_container(f"{prefix}-web")["HostConfig"]["Binds"]
+    binds = (await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web"))["HostConfig"][
+        "Binds"
+    ]
     assert binds[0].endswith("/config:ro")
 
 
@@ -189,19 +196,23 @@ async def test_failing_redeploy_restores_the_previous_container(
 ) -> None:
     good = workload(prefix, "web")
     await runtime.deploy(deployment(prefix, good), RecordingEvents())
-    before = docker_client.api.inspect_container(f"{prefix}-web")["Id"]
+    before = (await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web"))["Id"]
 
     broken = replace(good, args=("exit 3",), docker=replace(FAILS_AFTER_START, labels=good.docker.labels))
     events = RecordingEvents()
     with pytest.raises(PermanentCommandError, match="exited with code 3"):
         await runtime.deploy(deployment(prefix, broken), events)
 
-    after = docker_client.api.inspect_container(f"{prefix}-web")
+    after = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     assert after["Id"] == before
     assert after["State"]["Running"]
     names = [
         c["Names"][0]
-        for c in docker_client.api.containers(all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"})
+        for c in (
+            await asyncio.to_thread(
+                docker_client.api.containers, all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"}
+            )
+        )
     ]
     assert names == [f"/{prefix}-web"]
     assert "Restored the previous container" in events.text
@@ -213,13 +224,13 @@ async def test_successful_redeploy_replaces_the_container(
 ) -> None:
     first = workload(prefix, "web")
     await runtime.deploy(deployment(prefix, first), RecordingEvents())
-    before = docker_client.api.inspect_container(f"{prefix}-web")["Id"]
+    before = (await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web"))["Id"]
     events = RecordingEvents()
     await runtime.deploy(deployment(prefix, replace(first, tag="2")), events)
-    after = docker_client.api.inspect_container(f"{prefix}-web")
+    after = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     assert after["Id"] != before and after["Config"]["Image"].endswith(":2")
     with pytest.raises(docker.errors.NotFound):
-        docker_client.api.inspect_container(before)
+        await asyncio.to_thread(docker_client.api.inspect_container, before)
     assert [s for _, s, _, _ in events.instances][-3:] == [
         ContainerState.RUNNING,
         ContainerState.WAITING,
@@ -246,7 +257,11 @@ async def test_init_container_exiting_non_zero_fails(
     with pytest.raises(PermanentCommandError, match=f"{prefix}-web-migrate exited with code 4"):
         await runtime.deploy(deployment(prefix, spec), events)
     assert f"{prefix}-web-migrate: boom" in events.text
-    assert docker_client.api.containers(all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"}) == []
+    assert (
+        await asyncio.to_thread(
+            docker_client.api.containers, all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"}
+        )
+    ) == []
 
 
 async def test_init_container_with_parent_config_prepares_a_volume(
@@ -355,7 +370,7 @@ async def test_unreachable_registry_falls_back_to_the_local_image_with_a_warning
 async def test_traefik_boot_container_fails_clearly_without_its_image(
     settings: DockerSettings, docker_client: docker.DockerClient
 ) -> None:
-    existing = docker_client.api.containers(all=True, filters={"name": "^/traefik$"})
+    existing = await asyncio.to_thread(docker_client.api.containers, all=True, filters={"name": "^/traefik$"})
     if existing:
         pytest.skip("a container named traefik already exists on this engine")
     rt = DockerRuntime(replace(settings, traefik_enabled=True))
@@ -371,7 +386,8 @@ async def test_a_container_left_aside_by_an_interrupted_redeploy_is_recovered(
     runtime: DockerRuntime, prefix: str, docker_client: docker.DockerClient
 ) -> None:
     leftover = f"{prefix}-web-berth-previous"
-    docker_client.api.create_container(
+    await asyncio.to_thread(
+        docker_client.api.create_container,
         "local/busybox:1",
         name=leftover,
         command=["true"],
@@ -382,11 +398,13 @@ async def test_a_container_left_aside_by_an_interrupted_redeploy_is_recovered(
     with pytest.raises(PermanentCommandError):
         await runtime.deploy(deployment(prefix, broken), events)
     assert "kept aside" in events.text
-    restored = docker_client.api.inspect_container(f"{prefix}-web")
+    restored = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     assert restored["Name"] == f"/{prefix}-web" and restored["Config"]["Cmd"] == ["true"]
 
     await runtime.deploy(deployment(prefix, workload(prefix, "web")), RecordingEvents())
-    listed = docker_client.api.containers(all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"})
+    listed = await asyncio.to_thread(
+        docker_client.api.containers, all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"}
+    )
     assert [c["Names"][0] for c in listed] == [f"/{prefix}-web"]
 
 
@@ -409,15 +427,15 @@ async def test_published_port_serves_on_the_host(
     spec = replace(spec, ports=(Port(internal=80, external=host_port), Port(internal=81)))
     await runtime.deploy(deployment(prefix, spec), RecordingEvents())
 
-    attrs = docker_client.api.inspect_container(f"{prefix}-web")
+    attrs = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     assert set(attrs["Config"]["ExposedPorts"]) == {"80/tcp", "81/tcp"}
-    body = b""
-    for _ in range(50):  # httpd binds a moment after the container starts
-        try:
-            body = await asyncio.to_thread(_fetch, f"http://127.0.0.1:{host_port}/")
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
+    body = await wait_for(  # httpd binds a moment after the container starts
+        lambda: asyncio.to_thread(_fetch, f"http://127.0.0.1:{host_port}/"),
+        10,
+        f"httpd to answer on host port {host_port}",
+        interval_s=0.1,
+        ignoring=(OSError,),
+    )
     assert b"berth demo" in body
 
 

@@ -9,7 +9,6 @@ import contextlib
 import json
 import secrets
 import socket
-import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +26,7 @@ from docker_support import (
 )
 from docker_support import workload as labelled_workload
 from fakeplatform import PlatformServer, agent_settings, running_agent
+from waiting import wait_event, wait_for_blocking
 
 from berth.errors import InvalidSpec, PermanentCommandError
 from berth.model import (
@@ -96,23 +96,23 @@ def warnings_of(events: RecordingEvents) -> str:
 
 
 def http_get(host: str, port: int, within_s: float = 10.0) -> bytes:
-    """The answer of the server behind a published port; the server may still be starting (the
-    engine's proxy then accepts and resets), so retry until ``within_s``."""
-    deadline = time.monotonic() + within_s
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=5) as sock:
-                sock.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
-                answer = b""
-                while chunk := sock.recv(4096):
-                    answer += chunk
-                if answer:
-                    return answer
-        except (ConnectionResetError, ConnectionRefusedError):
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"no answer on [{host}]:{port} within {within_s} s")
-        time.sleep(0.1)
+    """Blocking (call it in a thread): the answer of the server behind a published port; the
+    server may still be starting (the engine's proxy then accepts and resets), so retry."""
+
+    def answer() -> bytes:
+        with socket.create_connection((host, port), timeout=5) as sock:
+            sock.sendall(b"GET /index.html HTTP/1.0\r\n\r\n")
+            data = b""
+            while chunk := sock.recv(4096):
+                data += chunk
+            return data
+
+    return wait_for_blocking(
+        answer,
+        within_s,
+        f"an answer on [{host}]:{port}",
+        ignoring=(ConnectionResetError, ConnectionRefusedError),
+    )
 
 
 def free_port() -> int:
@@ -151,7 +151,7 @@ async def test_every_field_docker_does_not_honour_is_named_in_a_warning(
     events = RecordingEvents()
     await runtime.deploy(deployment(prefix, spec, hidden), events)
 
-    assert docker_client.api.inspect_container(f"{prefix}-web")["State"]["Running"]
+    assert (await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web"))["State"]["Running"]
     warned = warnings_of(events)
     assert "routing: not used, the workload is not exposed" in warned
     for field in (
@@ -193,7 +193,7 @@ async def test_crane_resources_and_health_check_become_docker_limits_and_a_healt
     events = RecordingEvents()
     await runtime.deploy(deployment(prefix, spec), events)
 
-    attrs = docker_client.api.inspect_container(f"{prefix}-web")
+    attrs = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     host = attrs["HostConfig"]
     assert host["Memory"] == 64 * 1024 * 1024
     assert host["NanoCpus"] == 500_000_000
@@ -204,9 +204,11 @@ async def test_crane_resources_and_health_check_become_docker_limits_and_a_healt
     assert "http://127.0.0.1:8080/index.html" in health["Test"][1]
     assert health["Interval"] == 10 * 10**9 and health["Retries"] == 3
     # the check command works in the image (busybox wget) against the running server
-    exec_id = docker_client.api.exec_create(attrs["Id"], ["sh", "-c", health["Test"][1]])["Id"]
-    docker_client.api.exec_start(exec_id)
-    assert docker_client.api.exec_inspect(exec_id)["ExitCode"] == 0
+    exec_id = (
+        await asyncio.to_thread(docker_client.api.exec_create, attrs["Id"], ["sh", "-c", health["Test"][1]])
+    )["Id"]
+    await asyncio.to_thread(docker_client.api.exec_start, exec_id)
+    assert (await asyncio.to_thread(docker_client.api.exec_inspect, exec_id))["ExitCode"] == 0
     text = events.text
     assert "Docker memory limit: 67108864" in text
     assert "Docker health check: GET http://127.0.0.1:8080/index.html" in text
@@ -220,7 +222,9 @@ async def test_an_invalid_quantity_fails_before_anything_changes(
     crane = KubernetesOptions(resources=ResourceConfig(limits=Resources(memory="lots")))
     with pytest.raises(InvalidSpec, match=r"crane\.resourceConfig\.limits\.memory"):
         await runtime.deploy(deployment(prefix, workload(prefix, "web", kubernetes=crane)), RecordingEvents())
-    assert docker_client.api.containers(all=True, filters={"name": f"{prefix}-web"}) == []
+    assert (
+        await asyncio.to_thread(docker_client.api.containers, all=True, filters={"name": f"{prefix}-web"})
+    ) == []
 
 
 async def test_ports_are_published_on_every_address_family(
@@ -230,7 +234,7 @@ async def test_ports_are_published_on_every_address_family(
     spec = workload(prefix, "web", args=(HTTPD,), ports=(Port(8080, port),))
     await runtime.deploy(deployment(prefix, spec), RecordingEvents())
 
-    attrs = docker_client.api.inspect_container(f"{prefix}-web")
+    attrs = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     assert attrs["HostConfig"]["PortBindings"]["8080/tcp"] == [{"HostIp": "", "HostPort": str(port)}]
     published = {b["HostIp"] for b in attrs["NetworkSettings"]["Ports"]["8080/tcp"]}
     assert "0.0.0.0" in published
@@ -249,7 +253,7 @@ async def test_a_publish_address_pins_one_family(
         await runtime.deploy(deployment(prefix, spec), RecordingEvents())
     finally:
         await runtime.aclose()
-    attrs = docker_client.api.inspect_container(f"{prefix}-web")
+    attrs = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     assert attrs["HostConfig"]["PortBindings"]["8080/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
 
 
@@ -265,7 +269,7 @@ async def test_inspect_masks_secret_values_everywhere(
         secrets={"API_KEY": SecretValue(secret), "PIN": SecretValue("42")},
     )
     await runtime.deploy(deployment(prefix, spec), RecordingEvents())
-    raw = json.dumps(docker_client.api.inspect_container(f"{prefix}-web"))
+    raw = json.dumps(await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web"))
     assert secret in raw  # the engine itself shows it
 
     answer = await runtime.inspect(ContainerRef(prefix, "web"))
@@ -306,7 +310,7 @@ async def test_the_agent_never_touches_its_own_container(
             await runtime.deploy(deployment(prefix, workload(prefix, "agent")), events)
     finally:
         await runtime.aclose()
-    attrs = docker_client.api.inspect_container(own)
+    attrs = await asyncio.to_thread(docker_client.api.inspect_container, own)
     assert attrs["State"]["Running"] and attrs["Name"] == f"/{own}"
 
 
@@ -319,7 +323,7 @@ async def test_the_agent_never_touches_its_traefik_container(
         await runtime.stop(ContainerRef("", name))
     with pytest.raises(PermanentCommandError, match="Traefik container"):
         await runtime.delete(PrefixTarget(prefix))
-    assert docker_client.api.inspect_container(name)["State"]["Running"]
+    assert (await asyncio.to_thread(docker_client.api.inspect_container, name))["State"]["Running"]
 
 
 async def test_managed_only_restricts_commands_to_berths_containers(
@@ -340,8 +344,10 @@ async def test_managed_only_restricts_commands_to_berths_containers(
                 pass
     finally:
         await runtime.aclose()
-    assert docker_client.api.inspect_container(foreign)["State"]["Running"]
-    labels = docker_client.api.inspect_container(f"{prefix}-own")["Config"]["Labels"]
+    assert (await asyncio.to_thread(docker_client.api.inspect_container, foreign))["State"]["Running"]
+    labels = (await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-own"))["Config"][
+        "Labels"
+    ]
     assert labels[MANAGED_LABEL] == "true"
 
 
@@ -356,12 +362,16 @@ async def test_absolute_volumes_bind_only_inside_the_allowlist(
         outside = workload(prefix, "web", volumes=(Volume(name="/etc", path="/host-etc"),))
         with pytest.raises(InvalidSpec, match="outside BERTH_ALLOWED_HOST_PATHS"):
             await runtime.deploy(deployment(prefix, outside), events)
-        assert docker_client.api.containers(all=True, filters={"name": f"{prefix}-web"}) == []
+        assert (
+            await asyncio.to_thread(docker_client.api.containers, all=True, filters={"name": f"{prefix}-web"})
+        ) == []
         inside = workload(prefix, "web", volumes=(Volume(name=str(allowed / "a"), path="/a"),))
         await runtime.deploy(deployment(prefix, inside), RecordingEvents())
     finally:
         await runtime.aclose()
-    binds = docker_client.api.inspect_container(f"{prefix}-web")["HostConfig"]["Binds"]
+    binds = (await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web"))["HostConfig"][
+        "Binds"
+    ]
     assert binds == [f"{allowed / 'a'}:/a:rw"]
 
 
@@ -396,7 +406,7 @@ async def test_the_platform_receives_the_warnings_as_warning_lines(
             await server.platform.wait_accepted(within_s=20)
             await server.platform.send(command)
             stream = await server.platform.wait_stream("DeploymentStatus", within_s=30)
-            await asyncio.wait_for(stream.done.wait(), 60)
+            await wait_event(stream.done.wait(), 60, "the stream to finish")
     assert stream.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL
     warned = [line for m in stream.messages if m.logLevel == common_pb2.WARNING for line in m.log]
     assert any(line.startswith("crane.deploymentStrategy ROLLING_UPDATE") for line in warned), warned

@@ -17,6 +17,7 @@ import docker
 import pytest
 from docker_support import REGISTRY, SERVE_FOREVER, RecordingEvents, next_item, workload
 from pushed_images import build_and_push, remove_local
+from waiting import wait_for
 
 from berth.errors import PermanentCommandError
 from berth.model import ContainerRef, ContainerState, DeploymentSpec, LogLevel, Port, WorkloadSpec
@@ -98,7 +99,7 @@ async def test_healthy_late_within_the_bound_succeeds_and_the_gate_adds_little(
         assert healthy.ref == ContainerRef(prefix, "web") and healthy.state is ContainerState.RUNNING
     finally:
         await updates.aclose()
-    attrs = docker_client.api.inspect_container(f"{prefix}-web")
+    attrs = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     assert attrs["State"]["Health"]["Status"] == "healthy"
     reasons = [reason for wid, _, reason, _ in events.instances if wid == spec.id]
     assert reasons[-2:] == ["running (starting)", "running (healthy)"]
@@ -117,26 +118,26 @@ async def test_unhealthy_redeploy_fails_and_the_previous_container_serves_again(
     port = free_port()
     good = web(prefix, health_image, f"touch /tmp/healthy; {SERVE}", port)
     await gated.deploy(deployment(good), RecordingEvents())
-    before = docker_client.api.inspect_container(f"{prefix}-web")["Id"]
+    before = (await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web"))["Id"]
 
     never_healthy = replace(good, args=(SERVE,))
     events = RecordingEvents()
     with pytest.raises(PermanentCommandError, match="turned unhealthy"):
         await gated.deploy(deployment(never_healthy), events)
 
-    after = docker_client.api.inspect_container(f"{prefix}-web")
+    after = await asyncio.to_thread(docker_client.api.inspect_container, f"{prefix}-web")
     assert after["Id"] == before and after["State"]["Running"]
     assert "Restored the previous container" in events.text
     errors = [line for level, lines in events.logs if level is LogLevel.ERROR for line in lines]
     assert any("not ready: /tmp/healthy is missing" in line for line in errors)
     assert (good.id, ContainerState.RUNNING, "running (unhealthy)", LogLevel.ERROR) in events.instances
-    body = b""
-    for _ in range(50):  # httpd of the restored container binds a moment after its start
-        try:
-            body = await asyncio.to_thread(_fetch, f"http://127.0.0.1:{port}/")
-            break
-        except OSError:
-            await asyncio.sleep(0.1)
+    body = await wait_for(  # httpd of the restored container binds a moment after its start
+        lambda: asyncio.to_thread(_fetch, f"http://127.0.0.1:{port}/"),
+        10,
+        f"httpd to answer on host port {port}",
+        interval_s=0.1,
+        ignoring=(OSError,),
+    )
     assert b"berth demo" in body
 
 
@@ -148,7 +149,9 @@ async def test_exiting_before_healthy_fails_at_once(
     with pytest.raises(PermanentCommandError, match="exited with code 7 before it was healthy"):
         await gated.deploy(deployment(spec), RecordingEvents())
     assert time.monotonic() - started < START_PERIOD_S  # not held until the bound
-    assert docker_client.api.containers(all=True, filters={"name": f"^/{prefix}-web$"}) == []
+    assert (
+        await asyncio.to_thread(docker_client.api.containers, all=True, filters={"name": f"^/{prefix}-web$"})
+    ) == []
 
 
 async def test_the_gate_can_be_switched_off(settings: DockerSettings, prefix: str, health_image: str) -> None:

@@ -3,7 +3,6 @@ logs, delete. Skipped with the reason when Podman cannot run on this machine."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import subprocess
 import tempfile
@@ -13,6 +12,7 @@ from pathlib import Path
 import docker
 import pytest
 from docker_support import SERVE_FOREVER, TEST_LABEL, RecordingEvents, next_item, workload
+from waiting import wait_event
 
 from berth.model import ContainerRef, ContainerState, DeploymentSpec, PrefixTarget
 from berth.runtimes.docker import DockerRuntime
@@ -74,7 +74,7 @@ async def test_podman_deploy_state_logs_delete(podman_runtime: DockerRuntime, pr
 
         follow = podman_runtime.logs(web, follow=True, tail_lines=10)
         try:
-            first = await asyncio.wait_for(anext(follow), 10)
+            first = await wait_event(anext(follow), 10, "the first log line")
             assert "hello-podman" in str(first)
         finally:
             await follow.aclose()

@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import secrets
 import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -138,15 +137,3 @@ class Recorder:
 @pytest.fixture
 def events() -> Recorder:
     return Recorder()
-
-
-def wait_until(check, timeout_s: float = 20.0, interval_s: float = 0.2):  # type: ignore[no-untyped-def]
-    """Poll a blocking check (used from threads only)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout_s} s")
-        time.sleep(interval_s)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from fakeplatform import PlatformServer, agent_settings, running_agent
+from waiting import wait_event
 
 from berth.proto import agent_pb2, common_pb2
 from berth.runtimes.kubernetes import KubernetesRuntime, resources
@@ -54,15 +55,19 @@ async def test_deploy_to_successful_through_the_agent(settings, admin, prefix, t
                 started = time.perf_counter()
                 await platform.send(deploy_command(f"dep-{round_}", prefix))
                 stream = await platform.wait_stream("DeploymentStatus", count=round_ + 1, within_s=20)
-                await asyncio.wait_for(stream.done.wait(), 20)
+                await wait_event(stream.done.wait(), 20, "the stream to finish")
                 durations.append(time.perf_counter() - started)
                 last = stream.messages[-1]
                 assert last.deploymentStatus == common_pb2.SUCCESSFUL, [m for m in stream.messages]
                 logs = [line for m in stream.messages for line in m.log]
                 assert any(line.startswith("Applied Ingress") for line in logs)
-    assert admin.get(resources.SERVICE, prefix, "web")["spec"]["ports"][0]["port"] == 80
-    assert admin.get(resources.INGRESS, prefix, "web")["spec"]["rules"][0]["host"] == "web.example.test"
-    dep = admin.get(resources.DEPLOYMENT, prefix, "web")
+    assert (await asyncio.to_thread(admin.get, resources.SERVICE, prefix, "web"))["spec"]["ports"][0][
+        "port"
+    ] == 80
+    assert (await asyncio.to_thread(admin.get, resources.INGRESS, prefix, "web"))["spec"]["rules"][0][
+        "host"
+    ] == "web.example.test"
+    dep = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "web")
     assert dep["spec"]["template"]["spec"]["containers"][0]["image"] == "docker.io/library/nginx:1.25"
     print(
         "deploy command -> SUCCESSFUL (Service + Ingress, rollout wait off): "

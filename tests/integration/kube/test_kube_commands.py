@@ -3,6 +3,7 @@ store on a real kube-apiserver."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -47,18 +48,18 @@ async def test_start_stop_restart_patch_the_deployment(runtime, admin, prefix, e
     ref = ContainerRef(prefix, "api")
 
     await runtime.stop(ref)
-    stopped = admin.get(resources.DEPLOYMENT, prefix, "api")
+    stopped = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "api")
     assert stopped["spec"]["replicas"] == 0
     first_bump = stopped["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION]
 
     await runtime.start(ref)
-    started = admin.get(resources.DEPLOYMENT, prefix, "api")
+    started = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "api")
     assert started["spec"]["replicas"] == 1
     assert RESTARTED_AT_ANNOTATION in started["spec"]["template"]["metadata"]["annotations"]
 
     generation = started["metadata"]["generation"]
     await runtime.restart(ref)
-    restarted = admin.get(resources.DEPLOYMENT, prefix, "api")
+    restarted = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "api")
     assert restarted["spec"]["replicas"] == 1
     assert restarted["metadata"]["generation"] == generation + 1  # a rollout restart
     assert restarted["spec"]["template"]["metadata"]["annotations"][RESTARTED_AT_ANNOTATION] != first_bump
@@ -66,7 +67,7 @@ async def test_start_stop_restart_patch_the_deployment(runtime, admin, prefix, e
     # a redeploy keeps the restart annotation (owned by the patch) and scales back to 1
     await runtime.stop(ref)
     await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload(prefix),)), events)
-    redeployed = admin.get(resources.DEPLOYMENT, prefix, "api")
+    redeployed = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "api")
     assert redeployed["spec"]["replicas"] == 1
 
     with pytest.raises(NotFound, match=f"Deployment {prefix}/missing not found"):
@@ -88,24 +89,26 @@ async def test_delete_workload_keeps_pvcs_and_missing_is_success(runtime, admin,
         (resources.SECRET, "api"),
         (resources.SECRET, "api-reg"),
     ):
-        got = admin.get_or_none(kind, prefix, name)
+        got = await asyncio.to_thread(admin.get_or_none, kind, prefix, name)
         assert got is None or "deletionTimestamp" in got["metadata"], f"{kind.kind} {name} survived"
-    assert admin.get_or_none(resources.PVC, prefix, "api-data") is not None
-    assert admin.get_or_none(resources.DEPLOYMENT, prefix, "other") is not None
+    assert (await asyncio.to_thread(admin.get_or_none, resources.PVC, prefix, "api-data")) is not None
+    assert (await asyncio.to_thread(admin.get_or_none, resources.DEPLOYMENT, prefix, "other")) is not None
 
     again = await runtime.delete(ContainerRef(prefix, "api"))
     assert again.notes == (f"{prefix}-api was already gone",)
     assert await runtime.delete(ContainerRef("bt-never-existed", "x"))
 
     await runtime.delete(PrefixTarget(prefix))
-    namespace = admin.get_or_none(resources.NAMESPACE, None, prefix)
+    namespace = await asyncio.to_thread(admin.get_or_none, resources.NAMESPACE, None, prefix)
     assert namespace is None or namespace["status"]["phase"] == "Terminating"
     gone = await runtime.delete(PrefixTarget("bt-never-existed"))
     assert gone.notes == ("namespace bt-never-existed was already gone",)
     for protected in ("kube-system", "default", "dyrectorio"):  # dyrectorio: the agent's own (secret store)
         with pytest.raises(PermanentCommandError, match="protected"):
             await runtime.delete(PrefixTarget(protected))
-    assert admin.get(resources.NAMESPACE, None, "kube-system")["status"]["phase"] == "Active"
+    assert (await asyncio.to_thread(admin.get, resources.NAMESPACE, None, "kube-system"))["status"][
+        "phase"
+    ] == "Active"
 
 
 async def test_inspect_and_secret_keys(runtime, prefix, events) -> None:

@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from waiting import wait_for_blocking
 
 from berth.errors import InvalidSpec, PermanentCommandError
 from berth.model import (
@@ -40,8 +41,6 @@ from berth.model import (
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api_errors import Request
 from berth.runtimes.kubernetes.manifests import DEPLOYMENT_ID_ANNOTATION
-
-from .conftest import wait_until
 
 pytestmark = pytest.mark.kube
 
@@ -125,33 +124,35 @@ async def test_deploy_every_section_creates_each_object(runtime, admin, prefix, 
     elapsed = time.monotonic() - started
     print(f"deploy with every section (rollout wait off): {elapsed:.2f} s")
 
-    ns = admin.get(resources.NAMESPACE, None, prefix)
+    ns = await asyncio.to_thread(admin.get, resources.NAMESPACE, None, prefix)
     assert ns["metadata"]["labels"]["io.berth.managed"] == "true"
-    cm = admin.get(resources.CONFIG_MAP, prefix, "web")
+    cm = await asyncio.to_thread(admin.get, resources.CONFIG_MAP, prefix, "web")
     assert cm["data"] == {"LEVEL": "2", "MODE": "prod"}
-    secret = admin.get(resources.SECRET, prefix, "web")
+    secret = await asyncio.to_thread(admin.get, resources.SECRET, prefix, "web")
     assert secret["type"] == "Opaque" and secret["data"] == {"API_KEY": b64("s3cr3t")}
-    reg = admin.get(resources.SECRET, prefix, "web-reg")
+    reg = await asyncio.to_thread(admin.get, resources.SECRET, prefix, "web-reg")
     assert reg["type"] == "kubernetes.io/dockerconfigjson"
     auths = json.loads(base64.b64decode(reg["data"][".dockerconfigjson"]))["auths"]
     assert auths["127.0.0.1:5000"]["auth"] == b64("u:p4ss")
 
-    pvc = admin.get(resources.PVC, prefix, "web-data")
+    pvc = await asyncio.to_thread(admin.get, resources.PVC, prefix, "web-data")
     assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]  # RO is read-write unless strict
     assert pvc["spec"]["resources"]["requests"]["storage"] == "2Gi"
     assert pvc["spec"]["storageClassName"] == "fast"
-    assert admin.get(resources.PVC, prefix, "web-shared")["spec"]["accessModes"] == ["ReadWriteMany"]
+    assert (await asyncio.to_thread(admin.get, resources.PVC, prefix, "web-shared"))["spec"][
+        "accessModes"
+    ] == ["ReadWriteMany"]
     for absent in ("web-cache", "web-scratch", "web-creds"):
-        assert admin.get_or_none(resources.PVC, prefix, absent) is None
+        assert (await asyncio.to_thread(admin.get_or_none, resources.PVC, prefix, absent)) is None
 
-    svc = admin.get(resources.SERVICE, prefix, "web")
+    svc = await asyncio.to_thread(admin.get, resources.SERVICE, prefix, "web")
     assert svc["spec"]["type"] == "LoadBalancer" and svc["spec"]["externalTrafficPolicy"] == "Local"
     assert [p["port"] for p in svc["spec"]["ports"]] == [8080, 9090, 7000, 7001, 7002]  # inclusive range
     assert svc["spec"]["ports"][0]["name"] == "tcp-8080"
     assert svc["metadata"]["labels"]["app"] == "web" and svc["metadata"]["labels"]["svc"] == "1"
     assert svc["metadata"]["annotations"] == {"lb.example/kind": "nlb", "svc-note": "x"}
 
-    dep = admin.get(resources.DEPLOYMENT, prefix, "web")
+    dep = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "web")
     spec = dep["spec"]
     assert spec["replicas"] == 1 and spec["strategy"]["type"] == "Recreate"
     template = spec["template"]
@@ -185,7 +186,7 @@ async def test_deploy_every_section_creates_each_object(runtime, admin, prefix, 
     assert pod["initContainers"][2]["envFrom"] == main["envFrom"]
     assert all(c["imagePullPolicy"] == "Always" for c in pod["initContainers"])
 
-    ing = admin.get(resources.INGRESS, prefix, "web")
+    ing = await asyncio.to_thread(admin.get, resources.INGRESS, prefix, "web")
     rule = ing["spec"]["rules"][0]
     assert rule["host"] == "app.example.test"
     path = rule["http"]["paths"][0]
@@ -208,15 +209,15 @@ async def test_same_deployment_is_a_noop_new_id_rolls_changes_update_in_place(
 ) -> None:
     workload = full_workload(prefix)
     await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
-    first = admin.get(resources.DEPLOYMENT, prefix, "web")
+    first = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "web")
 
     def replica_sets() -> list[dict]:
         path = f"/apis/apps/v1/namespaces/{prefix}/replicasets"
         return admin.call(Request("list", resources.DEPLOYMENT, prefix), "GET", path)["items"]
 
-    await asyncio.to_thread(wait_until, replica_sets)
+    await asyncio.to_thread(wait_for_blocking, replica_sets, 20, "the controller to make a ReplicaSet")
     await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
-    again = admin.get(resources.DEPLOYMENT, prefix, "web")
+    again = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "web")
     assert again["metadata"]["generation"] == first["metadata"]["generation"]
     assert again["spec"]["template"] == first["spec"]["template"]
     assert "unchanged (no rollout needed)" in events.text()
@@ -225,7 +226,7 @@ async def test_same_deployment_is_a_noop_new_id_rolls_changes_update_in_place(
 
     # a new deployment id of the same content rolls the pods (new pod template)
     await runtime.deploy(DeploymentSpec(id="d2", prefix=prefix, workloads=(workload,)), events)
-    rolled = admin.get(resources.DEPLOYMENT, prefix, "web")
+    rolled = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "web")
     assert rolled["metadata"]["generation"] == first["metadata"]["generation"] + 1
     assert rolled["spec"]["template"]["metadata"]["annotations"][DEPLOYMENT_ID_ANNOTATION] == "d2"
 
@@ -248,10 +249,16 @@ async def test_same_deployment_is_a_noop_new_id_rolls_changes_update_in_place(
         (resources.SECRET, "web-reg"),
         (resources.CONFIG_MAP, "web"),
     ):
-        assert admin.get_or_none(kind, prefix, name) is None, f"stale {kind.kind} {name} left"
-    assert admin.get(resources.SECRET, prefix, "web")["data"] == {"OTHER": b64("v")}
-    assert admin.get_or_none(resources.PVC, prefix, "web-shared") is not None  # PVCs are kept
-    updated = admin.get(resources.DEPLOYMENT, prefix, "web")
+        assert (await asyncio.to_thread(admin.get_or_none, kind, prefix, name)) is None, (
+            f"stale {kind.kind} {name} left"
+        )
+    assert (await asyncio.to_thread(admin.get, resources.SECRET, prefix, "web"))["data"] == {
+        "OTHER": b64("v")
+    }
+    assert (
+        await asyncio.to_thread(admin.get_or_none, resources.PVC, prefix, "web-shared")
+    ) is not None  # PVCs are kept
+    updated = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, prefix, "web")
     main = updated["spec"]["template"]["spec"]["containers"][0]
     assert "ports" not in main and "livenessProbe" not in main
     assert main["envFrom"] == [{"secretRef": {"name": "web"}}]
@@ -265,7 +272,7 @@ async def test_invalid_requests_fail_before_touching_the_cluster(runtime, admin,
     )
     with pytest.raises(InvalidSpec, match=r"resourceConfig\.limits\.memory"):
         await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(bad,)), events)
-    assert admin.get_or_none(resources.NAMESPACE, None, prefix) is None
+    assert (await asyncio.to_thread(admin.get_or_none, resources.NAMESPACE, None, prefix)) is None
     assert "Deployment failed" in events.text()
     # a value only the API server rejects comes back as InvalidSpec naming the field (422)
     rejected = replace(
@@ -334,13 +341,13 @@ async def test_rollout_wait_succeeds_when_the_pod_becomes_ready(make_runtime, ad
 
 
 def _wait_pods(admin, prefix: str, name: str) -> list[dict]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        pods = admin.list(resources.POD, prefix, label_selector=f"app={name}").get("items") or []
-        if pods:
-            return pods
-        time.sleep(0.2)
-    raise AssertionError("no pod was created by the controllers")
+    """Blocking (call it in a thread): the pods the controllers made for a workload."""
+    return wait_for_blocking(
+        lambda: admin.list(resources.POD, prefix, label_selector=f"app={name}").get("items"),
+        20,
+        f"the controllers to create a pod of {name}",
+        interval_s=0.2,
+    )
 
 
 def _patch_pod_status(admin, pod: dict) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from fakeplatform import PlatformServer, agent_settings, mint_token, running_agent
+from waiting import wait_event, wait_for_blocking
 
 from berth.errors import NotFound, PermanentCommandError
 from berth.model import (
@@ -44,7 +45,7 @@ from berth.runtimes.kubernetes.api_errors import Request
 from berth.runtimes.kubernetes.selfscale import KubernetesSelfScaler, deployment_of_pod
 from berth.settings import KubernetesSettings
 
-from .conftest import TEST_PREFIX, Recorder, wait_until
+from .conftest import TEST_PREFIX, Recorder
 from .test_kube_install import service_account_kubeconfig
 from .test_kube_selfscale import AGENT_DEPLOYMENT, agent_deployment, create_namespace
 
@@ -217,8 +218,10 @@ def platform_rbac(admin: KubeApi, kubeconfig: str, tmp_path: Path) -> Iterator[t
                 return False
             return True
 
-        wait_until(aggregated)  # the controller manager's clusterrole-aggregation controller
-        wait_until(default_account)  # created by the controller manager, as in a real cluster
+        # the controller manager's clusterrole-aggregation controller
+        wait_for_blocking(aggregated, 20, "the aggregated cluster role", interval_s=0.2)
+        # created by the controller manager, as in a real cluster
+        wait_for_blocking(default_account, 20, "the default service account", interval_s=0.2)
         yield namespace, service_account_kubeconfig(admin, tmp_path, namespace, "default", kubeconfig)
     finally:
         admin.delete(resources.NAMESPACE, None, namespace)
@@ -270,7 +273,7 @@ async def test_the_platforms_rbac_runs_berth_and_names_what_is_missing(
 
                 await platform.send(_deploy_command("dep-plain", prefix, ingress=False))
                 stream = await platform.wait_stream("DeploymentStatus", within_s=20)
-                await asyncio.wait_for(stream.done.wait(), 20)
+                await wait_event(stream.done.wait(), 20, "the stream to finish")
                 logs = [line for m in stream.messages for line in m.log]
                 assert stream.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL, logs
                 assert any(
@@ -280,7 +283,7 @@ async def test_the_platforms_rbac_runs_berth_and_names_what_is_missing(
 
                 await platform.send(_deploy_command("dep-ingress", prefix, ingress=True))
                 stream = await platform.wait_stream("DeploymentStatus", count=2, within_s=20)
-                await asyncio.wait_for(stream.done.wait(), 20)
+                await wait_event(stream.done.wait(), 20, "the stream to finish")
                 last = stream.messages[-1]
                 assert last.deploymentStatus == common_pb2.FAILED
                 failure = "\n".join(line for m in stream.messages for line in m.log)
@@ -310,7 +313,7 @@ async def wait_for_pod_then_logs(admin: KubeApi, runtime: KubernetesRuntime, pre
     def pod_exists() -> bool:
         return bool(admin.list(resources.POD, prefix, label_selector="app=web").get("items"))
 
-    await asyncio.to_thread(wait_until, pod_exists)
+    await asyncio.to_thread(wait_for_blocking, pod_exists, 20, "a pod of web", interval_s=0.2)
     async for _ in runtime.logs(ContainerRef(prefix, "web"), follow=False, tail_lines=5):
         break
 

@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from waiting import wait_for
 
 from berth.errors import NotFound, PermanentCommandError
-from berth.model import ContainerRef, DeploymentSpec, PrefixTarget, WorkloadSpec
+from berth.model import ContainerRef, DeploymentSpec, LogItem, PrefixTarget, WorkloadSpec
 from berth.platform.install_scripts import fill_template
 from berth.runtimes.kubernetes import KubernetesCredentialStore, KubernetesRuntime, resources
 from berth.runtimes.kubernetes.api import KubeApi
@@ -171,7 +172,7 @@ async def test_install_manifest_applies_and_grants_exactly_what_the_runtime_uses
             "ConfigMap",
             "Deployment",
         ]
-        deployment = admin.get(resources.DEPLOYMENT, name, f"{name}-agent")
+        deployment = await asyncio.to_thread(admin.get, resources.DEPLOYMENT, name, f"{name}-agent")
         pod = deployment["spec"]["template"]["spec"]
         assert pod["serviceAccountName"] == f"{name}-agent"
         main = pod["containers"][0]
@@ -187,9 +188,9 @@ async def test_install_manifest_applies_and_grants_exactly_what_the_runtime_uses
         assert env["CRANE_DEPLOYMENT_NAMESPACE"]["value"] == name
         assert env["BERTH_CA_FILE"]["value"] == "/etc/berth/ca/ca.pem"
         assert "livenessProbe" in main and "readinessProbe" in main and main["resources"]["limits"]
-        token = admin.get(resources.SECRET, name, f"{name}-install-token")
+        token = await asyncio.to_thread(admin.get, resources.SECRET, name, f"{name}-install-token")
         assert base64.b64decode(token["data"]["GRPC_TOKEN"]).decode() == "install.jwt.token"
-        ca = admin.get(resources.CONFIG_MAP, name, f"{name}-ca")
+        ca = await asyncio.to_thread(admin.get, resources.CONFIG_MAP, name, f"{name}-ca")
         assert base64.b64decode(ca["binaryData"]["ca.pem"]).decode() == CA
 
         user = f"system:serviceaccount:{name}:{name}-agent"
@@ -221,14 +222,15 @@ async def test_install_manifest_applies_and_grants_exactly_what_the_runtime_uses
             await runtime.restart(ref)
             assert await runtime.inspect(ref)
             assert await runtime.secret_keys(ref) == ["API_KEY"]
+
             # the restart above replaces the pod: the one found may be gone by the time logs ask
-            for _ in range(50):
+            async def history() -> tuple[list[LogItem]]:
                 await asyncio.to_thread(_wait_pods, admin, prefix, "web")
-                try:
-                    logs = [line async for line in runtime.logs(ref, follow=False, tail_lines=5)]
-                    break
-                except NotFound:
-                    await asyncio.sleep(0.2)
+                return ([line async for line in runtime.logs(ref, follow=False, tail_lines=5)],)
+
+            (logs,) = await wait_for(
+                history, 10, "the logs of the restarted workload", interval_s=0.2, ignoring=(NotFound,)
+            )
             assert logs == []  # pods exist but never started (no kubelet)
             small = WorkloadSpec(id="s", prefix=prefix, name="web", image_name="busybox")
             await runtime.deploy(
@@ -256,9 +258,10 @@ async def test_install_manifest_applies_and_grants_exactly_what_the_runtime_uses
         finally:
             agent_api.close()
     finally:
-        admin.delete(resources.NAMESPACE, None, name)
+        await asyncio.to_thread(admin.delete, resources.NAMESPACE, None, name)
         for kind in ("ClusterRoleBinding", "ClusterRole"):
-            admin.call(
+            await asyncio.to_thread(
+                admin.call,
                 Request("delete", resources.NAMESPACE, None, name),
                 "DELETE",
                 PATHS[kind].format(ns="", name=f"{name}-agent"),
@@ -286,27 +289,32 @@ async def test_install_script_dry_run_apply_wait_and_uninstall(admin, kubeconfig
 
         dry = await asyncio.to_thread(_run_script, kubeconfig, "--dry-run", str(manifest))
         assert dry.returncode == 0 and "dry run (client side" in dry.stderr, dry.stderr
-        assert admin.get_or_none(resources.NAMESPACE, None, name) is None
+        assert (await asyncio.to_thread(admin.get_or_none, resources.NAMESPACE, None, name)) is None
 
         # no kubelet here: everything is applied, then the rollout wait times out (exit 5)
         applied = await asyncio.to_thread(_run_script, kubeconfig, "--timeout", "2", str(manifest))
         assert applied.returncode == 5, applied.stderr
         assert f"applied deployment.apps/{name}-agent" in applied.stderr
-        assert admin.get(resources.DEPLOYMENT, name, f"{name}-agent")["spec"]["replicas"] == 1
+        assert (await asyncio.to_thread(admin.get, resources.DEPLOYMENT, name, f"{name}-agent"))["spec"][
+            "replicas"
+        ] == 1
         again = await asyncio.to_thread(_run_script, kubeconfig, "--dry-run", str(manifest))
         assert again.returncode == 0 and "dry run (server side" in again.stderr, again.stderr
 
         removed = await asyncio.to_thread(_run_script, kubeconfig, "--uninstall", str(manifest))
         assert removed.returncode == 0, removed.stderr
-        namespace = admin.get_or_none(resources.NAMESPACE, None, name)
+        namespace = await asyncio.to_thread(admin.get_or_none, resources.NAMESPACE, None, name)
         assert namespace is None or namespace["status"]["phase"] == "Terminating"
-        role = admin.call(Request("list", resources.NAMESPACE), "GET", PATHS["ClusterRole"].format(name=""))
+        role = await asyncio.to_thread(
+            admin.call, Request("list", resources.NAMESPACE), "GET", PATHS["ClusterRole"].format(name="")
+        )
         assert f"{name}-agent" not in {r["metadata"]["name"] for r in role["items"]}
     finally:
-        admin.delete(resources.NAMESPACE, None, name)
+        await asyncio.to_thread(admin.delete, resources.NAMESPACE, None, name)
         for kind in ("ClusterRoleBinding", "ClusterRole"):
             with contextlib.suppress(NotFound):
-                admin.call(
+                await asyncio.to_thread(
+                    admin.call,
                     Request("delete", resources.NAMESPACE, None, name),
                     "DELETE",
                     PATHS[kind].format(ns="", name=f"{name}-agent"),

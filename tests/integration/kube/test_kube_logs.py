@@ -8,6 +8,7 @@ import secrets
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
+from waiting import wait_for_blocking, within
 
 from berth.model import ContainerRef, DeploymentSpec, WorkloadSpec
 from berth.runtimes.kubernetes import resources
@@ -47,9 +48,12 @@ def node(admin: KubeApi, kubelet: FakeKubelet) -> Iterator[str]:
 
 
 def start_on_node(admin: KubeApi, prefix: str, app: str, node: str, *, skip: set[str] = frozenset()) -> str:
-    pods = [p for p in _wait_pods(admin, prefix, app) if p["metadata"]["name"] not in skip]
-    while not pods:
-        pods = [p for p in _wait_pods(admin, prefix, app) if p["metadata"]["name"] not in skip]
+    pods = wait_for_blocking(
+        lambda: [p for p in _wait_pods(admin, prefix, app) if p["metadata"]["name"] not in skip],
+        20,
+        f"a new pod of {app} (besides {sorted(skip)})",
+        interval_s=0.2,
+    )
     pod = pods[0]
     name = pod["metadata"]["name"]
     admin.call(
@@ -70,7 +74,7 @@ def start_on_node(admin: KubeApi, prefix: str, app: str, node: str, *, skip: set
 
 async def collect(stream: AsyncIterator, count: int) -> list:
     items = []
-    async with asyncio.timeout(20):
+    async with within(20, f"{count} log items"):
         async for item in stream:
             items.append(item)
             if len(items) == count:
@@ -105,7 +109,8 @@ async def test_tail_follow_and_pod_replacement(runtime, admin, prefix, events, k
 
         # the pod is replaced: the follow moves on to the new pod
         kubelet.end(first)
-        admin.call(
+        await asyncio.to_thread(
+            admin.call,
             Request("delete", resources.POD, prefix, first),
             "DELETE",
             resources.POD.path(prefix, first),
@@ -116,7 +121,9 @@ async def test_tail_follow_and_pod_replacement(runtime, admin, prefix, events, k
         assert (await collect(stream, 1))[0].endswith(" four\n")
 
         # several pods: each line names its pod, after the timestamp
-        admin.merge_patch(resources.DEPLOYMENT, prefix, "logger", {"spec": {"replicas": 2}})
+        await asyncio.to_thread(
+            admin.merge_patch, resources.DEPLOYMENT, prefix, "logger", {"spec": {"replicas": 2}}
+        )
         third = await asyncio.to_thread(start_on_node, admin, prefix, "logger", node, skip={first, second})
         kubelet.write(third, "five")
         line = (await collect(stream, 1))[0]
@@ -163,5 +170,7 @@ async def test_follow_buffer_is_bounded_and_reports_the_gap(
         assert items[4].endswith(" after\n")
     finally:
         await stream.aclose()
+        following = [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("kube-log-")]
         bridge.close()
         api.close()
+    assert not following, "closing the stream must end its follows at once"

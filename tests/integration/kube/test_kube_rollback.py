@@ -7,6 +7,7 @@ import asyncio
 from dataclasses import replace
 
 import pytest
+from waiting import wait_for
 
 from berth.errors import PermanentCommandError
 from berth.model import ContainerState, DeploymentSpec, LogLevel, WorkloadSpec
@@ -23,12 +24,11 @@ def image_of(admin, prefix: str, name: str) -> str:
 
 
 async def pods_of_image(admin, prefix: str, name: str, image: str) -> list[dict]:
-    while True:
+    async def matching() -> list[dict]:
         pods = await asyncio.to_thread(lambda: _wait_pods(admin, prefix, name))
-        matching = [p for p in pods if p["spec"]["containers"][0]["image"] == image]
-        if matching:
-            return matching
-        await asyncio.sleep(0.2)
+        return [p for p in pods if p["spec"]["containers"][0]["image"] == image]
+
+    return await wait_for(matching, 20, f"a pod of {name} with {image}", interval_s=0.2)
 
 
 async def test_failed_rollout_goes_back_to_the_previous_template(make_runtime, admin, prefix, events) -> None:
@@ -37,7 +37,7 @@ async def test_failed_rollout_goes_back_to_the_previous_template(make_runtime, a
     v1 = "docker.io/library/busybox:1"
 
     async def ready(image: str) -> None:
-        pod = (await asyncio.wait_for(pods_of_image(admin, prefix, "web", image), 20))[0]
+        pod = (await pods_of_image(admin, prefix, "web", image))[0]
         await asyncio.to_thread(_patch_pod_status, admin, running_pod(pod, "web"))
 
     becomes_ready = asyncio.create_task(ready(v1), name="v1-ready")
@@ -48,7 +48,7 @@ async def test_failed_rollout_goes_back_to_the_previous_template(make_runtime, a
     v2 = "docker.io/library/busybox:2"
 
     async def pull_fails() -> None:
-        pod = (await asyncio.wait_for(pods_of_image(admin, prefix, "web", v2), 20))[0]
+        pod = (await pods_of_image(admin, prefix, "web", v2))[0]
         pod["status"] = {
             "phase": "Pending",
             "containerStatuses": [

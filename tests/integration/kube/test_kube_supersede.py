@@ -4,13 +4,13 @@ the waiting deployment ends FAILED with "superseded by …"."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from fakeplatform import FakePlatform, PlatformServer, StreamRecord, agent_settings, running_agent
+from waiting import wait_event
 
 from berth.proto import agent_pb2, common_pb2
 from berth.runtimes.kubernetes import KubernetesRuntime, resources
@@ -75,7 +75,7 @@ async def test_delete_during_a_rollout_wait_runs_at_once(
             await platform.send(delete_command(prefix, whole_prefix))
             answer = await platform.wait_unary("DeleteContainers", within_s=WITHIN_S)
             took = time.monotonic() - started
-            await asyncio.wait_for(stream.done.wait(), WITHIN_S)
+            await wait_event(stream.done.wait(), WITHIN_S, "the stream to finish")
     print(f"\ndelete during a rollout wait answered in {took * 1000:.0f} ms")
     assert took < WITHIN_S
     assert answer.metadata["dyo-container-prefix"] == prefix
@@ -124,7 +124,7 @@ async def test_a_new_deployment_supersedes_the_waiting_one(settings, prefix, tmp
             first = await waiting_rollout(platform, prefix)
             started = time.monotonic()
             await platform.send(deploy_command("dep-next", prefix))
-            await asyncio.wait_for(first.done.wait(), WITHIN_S)
+            await wait_event(first.done.wait(), WITHIN_S, "the first stream to finish")
             second = await platform.wait_stream("DeploymentStatus", count=2, within_s=WITHIN_S)
             await platform.wait_for(
                 lambda: any(line.startswith("Waiting for the rollout") for line in logs_of(second)),

@@ -22,6 +22,7 @@ import docker.errors
 import pytest
 import requests.exceptions
 from fakeplatform import PlatformServer, mint_token
+from waiting import wait_event, wait_for
 
 from berth.proto import agent_pb2, common_pb2
 
@@ -122,10 +123,7 @@ def deploy_command(deployment_id: str, prefix: str) -> agent_pb2.AgentCommand:
 
 async def poll(predicate: Callable[[], bool], within_s: float) -> None:
     """For conditions outside the fake platform (files the agent writes)."""
-    deadline = time.monotonic() + within_s
-    while not predicate():
-        assert time.monotonic() < deadline, f"not true within {within_s} s"
-        await asyncio.sleep(0.1)
+    await wait_for(predicate, within_s, "the agent's file to appear", interval_s=0.1)
 
 
 def logs_of(client: docker.DockerClient, name: str) -> str:
@@ -169,7 +167,7 @@ async def test_the_platforms_docker_run_line_installs_recreates_and_updates_bert
             # deploy: the volume lands under DATA_MOUNT_PATH on the host
             await platform.send(deploy_command("dep-1", prefix))
             stream = await platform.wait_stream("DeploymentStatus", within_s=60)
-            await asyncio.wait_for(stream.done.wait(), 60)
+            await wait_event(stream.done.wait(), 60, "the stream to finish")
             lines = [line for m in stream.messages for line in m.log]
             assert stream.messages[-1].deploymentStatus == common_pb2.SUCCESSFUL, lines
             web = client.api.inspect_container(f"{prefix}-web")

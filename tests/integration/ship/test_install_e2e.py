@@ -26,6 +26,7 @@ import docker.errors
 import httpx
 import pytest
 import requests.exceptions
+from waiting import wait_for
 
 from berth.platform.app import PlatformServer, Started
 from berth.platform.config import PlatformConfig
@@ -129,14 +130,11 @@ class Platform:
         return data
 
     async def wait_status(self, node_id: str, status: str, within_s: float = 60) -> dict[str, Any]:
-        deadline = time.monotonic() + within_s
-        while True:
+        async def reached() -> dict[str, Any] | None:
             node = await self.node(node_id)
-            if node["status"] == status:
-                return node
-            if time.monotonic() > deadline:
-                raise AssertionError(f"node status stayed {node['status']!r}, expected {status!r}")
-            await asyncio.sleep(0.2)
+            return node if node["status"] == status else None
+
+        return await wait_for(reached, within_s, f"node status {status!r}", interval_s=0.2)
 
     async def events(self, node_id: str) -> list[dict[str, Any]]:
         assert self.api is not None
@@ -375,14 +373,12 @@ async def _to_thread(fn: Callable[..., T], *args: Any) -> T:
 
 
 async def _poll(probe: Callable[[], Awaitable[T]], done: Callable[[T], bool], within_s: float) -> T:
-    deadline = time.monotonic() + within_s
-    while True:
+    async def reached() -> tuple[T] | None:
         value = await probe()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still {value!r} after {within_s} s")
-        await asyncio.sleep(0.3)
+        return (value,) if done(value) else None
+
+    (value,) = await wait_for(reached, within_s, "the probe's condition", interval_s=0.3)
+    return value
 
 
 async def _wait_event(platform: Platform, node_id: str, kind: str, within_s: float) -> dict[str, Any]:

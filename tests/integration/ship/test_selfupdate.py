@@ -18,6 +18,7 @@ import docker
 import docker.errors
 import pytest
 import requests.exceptions
+from waiting import wait_event, wait_for
 
 from berth.errors import UpdateRefused
 from berth.runtimes.docker.selfupdate import (
@@ -32,6 +33,7 @@ from berth.settings import DockerSettings
 
 pytestmark = pytest.mark.docker
 
+RUN = uuid.uuid4().hex[:12]  # this test run: its sweep leaves other runs' containers alone
 TEST_LABEL = {"io.berth.test": "1"}
 BASE = os.environ.get("BERTH_TEST_LOCAL_IMAGE", "local/busybox:1")
 
@@ -68,10 +70,11 @@ def repo(client: docker.DockerClient) -> Iterator[str]:
 
 @pytest.fixture
 def sweep(client: docker.DockerClient) -> Iterator[list[str]]:
-    """Names of networks made by a test; every container with the test label is removed after."""
+    """Names of networks made by a test; every container this test run labelled is removed after
+    (only this run's: other runs may share the engine)."""
     networks: list[str] = []
     yield networks
-    for c in client.api.containers(all=True, filters={"label": "io.berth.selfupdate-test=1"}):
+    for c in client.api.containers(all=True, filters={"label": f"io.berth.selfupdate-test={RUN}"}):
         with contextlib.suppress(docker.errors.NotFound):
             client.api.remove_container(c["Id"], force=True, v=True)
     for n in networks:
@@ -86,7 +89,7 @@ def _start_old(client: docker.DockerClient, image: str, tmp_path: Path, network:
         name=name,
         detach=True,
         environment={"GRPC_TOKEN": "x.y.z", "NAME": "node-a"},
-        labels={**TEST_LABEL, "io.berth.selfupdate-test": "1", "operator.label": "kept"},
+        labels={**TEST_LABEL, "io.berth.selfupdate-test": RUN, "operator.label": "kept"},
         restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
         extra_hosts={"host.docker.internal": "host-gateway"},
         volumes={str(tmp_path): {"bind": "/srv/dagent", "mode": "rw"}},
@@ -101,15 +104,13 @@ def _inspect(client: docker.DockerClient, name: str) -> dict[str, Any]:
 
 
 async def _wait_successor(client: docker.DockerClient, name: str, old_id: str) -> dict[str, Any]:
-    for _ in range(100):
-        try:
-            attrs = await asyncio.to_thread(_inspect, client, name)
-        except docker.errors.NotFound:
-            attrs = {}
-        if attrs and attrs["Id"] != old_id and attrs["State"]["Running"]:
-            return attrs
-        await asyncio.sleep(0.1)
-    raise AssertionError("the successor never ran")
+    async def running_successor() -> dict[str, Any] | None:
+        attrs = await asyncio.to_thread(_inspect, client, name)
+        return attrs if attrs["Id"] != old_id and attrs["State"]["Running"] else None
+
+    return await wait_for(
+        running_successor, 10, "the successor to run", interval_s=0.1, ignoring=(docker.errors.NotFound,)
+    )
 
 
 async def test_update_copies_the_full_config_and_self_destruct_removes_the_old_agent(
@@ -122,7 +123,7 @@ async def test_update_copies_the_full_config_and_self_destruct_removes_the_old_a
     (tmp_path / "token.jwt").write_text("kept")
     await asyncio.to_thread(old.exec_run, ["sh", "-c", "echo anon > /data-anon/file"])
     updater = DockerSelfUpdater(DockerSettings(), own_container=old.id)
-    assert updater.own_container_name() == old.name
+    assert await asyncio.to_thread(updater.own_container_name) == old.name
 
     update = asyncio.create_task(updater.begin_update("good", 60), name="test-update")
     new = await _wait_successor(client, old.name, old.id)
@@ -147,7 +148,7 @@ async def test_update_copies_the_full_config_and_self_destruct_removes_the_old_a
     assert (token, anon) == ("kept", "anon")
 
     assert await updater.self_destruct() is True
-    await asyncio.wait_for(update, 10)
+    await wait_event(update, 10, "the update task to finish")
     with pytest.raises(docker.errors.NotFound):
         await asyncio.to_thread(_inspect, client, old.id)
     assert await updater.self_destruct() is False  # nothing pending any more
@@ -218,8 +219,8 @@ async def test_pull_uses_credentials_and_reports_unauthorized_and_missing_tags(
         pytest.skip('BERTH_TEST_REGISTRY is not set (eval "$(tools/testenv.sh env)")')
     repo = f"{registry}/berth/selfupdate-{uuid.uuid4().hex[:6]}"
     auth = {"username": user, "password": password}
-    _build(client, f"{repo}:old", 'CMD ["sleep", "600"]')
-    _build(client, f"{repo}:new", 'ENV V=new\nCMD ["sleep", "600"]')
+    await asyncio.to_thread(_build, client, f"{repo}:old", 'CMD ["sleep", "600"]')
+    await asyncio.to_thread(_build, client, f"{repo}:new", 'ENV V=new\nCMD ["sleep", "600"]')
     await asyncio.to_thread(client.images.push, repo, tag="new", auth_config=auth)
     await asyncio.to_thread(client.images.remove, f"{repo}:new", force=True)
     try:
@@ -237,7 +238,7 @@ async def test_pull_uses_credentials_and_reports_unauthorized_and_missing_tags(
         new = await _wait_successor(client, old.name, old.id)
         assert "V=new" in new["Config"]["Env"]
         assert await updater.self_destruct() is True
-        await asyncio.wait_for(update, 10)
+        await wait_event(update, 10, "the update task to finish")
     finally:
         for tag in ("old", "new"):
             with contextlib.suppress(docker.errors.APIError):
@@ -363,9 +364,11 @@ class _SlowStartUpdater(DockerSelfUpdater):
     def __init__(self) -> None:
         super().__init__(DockerSettings(), own_container="agent")
         self.release = threading.Event()
+        self.starting = threading.Event()
         self.removed: list[str] = []
 
     def _start_successor(self, tag: str, timeout_s: int, accepted: asyncio.Event) -> _Pending:
+        self.starting.set()
         self.release.wait(10)
         return _Pending(
             "own-id", "agent", "agent-update", "new-id", f"img:{tag}", time.monotonic() + 30, accepted
@@ -378,11 +381,11 @@ class _SlowStartUpdater(DockerSelfUpdater):
 async def test_self_destruct_that_outruns_the_successor_start_still_removes_the_old_agent() -> None:
     updater = _SlowStartUpdater()
     update = asyncio.create_task(updater.begin_update("new", 30), name="test-slow-start-update")
-    await asyncio.sleep(0.05)  # begin_update is now inside the starting thread
+    await wait_for(updater.starting.is_set, 5, "begin_update to enter the starting thread")
     destruct = asyncio.create_task(updater.self_destruct(), name="test-early-self-destruct")
     await asyncio.sleep(0.05)
     assert not destruct.done()  # it waits for the start to settle instead of answering False
     updater.release.set()
-    assert await asyncio.wait_for(destruct, 5) is True
-    await asyncio.wait_for(update, 5)
+    assert await wait_event(destruct, 5, "the destruct task to finish") is True
+    await wait_event(update, 5, "the update task to finish")
     assert updater.removed == ["own-id"]

@@ -5,9 +5,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any, Final
 
 import docker
@@ -80,10 +81,12 @@ class StateWatcher:
         backoff = Backoff()
         while True:
             try:
-                async for update in self._session():
-                    if update.initial:
-                        backoff.reset()
-                    yield update
+                # closed here, not by the garbage collector: closing this stream ends the subscription
+                async with contextlib.aclosing(self._session()) as session:
+                    async for update in session:
+                        if update.initial:
+                            backoff.reset()
+                        yield update
             except RuntimeFailure as err:
                 log.warning("state_watch_interrupted", prefix=self._prefix or "", error=str(err))
             await asyncio.sleep(backoff.next_delay_s())
@@ -94,7 +97,7 @@ class StateWatcher:
 
     # -- one subscription ---------------------------------------------------------------------
 
-    async def _session(self) -> AsyncIterator[StateUpdate]:
+    async def _session(self) -> AsyncGenerator[StateUpdate]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[object] = asyncio.Queue(EVENT_QUEUE_SIZE)
         overflowed = False

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import threading
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Final
 
 import structlog
@@ -84,10 +84,11 @@ class LogReader:
                 for line in await self._bridge.call(self._history, ref.prefix, name, ref.name, tail_lines):
                     yield with_pod(line, name) if several else line
             return
-        async for item in self._follow(ref, pods, tail_lines):
-            yield item
+        async with contextlib.aclosing(self._follow(ref, pods, tail_lines)) as following:
+            async for item in following:  # closed with this iterator: the follow threads stop
+                yield item
 
-    async def _follow(self, ref: ContainerRef, pods: list[Obj], tail_lines: int) -> AsyncIterator[LogItem]:
+    async def _follow(self, ref: ContainerRef, pods: list[Obj], tail_lines: int) -> AsyncGenerator[LogItem]:
         loop = asyncio.get_running_loop()
         buffer: deque[tuple[str, str | LogGap]] = deque()
         dropped = 0

@@ -9,7 +9,7 @@ import contextlib
 import json
 import random
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -133,11 +133,13 @@ class StateWatcher:
                     yield StateUpdate(tuple(changes))
             emitted = current
             outcome = "resync"
-            async for update in self._watch(snap, emitted):
-                if isinstance(update, StateUpdate):
-                    yield update
-                else:
-                    outcome = update
+            # closed here, not by the garbage collector: closing this stream must end the watches
+            async with contextlib.aclosing(self._watch(snap, emitted)) as watching:
+                async for update in watching:
+                    if isinstance(update, StateUpdate):
+                        yield update
+                    else:
+                        outcome = update
             if outcome == RELIST:
                 log.info("kube_watch_relist", namespace=self._namespace, reason="410 Gone")
             elif outcome == "error":
@@ -149,7 +151,7 @@ class StateWatcher:
 
     async def _watch(
         self, snap: Snapshot, emitted: dict[ContainerRef, ContainerStatus]
-    ) -> AsyncIterator[StateUpdate | str]:
+    ) -> AsyncGenerator[StateUpdate | str]:
         """Watch until the resync deadline, a 410 (re-list) or an error. ``emitted`` is updated."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, str, Obj] | str] = asyncio.Queue(QUEUE_SIZE)
