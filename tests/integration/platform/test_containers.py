@@ -11,6 +11,7 @@ import websockets
 from platform_fake_agent import FakeAgent, state_item
 from platform_harness import Harness
 from platform_responder import Responder
+from waiting import wait_for
 
 from berth.proto import agent_pb2, common_pb2
 
@@ -100,10 +101,11 @@ async def test_state_and_log_feeds(platform: Harness) -> None:
         responder.stream_done.clear()
         url = _ws_url(platform, f"/ws/nodes/{node_id}/{PREFIX}/containers/web/log?tail=10")
         async with websockets.connect(url, additional_headers=headers) as ws:
-            for _ in range(50):
-                if any(c.containerLog.streaming for c in responder.seen):
-                    break
-                await asyncio.sleep(0.02)
+            await wait_for(
+                lambda: any(c.containerLog.streaming for c in responder.seen),
+                5,
+                "the platform asked the agent for a log stream",
+            )
             responder.log_lines.put_nowait(common_pb2.ContainerLogMessage(log="2026-01-01T00:00:00Z hello\n"))
             line = json.loads(await asyncio.wait_for(ws.recv(), 5))
             assert line == {"type": "log", "line": "2026-01-01T00:00:00Z hello\n"}

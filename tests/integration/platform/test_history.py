@@ -11,6 +11,7 @@ from typing import Any
 from platform_fake_agent import FakeAgent
 from platform_harness import Harness
 from platform_responder import Responder
+from waiting import wait_for
 
 from berth.proto import agent_pb2, common_pb2
 
@@ -133,10 +134,10 @@ async def test_history_obsolete_redeploy_and_diff(platform: Harness) -> None:
         await agent.close()
 
     # a node that is not connected: the redeploy is refused and leaves nothing behind
-    for _ in range(100):
-        if (await platform.api.get(f"/nodes/{node_id}")).json()["status"] != "connected":
-            break
-        await asyncio.sleep(0.05)
+    async def disconnected() -> bool:
+        return bool((await platform.api.get(f"/nodes/{node_id}")).json()["status"] != "connected")
+
+    await wait_for(disconnected, 5, "the closed agent's node is no longer connected")
     before = len((await platform.api.get("/deployments")).json())
     refused = await platform.api.post(f"/deployments/{first}/redeploy")
     assert refused.status_code == 409, refused.text

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from platform_harness import Harness
+from waiting import wait_for, within
 
 INSTANCES = int(os.environ.get("BERTH_TEST_SCALE_INSTANCES", "300"))
 
@@ -35,12 +36,11 @@ async def test_a_large_deployment_records_every_instance(platform: Harness, tmp_
         sys.executable, "-m", "berth", "agent", env=env, stdout=asyncio.subprocess.DEVNULL
     )
     try:
-        for _ in range(300):
-            if (await api.get(f"/nodes/{node_id}")).json()["status"] == "connected":
-                break
-            await asyncio.sleep(0.1)
-        else:
-            pytest.fail("the agent did not connect in 30 s")
+
+        async def connected() -> bool:
+            return bool((await api.get(f"/nodes/{node_id}")).json()["status"] == "connected")
+
+        await wait_for(connected, 30, "the memory-runtime agent connected")
         instances = [{"image": "busybox", "config": {"common": {"name": f"w{i}"}}} for i in range(INSTANCES)]
         created = await api.post(
             "/deployments", json={"nodeId": node_id, "prefix": "s", "instances": instances}
@@ -50,7 +50,7 @@ async def test_a_large_deployment_records_every_instance(platform: Harness, tmp_
         started = time.monotonic()
         assert (await api.post(f"/deployments/{deployment_id}/start")).status_code == 204
         worst_health_s = 0.0
-        async with asyncio.timeout(120):
+        async with within(120, "the deployment reached a final status"):
             while True:
                 probe = time.monotonic()
                 assert (await api.get(f"{platform.started.http_url}/api/health")).status_code == 200

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import jwt
 from platform_fake_agent import FakeAgent
 from platform_harness import Harness
+from waiting import wait_for
 
 from berth.proto import agent_pb2, common_pb2
 
@@ -57,15 +56,18 @@ async def test_successor_takes_over(platform: Harness) -> None:
             await successor.close()
 
 
+async def _status_is(platform: Harness, node_id: str, status: str) -> bool:
+    return bool((await platform.api.get(f"/nodes/{node_id}")).json()["status"] == status)
+
+
 async def test_outdated_agent_gets_only_update(platform: Harness) -> None:
     node_id = await platform.create_node()
     agent = FakeAgent(platform.grpc_address, await platform.install_token(node_id), node_id)
     token = await agent.install()
     await agent.close()
-    for _ in range(100):
-        if (await platform.api.get(f"/nodes/{node_id}")).json()["status"] == "unreachable":
-            break
-        await asyncio.sleep(0.05)
+    await wait_for(
+        lambda: _status_is(platform, node_id, "unreachable"), 5, "the closed agent's node turned unreachable"
+    )
     outdated = FakeAgent(platform.grpc_address, token, node_id, version="1.2.0-berth")
     try:
         await outdated.connect()
