@@ -7,8 +7,12 @@ import signal
 import sys
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from berth.errors import ConfigError
+
+if TYPE_CHECKING:  # the settings module is imported late: start-up time and memory
+    from berth.settings import AgentSettings
 
 EXIT_CONFIG = 2
 EXIT_FORCED = 130
@@ -25,6 +29,17 @@ def _skip_charset_detection() -> None:
     warnings.filterwarnings("ignore", message="Unable to find acceptable character detection dependency")
 
 
+def _settings_or_none(command: str) -> AgentSettings | None:
+    """The agent's settings, or ``None`` after one line naming the invalid setting (exit 2)."""
+    from berth.settings import load_agent_settings
+
+    try:
+        return load_agent_settings()
+    except ConfigError as err:
+        print(f"berth {command}: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+        return None
+
+
 def agent_main(argv: Sequence[str]) -> int:
     """Run the node agent until the platform or a signal stops it."""
     if argv and argv[0] in ("-h", "--help"):
@@ -34,12 +49,8 @@ def agent_main(argv: Sequence[str]) -> int:
     # console tracebacks: ≈15 MB of resident memory the agent does not need.
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
     _skip_charset_detection()
-    from berth.settings import load_agent_settings
-
-    try:
-        settings = load_agent_settings()
-    except ConfigError as err:
-        print(f"berth agent: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+    settings = _settings_or_none("agent")
+    if settings is None:
         return EXIT_CONFIG
     from berth.logsetup import configure_logging
 
@@ -81,12 +92,9 @@ def agent_main(argv: Sequence[str]) -> int:
 def health_main(argv: Sequence[str]) -> int:
     """Exit 0 only when the local agent holds an accepted session (container HEALTHCHECK)."""
     from berth.agent.health import read_health_socket
-    from berth.settings import load_agent_settings
 
-    try:
-        settings = load_agent_settings()
-    except ConfigError as err:
-        print(f"berth health: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+    settings = _settings_or_none("health")
+    if settings is None:
         return EXIT_CONFIG
     try:
         connected = read_health_socket(settings.health_socket)
@@ -107,12 +115,8 @@ def init_main(argv: Sequence[str]) -> int:
         )
         return 0
     _skip_charset_detection()
-    from berth.settings import load_agent_settings
-
-    try:
-        settings = load_agent_settings()
-    except ConfigError as err:
-        print(f"berth init: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+    settings = _settings_or_none("init")
+    if settings is None:
         return EXIT_CONFIG
     from berth.logsetup import configure_logging
 
@@ -150,12 +154,8 @@ def status_main(argv: Sequence[str]) -> int:
         print("usage: berth status\n\nDesired vs actual state of each prefix, without the platform.")
         return 0
     _skip_charset_detection()
-    from berth.settings import load_agent_settings
-
-    try:
-        settings = load_agent_settings()
-    except ConfigError as err:
-        print(f"berth status: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+    settings = _settings_or_none("status")
+    if settings is None:
         return EXIT_CONFIG
     from berth.agent.status import print_status
     from berth.logsetup import configure_logging
