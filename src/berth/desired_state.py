@@ -13,9 +13,7 @@ import dataclasses
 import enum
 import hashlib
 import json
-import os
 import re
-import tempfile
 import time
 import types
 import typing
@@ -24,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from berth import model
+from berth import files, model
 from berth.errors import PersistenceError
 from berth.model import ContainerRef, DeploymentSpec, RegistryAuth, WorkloadSpec, frozen_map
 
@@ -135,17 +133,10 @@ class DesiredStateStore:
     def save(self, desired: DesiredDeployment) -> None:
         path = self.path(desired.prefix)
         text = json.dumps(_encode(desired), indent=1, sort_keys=True)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.write(text)
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.chmod(temp, 0o600)
-            os.replace(temp, path)
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            files.write_atomic(path, text)
         except OSError as err:
-            Path(temp).unlink(missing_ok=True)
             raise PersistenceError(f"cannot write {path}: {err.strerror}") from err
 
     def delete(self, prefix: str) -> None:

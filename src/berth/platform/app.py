@@ -17,8 +17,9 @@ import structlog
 import uvicorn
 
 from berth.errors import ConfigError
+from berth.files import write_atomic
 from berth.platform.config import PlatformConfig
-from berth.platform.datadir import prepare_data_dir, write_private
+from berth.platform.datadir import prepare_data_dir
 from berth.platform.install_scripts import InstallScripts, find_templates_dir
 from berth.platform.secrets import SecretBox
 from berth.platform.services import Services
@@ -56,7 +57,7 @@ def _load_or_create_api_token(data_dir: Path) -> tuple[str, bool]:
         path.chmod(0o600)
         return path.read_text().strip(), False
     token = secrets.token_urlsafe(32)
-    write_private(path, (token + "\n").encode())
+    write_atomic(path, token + "\n")
     return token, True
 
 

@@ -14,7 +14,7 @@ from typing import Final
 from cryptography.fernet import Fernet, InvalidToken
 
 from berth.errors import ConfigError
-from berth.platform.datadir import write_private
+from berth.files import write_atomic
 
 KEY_FILE: Final = "at-rest.key"
 SEALED_PREFIX: Final = "sealed:v1:"
@@ -35,7 +35,7 @@ class SecretBox:
             except ValueError:
                 raise ConfigError(KEY_FILE, f"{path} does not hold a valid key") from None
         key = Fernet.generate_key()
-        write_private(path, key + b"\n")
+        write_atomic(path, key + b"\n")
         return cls(key)
 
     @staticmethod

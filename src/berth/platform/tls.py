@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +16,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from berth.files import write_atomic
 
 CA_VALIDITY_DAYS = 3650
 SERVER_VALIDITY_DAYS = 825
@@ -27,14 +28,6 @@ class ServerTls:
     ca_pem: bytes
     cert_chain_pem: bytes
     key_pem: bytes
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    tmp.replace(path)
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
@@ -76,7 +69,7 @@ def _create_ca(folder: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateK
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256())
     )
-    _write_private(folder / "ca.key", _key_pem(key))
+    write_atomic(folder / "ca.key", _key_pem(key))
     (folder / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return cert, key
 
@@ -112,7 +105,7 @@ def _create_server_cert(
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    _write_private(folder / "server.key", _key_pem(key))
+    write_atomic(folder / "server.key", _key_pem(key))
     (folder / "server.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     (folder / "server.host").write_text(host)
 

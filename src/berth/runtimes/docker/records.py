@@ -4,15 +4,14 @@ Blocking file I/O: call from a thread. Writes are atomic (temp file + rename).""
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Final
 
+from berth import files
 from berth.errors import PersistenceError
 
 SHARED_SECRETS_FILE: Final = ".shared-secrets"
@@ -22,17 +21,10 @@ _UNSAFE: Final = re.compile(r"[^A-Za-z0-9._+-]")
 
 
 def write_atomic(path: Path, text: str, mode: int = 0o600) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temp, mode)
-        os.replace(temp, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        files.write_atomic(path, text, mode)
     except OSError as err:
-        Path(temp).unlink(missing_ok=True)
         raise PersistenceError(f"cannot write {path}: {err.strerror}") from err
 
 
