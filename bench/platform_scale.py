@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 
 Row = tuple[str, float, float, float, str]
-READY = re.compile(r"API -> (\S+)")
+READY = re.compile(r"API -> (http[^\s,]+)")
 
 
 async def _platform(folder: Path) -> tuple[asyncio.subprocess.Process, str, str]:
