@@ -3,6 +3,8 @@ token (revoke), the agent (update, kick); the audit log of all of it."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -114,12 +116,15 @@ class NodeService:
             raise InvalidInput("scriptType", "a k8s node has only the manifest (scriptType shell)")
         self.scripts.require(body.type, body.scriptType)
         try:  # render once now, so that a value the script cannot carry is refused here
-            self.scripts.render(
-                node_name=node.name,
-                node_type=body.type,
-                script_type=body.scriptType,
-                token="probe",  # noqa: S106 - not a credential: a stand-in for the check
-                root_path=body.rootPath,
+            await asyncio.to_thread(  # reads the template file
+                functools.partial(
+                    self.scripts.render,
+                    node_name=node.name,
+                    node_type=body.type,
+                    script_type=body.scriptType,
+                    token="probe",  # noqa: S106 - not a credential: a stand-in for the check
+                    root_path=body.rootPath,
+                )
             )
         except RefusedValue as err:
             raise InvalidInput(err.field, err.problem) from None
@@ -148,12 +153,15 @@ class NodeService:
         if installer is None or installer.expires_at < time.time():
             raise UnknownEntity("No valid install script for this node (expired, used or discarded)")
         try:
-            return self.scripts.render(
-                node_name=node.name,
-                node_type=installer.node_type,
-                script_type=installer.script_type,
-                token=installer.token,
-                root_path=installer.root_path,
+            return await asyncio.to_thread(  # reads the template file
+                functools.partial(
+                    self.scripts.render,
+                    node_name=node.name,
+                    node_type=installer.node_type,
+                    script_type=installer.script_type,
+                    token=installer.token,
+                    root_path=installer.root_path,
+                )
             )
         except RefusedValue as err:  # a node stored before validation existed
             raise Conflict(f"The node's install script cannot be rendered safely: {err}") from None
