@@ -6,7 +6,6 @@ through ``dagent.labels``) or the test's own unique prefix; ``prefix`` sweeps th
 
 from __future__ import annotations
 
-import os
 import secrets
 import subprocess
 import tempfile
@@ -15,7 +14,8 @@ from pathlib import Path
 
 import docker
 import pytest
-from docker_support import REGISTRY, REGISTRY_PASSWORD, REGISTRY_USER, PushedImage, engine, sweep
+from docker_support import REGISTRY, PushedImage, engine, sweep
+from pushed_images import build_and_push
 
 from berth.runtimes.docker import DockerRuntime
 from berth.settings import DockerSettings
@@ -73,24 +73,6 @@ def fresh_image() -> Iterator[PushedImage]:
         'LABEL io.berth.test="1" io.dyrector.cap.network.v1="{\\"ports\\":[{\\"listening\\":8080}]}"\n'
         "RUN echo fresh > /fresh\n"
     )
-    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
-    with tempfile.TemporaryDirectory() as config:
-        env["DOCKER_CONFIG"] = config
-        subprocess.run(
-            ["docker", "build", "-q", "-t", reference, "-"],
-            input=dockerfile.encode(),
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            ["docker", "login", "-u", REGISTRY_USER, "--password-stdin", REGISTRY],
-            input=REGISTRY_PASSWORD.encode(),
-            env=env,
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(["docker", "push", "-q", reference], env=env, check=True, capture_output=True)
-    subprocess.run(["docker", "rmi", "-f", reference], check=True, capture_output=True)
+    build_and_push(reference, dockerfile)
     yield PushedImage(reference=reference, repository=repository)
     subprocess.run(["docker", "rmi", "-f", reference], check=False, capture_output=True)
