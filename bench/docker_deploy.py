@@ -12,7 +12,8 @@ import asyncio
 import time
 
 import docker
-from docker_benchkit import (
+import kitpath  # noqa: F401
+from kits.benchkit import (
     IMAGE,
     SERVE_FOREVER,
     TEST_LABEL,

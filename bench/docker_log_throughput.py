@@ -11,7 +11,8 @@ import asyncio
 import subprocess
 import time
 
-from docker_benchkit import (
+import kitpath  # noqa: F401
+from kits.benchkit import (
     IMAGE,
     Row,
     data_folder,

@@ -13,7 +13,8 @@ import threading
 import time
 
 import docker
-from docker_benchkit import (
+import kitpath  # noqa: F401
+from kits.benchkit import (
     IMAGE,
     PREFIX_LABEL,
     SERVE_FOREVER,

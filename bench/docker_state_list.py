@@ -12,7 +12,8 @@ import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from docker_benchkit import (
+import kitpath  # noqa: F401
+from kits.benchkit import (
     IMAGE,
     PREFIX_LABEL,
     Row,

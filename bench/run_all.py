@@ -2,7 +2,7 @@
 
 * the Docker runtime's benchmarks: every bench/docker_*.py with a ``run()`` returning rows;
 * agent start-up (bench/agent_startup.py, read from its output);
-* soak, log flood and burst (bench/soak.py, bench/burst.py), with the agent as a process.
+* soak, log flood and burst (tests/kits/soak.py, tests/kits/burst.py), with the agent as a process.
 
 Each benchmark runs in its own process with a time limit; the default run is sized for CI (about
 3-4 minutes on 2 cores, never more than ``--budget``, 570 s); ``--long`` soaks for 10 minutes and
@@ -25,9 +25,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
+sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]  # the benchmarks, and the suite's kits
 
-from docker_benchkit import Row  # noqa: E402
+from kits.benchkit import Row  # noqa: E402
 
 Job = tuple[str, Callable[[], list[Row]]]
 JOB_TIMEOUT_S = 180.0  # one benchmark in the CI run; a hung one is stopped, the rest still run
@@ -90,9 +90,8 @@ def machine() -> str:
 
 
 def jobs(long: bool) -> dict[str, Callable[[], list[Row]]]:
-    import burst
     import platform_scale
-    import soak
+    from kits import burst, soak
 
     soak_s, flood_s = (600.0, 120.0) if long else (60.0, 20.0)
     runs, idle_s = (5, 60.0) if long else (3, 10.0)

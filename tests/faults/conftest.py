@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import docker
 import pytest
-from fault_kit import engine, new_prefix, sweep
+from kits.fault_kit import engine, new_prefix, sweep
 
 
 @pytest.fixture

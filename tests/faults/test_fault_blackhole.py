@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 from fakeplatform import agent_settings, running_agent
-from fault_kit import PING_FRIENDLY, TunedPlatformServer
+from kits.fault_kit import PING_FRIENDLY, TunedPlatformServer
 from waiting import wait_event
 
 import berth.agent.session

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from fakeplatform import running_agent
-from fault_kit import (
+from kits.fault_kit import (
     TunedPlatformServer,
     deploy,
     deployment_stream,

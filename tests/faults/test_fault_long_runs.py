@@ -1,4 +1,5 @@
-"""Long runs and bounds (the CI sizes of bench/soak.py and bench/burst.py, with assertions):
+"""Long runs and bounds (the CI sizes of the soak and burst benchmarks, tests/kits/soak.py and
+tests/kits/burst.py, with assertions):
 
 * soak: ``BERTH_SOAK_SECONDS`` (60) of deploy/restart/inspect/log-follow/delete cycles: RSS grows
   under 10 MB, file descriptors and threads do not grow (a warm-up allowance of 2);
@@ -10,15 +11,9 @@
 from __future__ import annotations
 
 import os
-import sys
-from pathlib import Path
 
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
-
-import burst
-import soak
+from kits import burst, soak
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 

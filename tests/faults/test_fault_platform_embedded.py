@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +15,9 @@ import docker
 import httpx
 import pytest
 from fakeplatform import running_agent
-from fault_kit import REGISTRY, REGISTRY_PASSWORD, REGISTRY_USER, SERVE_FOREVER, docker_agent_settings
+from kits.fault_kit import REGISTRY, REGISTRY_PASSWORD, REGISTRY_USER, SERVE_FOREVER, docker_agent_settings
+from kits.platform_harness import TEMPLATES, make_config
 from waiting import wait_for
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration" / "platform"))
-
-from platform_harness import TEMPLATES, make_config
 
 from berth.platform.app import PlatformServer as EmbeddedPlatform
 

@@ -12,7 +12,14 @@ from pathlib import Path
 
 import docker
 import pytest
-from fault_kit import TunedPlatformServer, containers_named, deploy, deployment_stream, final_status, workload
+from kits.fault_kit import (
+    TunedPlatformServer,
+    containers_named,
+    deploy,
+    deployment_stream,
+    final_status,
+    workload,
+)
 from waiting import wait_event
 
 from berth.proto import common_pb2

@@ -1,18 +1,14 @@
-"""Fixtures of the hostile-input suite (it shares tests/faults/fault_kit.py with the fault suite)."""
+"""Fixtures of the hostile-input suite (it shares tests/kits/fault_kit.py with the fault suite)."""
 
 from __future__ import annotations
 
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
-import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "faults"))
-
 import docker
+import pytest
 from fakeplatform import running_agent
-from fault_kit import (
+from kits.fault_kit import (
     DockerAgent,
     TunedPlatformServer,
     docker_agent_settings,

@@ -23,7 +23,7 @@ from fakeplatform import (
     mint_token,
     running_agent,
 )
-from fault_kit import deployment_stream, final_status
+from kits.fault_kit import deployment_stream, final_status
 
 from berth.agent.credentials import AgentKey
 from berth.proto import agent_pb2, common_pb2

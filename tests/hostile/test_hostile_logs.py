@@ -5,7 +5,7 @@ cut with a marker, and the agent keeps answering."""
 from __future__ import annotations
 
 import pytest
-from fault_kit import DockerAgent, deploy, deployment_stream, final_status, inspect, logs, workload
+from kits.fault_kit import DockerAgent, deploy, deployment_stream, final_status, inspect, logs, workload
 
 from berth.proto import common_pb2
 

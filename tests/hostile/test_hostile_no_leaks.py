@@ -15,7 +15,7 @@ from pathlib import Path
 import jwt
 import pysequoia
 from fakeplatform import PlatformServer, eventually, mint_token
-from fault_kit import deployment_stream
+from kits.fault_kit import deployment_stream
 from waiting import wait_event
 
 from berth.proto import agent_pb2, common_pb2

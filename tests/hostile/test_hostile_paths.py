@@ -9,7 +9,7 @@ from pathlib import Path
 
 import docker
 import pytest
-from fault_kit import (
+from kits.fault_kit import (
     PREFIX_LABEL,
     DockerAgent,
     deploy,

@@ -18,9 +18,9 @@ import docker
 import pytest
 from command_strategies import NAMES, callbacks, deploys, plausible_deploys
 from fakeplatform import FakePlatform, PlatformServer, RunningAgent, agent_settings, running_agent
-from fault_kit import DockerAgent, sweep
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from kits.fault_kit import DockerAgent, sweep
 from waiting import wait_for
 
 from berth.agent.session import is_header_safe

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from platform_harness import TEMPLATES, Harness, make_config
+from kits.platform_harness import TEMPLATES, Harness, make_config
 
 from berth.platform.app import PlatformServer
 

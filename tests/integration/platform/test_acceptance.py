@@ -9,8 +9,8 @@ import time
 import grpc
 import jwt
 import pytest
-from platform_fake_agent import FakeAgent
-from platform_harness import Harness, make_config
+from kits.platform_fake_agent import FakeAgent
+from kits.platform_harness import Harness, make_config
 
 from berth.proto import agent_pb2
 

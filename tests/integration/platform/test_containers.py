@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import websockets
-from platform_fake_agent import FakeAgent, state_item
-from platform_harness import Harness
-from platform_responder import Responder
+from kits.platform_fake_agent import FakeAgent, state_item
+from kits.platform_harness import Harness
+from kits.platform_responder import Responder
 from waiting import wait_for
 
 from berth.proto import agent_pb2, common_pb2

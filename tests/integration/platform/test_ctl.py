@@ -8,9 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from platform_fake_agent import FakeAgent
-from platform_harness import Harness
-from platform_responder import Responder
+from kits.platform_fake_agent import FakeAgent
+from kits.platform_harness import Harness
+from kits.platform_responder import Responder
 
 from berth.ctl.cli import main as ctl_main
 from berth.ctl.stack import StackError, parse_stack

@@ -6,9 +6,9 @@ import asyncio
 import json
 
 import websockets
-from platform_fake_agent import FakeAgent
-from platform_harness import Harness
-from platform_responder import Responder
+from kits.platform_fake_agent import FakeAgent
+from kits.platform_harness import Harness
+from kits.platform_responder import Responder
 
 from berth.platform.app import PlatformServer
 from berth.platform.secrets import SecretBox

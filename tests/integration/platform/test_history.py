@@ -8,9 +8,9 @@ import asyncio
 import json
 from typing import Any
 
-from platform_fake_agent import FakeAgent
-from platform_harness import Harness
-from platform_responder import Responder
+from kits.platform_fake_agent import FakeAgent
+from kits.platform_harness import Harness
+from kits.platform_responder import Responder
 from waiting import wait_for
 
 from berth.proto import agent_pb2, common_pb2

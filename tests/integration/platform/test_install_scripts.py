@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from platform_harness import Harness
+from kits.platform_harness import Harness
 
 from berth.platform.install_scripts import TEMPLATES, InstallScripts, find_templates_dir
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import httpx
 import uvicorn
-from platform_fake_agent import FakeAgent
-from platform_harness import make_config
+from kits.platform_fake_agent import FakeAgent
+from kits.platform_harness import make_config
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from platform_harness import Harness, make_config
+from kits.platform_harness import Harness, make_config
 
 from berth.errors import ConfigError
 from berth.platform.app import PlatformServer

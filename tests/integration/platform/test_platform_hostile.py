@@ -10,7 +10,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from platform_harness import Harness
+from kits.platform_harness import Harness
 
 HOSTILE_TEXT = [
     "\ud800",  # a lone surrogate: not UTF-8 once decoded

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from platform_harness import Harness
+from kits.platform_harness import Harness
 from waiting import wait_for, within
 
 INSTANCES = int(os.environ.get("BERTH_TEST_SCALE_INSTANCES", "300"))

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import jwt
-from platform_fake_agent import FakeAgent
-from platform_harness import Harness
+from kits.platform_fake_agent import FakeAgent
+from kits.platform_harness import Harness
 from waiting import wait_for
 
 from berth.proto import agent_pb2, common_pb2

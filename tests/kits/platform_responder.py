@@ -5,9 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
-from platform_fake_agent import FakeAgent, state_item
-
 from berth.proto import agent_pb2, common_pb2
+from kits.platform_fake_agent import FakeAgent, state_item
 
 
 class Responder:

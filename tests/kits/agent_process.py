@@ -14,13 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "tests" / "faults")]
+from fakeplatform import FakePlatform
 
-from fakeplatform import FakePlatform  # noqa: E402
-from fault_kit import TunedPlatformServer, sweep_async  # noqa: E402
-
-from berth.proto import common_pb2  # noqa: E402
+from berth.proto import common_pb2
+from kits.fault_kit import TunedPlatformServer, sweep_async
 
 
 @dataclass(frozen=True)
