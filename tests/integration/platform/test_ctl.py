@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-from pathlib import Path
 
 import pytest
 from kits.platform_fake_agent import FakeAgent
@@ -13,7 +12,6 @@ from kits.platform_harness import Harness
 from kits.platform_responder import Responder
 
 from berth.ctl.cli import main as ctl_main
-from berth.ctl.stack import StackError, parse_stack
 from berth.proto import common_pb2
 
 
@@ -30,24 +28,6 @@ async def test_nodes_add_and_list(platform: Harness, capsys: pytest.CaptureFixtu
     wrong = ["--url", platform.started.http_url, "--token", "wrong"]
     assert await asyncio.to_thread(ctl_main, [*wrong, "nodes", "list"]) == 1
     assert "HTTP 401" in capsys.readouterr().err
-
-
-def test_stack_files(tmp_path: Path) -> None:
-    stack = parse_stack(
-        "node: n\nprefix: p\nregistries: [{name: r, url: 'h:5000'}]\n"
-        "instances:\n  - {image: busybox, tag: 1, registry: r, config: {common: {name: web}}}\n"
-    )
-    payload = stack.payload("node-id", {"r": "reg-id"})
-    assert payload["instances"][0] == {
-        "image": "busybox",
-        "tag": "1",
-        "registryId": "reg-id",
-        "config": {"common": {"name": "web"}},
-    }
-    with pytest.raises(StackError, match="instances"):
-        parse_stack("node: n\nprefix: p\n")
-    with pytest.raises(StackError, match="unknown registry"):
-        parse_stack("node: n\nprefix: p\ninstances: [{image: x, registry: nope}]\n").payload("n", {})
 
 
 async def test_ctl_covers_registries_deployments_and_nodes(

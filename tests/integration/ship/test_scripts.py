@@ -5,7 +5,6 @@ real systemd install (venv, env file, unit, switch, rollback) into a staging roo
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import socket
 import stat
@@ -14,8 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from berth.platform.install_scripts import fill_template
+from kits.install_corpus import CA, fill
 
 ROOT = Path(__file__).resolve().parents[3]
 SCRIPTS = ROOT / "install-scripts"
@@ -24,27 +22,6 @@ OWN_SHELL = [
     SCRIPTS / "install-systemd.sh.tmpl",
     ROOT / "tools/build-image.sh",
 ]
-CA = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
-
-
-def render(template: Path, **overrides: str) -> str:
-    """The platform's rule (``fill_template``): every ``@@language:KEY@@`` replaced by its value
-    escaped for that language."""
-    values = {
-        "GRPC_TOKEN": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln",
-        "NODE_NAME": "node-a",
-        "PLATFORM_ADDRESS": "127.0.0.1:5000",
-        "PLATFORM_LOOPBACK": "true",
-        "CA_PEM": CA.rstrip("\n"),
-        "INSECURE": "false",
-        "IMAGE": "berth/agent:0.1",
-        "WORKLOAD_NAME": "berth",
-        "DATA_DIR": "/srv/berth",
-        **overrides,
-    }
-    text = fill_template(template.name, template.read_text(), values)
-    assert "@@" not in text
-    return text
 
 
 def _shell_scripts() -> list[Path]:
@@ -74,15 +51,9 @@ def test_shellcheck(script: Path) -> None:
 @pytest.mark.parametrize("template", ["install-docker.sh.tmpl", "install-systemd.sh.tmpl"])
 def test_rendered_scripts_pass_shellcheck_with_an_empty_ca(tmp_path: Path, template: str) -> None:
     script = tmp_path / "script.sh"
-    script.write_text(render(SCRIPTS / template, CA_PEM="", INSECURE="true"))
+    script.write_text(fill(SCRIPTS / template, CA_PEM="", INSECURE="true"))
     result = subprocess.run(["shellcheck", "-s", "sh", str(script)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout
-
-
-def test_systemd_script_embeds_the_unit_file_verbatim() -> None:
-    text = (SCRIPTS / "install-systemd.sh.tmpl").read_text()
-    embedded = text.split("<<'UNIT_FILE'\n", 1)[1].split("\nUNIT_FILE\n", 1)[0] + "\n"
-    assert embedded == (SCRIPTS / "berth-agent.service").read_text()
 
 
 def _run(script: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -98,7 +69,7 @@ def _fake_bin(folder: Path, name: str, body: str) -> None:
 
 def test_docker_script_names_a_missing_runtime_socket_and_bad_arguments(tmp_path: Path) -> None:
     script = tmp_path / "install-docker.sh"
-    script.write_text(render(SCRIPTS / "install-docker.sh.tmpl"))
+    script.write_text(fill(SCRIPTS / "install-docker.sh.tmpl"))
     base = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
 
     missing = _run(script, env={**base, "CRI_EXECUTABLE": "no-such-cri"})
@@ -120,7 +91,7 @@ def test_docker_script_reports_an_engine_without_permission(tmp_path: Path) -> N
     try:
         _fake_bin(tmp_path / "bin", "docker", 'echo "permission denied while trying to connect" >&2; exit 1')
         script = tmp_path / "install-docker.sh"
-        script.write_text(render(SCRIPTS / "install-docker.sh.tmpl"))
+        script.write_text(fill(SCRIPTS / "install-docker.sh.tmpl"))
         env = {
             "PATH": f"{tmp_path / 'bin'}:/usr/bin:/bin",
             "HOME": str(tmp_path),
@@ -163,7 +134,7 @@ def _engine_socket(tmp_path: Path) -> Path:
 @pytest.mark.skipif(os.geteuid() != 0, reason="the systemd installer requires root")
 def test_systemd_install_writes_venv_env_unit_and_switches(tmp_path: Path, berth_wheel: Path) -> None:
     script = tmp_path / "install-systemd.sh"
-    script.write_text(render(SCRIPTS / "install-systemd.sh.tmpl"))
+    script.write_text(fill(SCRIPTS / "install-systemd.sh.tmpl"))
     env = _systemd_env(tmp_path, berth_wheel)
     root = tmp_path / "root"
 
@@ -205,7 +176,7 @@ def test_systemd_install_switches_back_when_the_new_version_does_not_start(
     tmp_path: Path, berth_wheel: Path
 ) -> None:
     script = tmp_path / "install-systemd.sh"
-    script.write_text(render(SCRIPTS / "install-systemd.sh.tmpl"))
+    script.write_text(fill(SCRIPTS / "install-systemd.sh.tmpl"))
     ok = _run(script, env=_systemd_env(tmp_path, berth_wheel))
     assert ok.returncode == 0, ok.stderr
     current = tmp_path / "root/opt/berth/current"
@@ -214,19 +185,3 @@ def test_systemd_install_switches_back_when_the_new_version_does_not_start(
     failing = _run(script, env=_systemd_env(tmp_path, berth_wheel, fail_restart=True))
     assert failing.returncode == 7 and "switching back" in failing.stderr
     assert os.readlink(current) == working
-
-
-def test_powershell_script_renders_and_is_balanced() -> None:
-    """No PowerShell on this machine: check what can be checked without one. Every placeholder is
-    known, the CA is one single-quoted string, brackets balance outside strings, and the
-    token goes into an env file, never onto a command line."""
-    text = render(SCRIPTS / "install-docker.ps1.tmpl")
-    assert f"$BerthCaPem = '{CA.strip()}'\n" in text
-    code = text.replace(f"'{CA.strip()}'", "''")  # the one string over several lines
-    code = re.sub(r"'[^'\n]*'", "''", code)
-    code = re.sub(r'"(?:`.|[^"`\n])*"', '""', code)
-    code = "\n".join(line.split("#", 1)[0] for line in code.splitlines())
-    for opening, closing in ("{}", "()", "[]"):
-        assert code.count(opening) == code.count(closing), (opening, closing)
-    assert '"GRPC_TOKEN=$BerthToken"' in text and "--env-file" in text
-    assert "exit " not in code  # exit would close the user's shell under Invoke-Expression
