@@ -3,73 +3,47 @@ namespaces per test (removed afterwards), and a recorder for deploy events."""
 
 from __future__ import annotations
 
-import os
 import secrets
-import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pytest
+from kits.fake_kubelet import FakeKubelet
+from kits.kube_cluster import BASE, ROOT, TEST_PREFIX, admin_api, kubeconfig_of_a_running_apiserver
+from kits.kube_node import registered_node
 
-from berth.errors import RuntimeFailure
 from berth.model import ContainerState, LogLevel
 from berth.runtimes.kubernetes import KubernetesRuntime, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.settings import KubernetesSettings
 
-ROOT = Path(__file__).resolve().parents[3]
-BASE = Path(os.environ.get("K8S_DEB_BASE", "/var/tmp/berth-kube"))
-TEST_PREFIX = "bt-"
-
 pytestmark = pytest.mark.kube
-
-
-def _reachable(kubeconfig: str) -> str | None:
-    if not Path(kubeconfig).is_file():
-        return f"no kubeconfig at {kubeconfig}"
-    api = KubeApi(KubernetesSettings(kubeconfig=kubeconfig, request_timeout_s=5))
-    try:
-        api.version()
-    except RuntimeFailure as err:
-        return str(err)
-    finally:
-        api.close()
-    return None
+__all__ = ["BASE", "ROOT", "TEST_PREFIX"]  # the tests of this folder import them from here
 
 
 @pytest.fixture(scope="session")
 def kubeconfig() -> str:
-    path = os.environ.get("KUBECONFIG") or str(BASE / "kubeconfig")
-    problem = _reachable(path)
-    if problem is not None:
-        env = {**os.environ, "K8S_DEB_BASE": str(BASE)}
-        run = subprocess.run(
-            [str(ROOT / "tools/kube-apiserver.sh"), "all"],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=900,
-        )
-        if run.returncode != 0:
-            last = (run.stderr.strip().splitlines() or ["?"])[-1]
-            pytest.skip(f"kube-apiserver cannot run here (tools/kube-apiserver.sh: {last})")
-        path = str(BASE / "kubeconfig")
-        problem = _reachable(path)
-        if problem is not None:
-            pytest.skip(f"kube-apiserver started but is unreachable: {problem}")
-    return path
+    return kubeconfig_of_a_running_apiserver()
 
 
 @pytest.fixture(scope="session")
 def admin(kubeconfig: str) -> Iterator[KubeApi]:
-    api = KubeApi(KubernetesSettings(kubeconfig=kubeconfig, field_manager="berth-test"))
-    yield api
-    listed = api.list(resources.NAMESPACE, None)
-    for ns in listed.get("items") or []:
-        if ns["metadata"]["name"].startswith(TEST_PREFIX):
-            api.delete(resources.NAMESPACE, None, ns["metadata"]["name"])
-    api.close()
+    with admin_api(kubeconfig) as api:
+        yield api
+
+
+@pytest.fixture
+def kubelet(tmp_path: Path) -> Iterator[FakeKubelet]:
+    fake = FakeKubelet(tmp_path)
+    yield fake
+    fake.close()
+
+
+@pytest.fixture
+def node(admin: KubeApi, kubelet: FakeKubelet) -> Iterator[str]:
+    with registered_node(admin, kubelet) as name:
+        yield name
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from kits.kube_node import patch_pod_status, running_pod, wait_pods
 from waiting import wait_for_blocking
 
 from berth.errors import InvalidSpec, PermanentCommandError
@@ -299,7 +300,7 @@ async def test_rollout_wait_fails_with_the_pod_reason(make_runtime, admin, prefi
     workload = WorkloadSpec(id="wl-1", prefix=prefix, name="stuck", image_name="busybox", tag="1")
 
     async def pull_fails() -> None:
-        pods = await asyncio.to_thread(lambda: _wait_pods(admin, prefix, "stuck"))
+        pods = await asyncio.to_thread(lambda: wait_pods(admin, prefix, "stuck"))
         pod = pods[0]
         pod["status"] = {
             "phase": "Pending",
@@ -314,7 +315,7 @@ async def test_rollout_wait_fails_with_the_pod_reason(make_runtime, admin, prefi
                 }
             ],
         }
-        await asyncio.to_thread(_patch_pod_status, admin, pod)
+        await asyncio.to_thread(patch_pod_status, admin, pod)
 
     patcher = asyncio.create_task(pull_fails(), name="patch-pod-status")
     with pytest.raises(PermanentCommandError, match="ImagePullBackOff") as failure:
@@ -330,56 +331,11 @@ async def test_rollout_wait_succeeds_when_the_pod_becomes_ready(make_runtime, ad
     workload = WorkloadSpec(id="wl-ok", prefix=prefix, name="ok", image_name="busybox", tag="1")
 
     async def becomes_ready() -> None:
-        pods = await asyncio.to_thread(lambda: _wait_pods(admin, prefix, "ok"))
-        await asyncio.to_thread(_patch_pod_status, admin, running_pod(pods[0], "ok"))
+        pods = await asyncio.to_thread(lambda: wait_pods(admin, prefix, "ok"))
+        await asyncio.to_thread(patch_pod_status, admin, running_pod(pods[0], "ok"))
 
     patcher = asyncio.create_task(becomes_ready(), name="patch-pod-ready")
     await rt.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(workload,)), events)
     await patcher
     assert (workload.id, ContainerState.RUNNING, "rollout complete") in events.instances
     assert events.progress_calls[-1] == (workload.id, "rolled out", 1.0)
-
-
-def _wait_pods(admin, prefix: str, name: str) -> list[dict]:
-    """Blocking (call it in a thread): the pods the controllers made for a workload."""
-    return wait_for_blocking(
-        lambda: admin.list(resources.POD, prefix, label_selector=f"app={name}").get("items"),
-        20,
-        f"the controllers to create a pod of {name}",
-        interval_s=0.2,
-    )
-
-
-def _patch_pod_status(admin, pod: dict) -> None:
-    meta = pod["metadata"]
-    admin.call(
-        Request("patch", resources.POD, meta["namespace"], meta["name"]),
-        "PATCH",
-        resources.POD.path(meta["namespace"], meta["name"], "status"),
-        body={"status": pod["status"]},
-        content_type="application/merge-patch+json",
-    )
-
-
-def running_pod(pod: dict, container: str) -> dict:
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    pod["status"] = {
-        "phase": "Running",
-        "conditions": [
-            {"type": "Ready", "status": "True", "lastTransitionTime": now},
-            {"type": "ContainersReady", "status": "True", "lastTransitionTime": now},
-            {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
-        ],
-        "containerStatuses": [
-            {
-                "name": container,
-                "image": "docker.io/library/busybox:1",
-                "imageID": "docker-pullable://busybox@sha256:" + "0" * 64,
-                "ready": True,
-                "started": True,
-                "restartCount": 0,
-                "state": {"running": {"startedAt": now}},
-            }
-        ],
-    }
-    return pod

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kits.kube_node import wait_pods
 from waiting import wait_for
 
 from berth.errors import NotFound, PermanentCommandError
@@ -25,7 +26,7 @@ from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
 
 from .conftest import BASE
-from .test_kube_deploy import _wait_pods, full_workload
+from .test_kube_deploy import full_workload
 
 pytestmark = pytest.mark.kube
 TEMPLATE = Path(__file__).resolve().parents[3] / "install-scripts" / "install-k8s.yaml.tmpl"
@@ -225,7 +226,7 @@ async def test_install_manifest_applies_and_grants_exactly_what_the_runtime_uses
 
             # the restart above replaces the pod: the one found may be gone by the time logs ask
             async def history() -> tuple[list[LogItem]]:
-                await asyncio.to_thread(_wait_pods, admin, prefix, "web")
+                await asyncio.to_thread(wait_pods, admin, prefix, "web")
                 return ([line async for line in runtime.logs(ref, follow=False, tail_lines=5)],)
 
             (logs,) = await wait_for(

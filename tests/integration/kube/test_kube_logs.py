@@ -4,72 +4,18 @@ re-following when the pod is replaced."""
 from __future__ import annotations
 
 import asyncio
-import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
-from waiting import wait_for_blocking, within
+from kits.kube_node import start_on_node
+from waiting import within
 
 from berth.model import ContainerRef, DeploymentSpec, WorkloadSpec
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
 
-from .fake_kubelet import FakeKubelet
-from .test_kube_deploy import _patch_pod_status, _wait_pods, running_pod
-
 pytestmark = pytest.mark.kube
-
-
-@pytest.fixture
-def kubelet(tmp_path) -> Iterator[FakeKubelet]:
-    fake = FakeKubelet(tmp_path)
-    yield fake
-    fake.close()
-
-
-@pytest.fixture
-def node(admin: KubeApi, kubelet: FakeKubelet) -> Iterator[str]:
-    name = f"bt-node-{secrets.token_hex(3)}"
-    path = f"/api/v1/nodes/{name}"
-    request = Request("create", resources.NAMESPACE, None, name)
-    admin.call(
-        request, "POST", "/api/v1/nodes", body={"metadata": {"name": name}}, content_type="application/json"
-    )
-    status = {
-        "status": {
-            "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": kubelet.port}},
-        }
-    }
-    admin.call(request, "PATCH", f"{path}/status", body=status, content_type="application/merge-patch+json")
-    yield name
-    admin.call(request, "DELETE", path)
-
-
-def start_on_node(admin: KubeApi, prefix: str, app: str, node: str, *, skip: set[str] = frozenset()) -> str:
-    pods = wait_for_blocking(
-        lambda: [p for p in _wait_pods(admin, prefix, app) if p["metadata"]["name"] not in skip],
-        20,
-        f"a new pod of {app} (besides {sorted(skip)})",
-        interval_s=0.2,
-    )
-    pod = pods[0]
-    name = pod["metadata"]["name"]
-    admin.call(
-        Request("create", resources.POD, prefix, name),
-        "POST",
-        resources.POD.path(prefix, name, "binding"),
-        body={
-            "apiVersion": "v1",
-            "kind": "Binding",
-            "metadata": {"name": name},
-            "target": {"kind": "Node", "name": node},
-        },
-        content_type="application/json",
-    )
-    _patch_pod_status(admin, running_pod(admin.get(resources.POD, prefix, name), app))
-    return name
 
 
 async def collect(stream: AsyncIterator, count: int) -> list:

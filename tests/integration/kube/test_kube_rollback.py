@@ -7,13 +7,12 @@ import asyncio
 from dataclasses import replace
 
 import pytest
+from kits.kube_node import patch_pod_status, running_pod, wait_pods
 from waiting import wait_for
 
 from berth.errors import PermanentCommandError
 from berth.model import ContainerState, DeploymentSpec, LogLevel, WorkloadSpec
 from berth.runtimes.kubernetes import resources
-
-from .test_kube_deploy import _patch_pod_status, _wait_pods, running_pod
 
 pytestmark = pytest.mark.kube
 
@@ -25,7 +24,7 @@ def image_of(admin, prefix: str, name: str) -> str:
 
 async def pods_of_image(admin, prefix: str, name: str, image: str) -> list[dict]:
     async def matching() -> list[dict]:
-        pods = await asyncio.to_thread(lambda: _wait_pods(admin, prefix, name))
+        pods = await asyncio.to_thread(lambda: wait_pods(admin, prefix, name))
         return [p for p in pods if p["spec"]["containers"][0]["image"] == image]
 
     return await wait_for(matching, 20, f"a pod of {name} with {image}", interval_s=0.2)
@@ -38,7 +37,7 @@ async def test_failed_rollout_goes_back_to_the_previous_template(make_runtime, a
 
     async def ready(image: str) -> None:
         pod = (await pods_of_image(admin, prefix, "web", image))[0]
-        await asyncio.to_thread(_patch_pod_status, admin, running_pod(pod, "web"))
+        await asyncio.to_thread(patch_pod_status, admin, running_pod(pod, "web"))
 
     becomes_ready = asyncio.create_task(ready(v1), name="v1-ready")
     await rt.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(first,)), events)
@@ -62,7 +61,7 @@ async def test_failed_rollout_goes_back_to_the_previous_template(make_runtime, a
                 }
             ],
         }
-        await asyncio.to_thread(_patch_pod_status, admin, pod)
+        await asyncio.to_thread(patch_pod_status, admin, pod)
 
     failing = asyncio.create_task(pull_fails(), name="v2-pull-fails")
     with pytest.raises(PermanentCommandError, match="ImagePullBackOff"):

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog.testing
+from kits.kube_node import patch_pod_status, running_pod, wait_pods
 from waiting import wait_for_blocking, within
 
 from berth.model import (
@@ -28,7 +29,6 @@ from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.watcher import Snapshot, StateWatcher
 
 from .conftest import BASE, ROOT
-from .test_kube_deploy import _patch_pod_status, _wait_pods, running_pod
 
 pytestmark = pytest.mark.kube
 
@@ -57,11 +57,11 @@ async def test_watch_reports_create_running_scale_and_remove(runtime, admin, pre
         assert item.labels["io.berth.managed"] == "true" and item.created_at is not None
 
         # the controllers create a Pending pod: WAITING with the pod's own reason (§17 #39)
-        pods = await asyncio.to_thread(_wait_pods, admin, prefix, "web")
+        pods = await asyncio.to_thread(wait_pods, admin, prefix, "web")
         if item.state != ContainerState.WAITING:
             await next_matching(updates, ref, ContainerState.WAITING)
 
-        await asyncio.to_thread(_patch_pod_status, admin, running_pod(pods[0], "web"))
+        await asyncio.to_thread(patch_pod_status, admin, running_pod(pods[0], "web"))
         running = await next_matching(updates, ref, ContainerState.RUNNING)
         assert [i.reason for i in running.items if i.ref == ref] == ["Started"]
 
