@@ -34,7 +34,17 @@ from berth.model import (
 from berth.runtimes.base import DeployEvents
 
 _LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z ")
 _WATCH_QUEUE_SIZE = 1000
+
+
+def engine_line(text: str) -> str:
+    """A line as an engine keeps what a workload printed: an RFC 3339 timestamp with nanoseconds
+    first (Docker's form; a line that has one keeps it) and a newline last."""
+    line = text if text.endswith("\n") else f"{text}\n"
+    if _TIMESTAMPED.match(line):
+        return line
+    return f"{datetime.now(UTC).strftime('%Y-%m-%dT%H:%M:%S.%f')}000Z {line}"
 
 
 @dataclass
@@ -69,6 +79,18 @@ class MemoryContainer:
             created_at=self.created_at,
             labels=dict(self.labels),
         )
+
+
+def _check_workload(workload: WorkloadSpec, seen: set[str]) -> None:
+    """The engines' rules: the prefix and ``<prefix>-<name>`` are RFC 1123 labels, and one request
+    names a container once."""
+    full_name = f"{workload.prefix}-{workload.name}"
+    for field_name, value in (("prefix", workload.prefix), ("container name", full_name)):
+        if not _LABEL.match(value):
+            raise InvalidSpec(field_name, f"{value!r} is not an RFC 1123 label")
+    if full_name in seen:
+        raise InvalidSpec("container name", f"{full_name!r} appears twice")
+    seen.add(full_name)
 
 
 class _Watcher:
@@ -119,13 +141,15 @@ class MemoryRuntime:
         labels = {PREFIX_LABEL: prefix} if prefix else {}
         if secret_keys:
             labels[SECRET_KEYS_LABEL] = ",".join(secret_keys)
-        container = MemoryContainer(prefix, name, image, tag, state, labels, logs=list(logs or []))
+        lines = [engine_line(line) for line in logs or []]
+        container = MemoryContainer(prefix, name, image, tag, state, labels, logs=lines)
         self._put(container)
         return container
 
     def append_log(self, ref: ContainerRef, line: str) -> None:
+        """The container prints ``line`` (stamped as an engine would, see ``engine_line``)."""
         container = self._find(ref)
-        container.logs.append(line)
+        container.logs.append(engine_line(line))
         self._log_changed.set()
         self._log_changed = asyncio.Event()
 
@@ -162,16 +186,19 @@ class MemoryRuntime:
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
         self.deployments.append(deployment)
+        seen: set[str] = set()
+        for workload in deployment.workloads:  # as on the engines: an invalid request changes nothing
+            try:
+                _check_workload(workload, seen)
+            except InvalidSpec as err:
+                await events.instance(workload.id, ContainerState.UNSPECIFIED, str(err), LogLevel.ERROR)
+                raise
         if deployment.shared_secrets:
             self.shared_secret_keys[deployment.prefix] = sorted(deployment.shared_secrets)
         for workload in deployment.workloads:
             await self._deploy_one(workload, events)
 
     async def _deploy_one(self, workload: WorkloadSpec, events: DeployEvents) -> None:
-        if not _LABEL.match(workload.prefix) or not _LABEL.match(f"{workload.prefix}-{workload.name}"):
-            raise InvalidSpec(
-                "prefix/container name", f"{workload.prefix}-{workload.name} is not an RFC 1123 label"
-            )
         full_name = f"{workload.prefix}-{workload.name}"
         image = "/".join(p for p in (workload.registry, workload.image_name) if p)
         await events.log(

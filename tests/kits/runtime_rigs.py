@@ -1,0 +1,207 @@
+"""The three runtimes behind one test interface, for the runtime contract suite (tests/contract).
+
+A ``Rig`` holds a runtime, the prefix a test works under, and what only the surroundings of a
+runtime can do: give a workload it can run, give one whose image the registry does not have, and
+make a running workload print lines (the memory runtime's own log, ``docker exec`` writing to the
+container's PID 1 output, a kubelet stand-in serving the pod's log). ``EXPECTED`` is the one place
+where the runtimes are allowed to differ, each difference with its reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import shlex
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+from berth.model import (
+    ContainerRef,
+    ContainerState,
+    DockerOptions,
+    LogLevel,
+    RegistryAuth,
+    WorkloadSpec,
+    frozen_map,
+)
+from berth.runtimes.base import Runtime
+from berth.runtimes.memory import MemoryRuntime
+
+TEST_LABEL = "io.berth.test"
+
+
+@dataclass(frozen=True)
+class Expectations:
+    """What a runtime is expected to do where the runtimes differ, each with its reason."""
+
+    kinds: frozenset[str]  # RuntimeInfo.kind from preflight
+    deployed: ContainerState = ContainerState.RUNNING  # right after a successful deploy
+    missing_image_fails_the_deploy: bool = True  # else the API accepts it and the node fails the pull
+    duplicate_names_refused: bool = True  # one request naming a workload twice
+    why: tuple[str, ...] = ()
+
+
+EXPECTED: dict[str, Expectations] = {
+    "memory": Expectations(frozenset({"memory"})),
+    "docker": Expectations(frozenset({"docker", "podman"})),
+    "kubernetes": Expectations(
+        frozenset({"kubernetes"}),
+        deployed=ContainerState.WAITING,
+        missing_image_fails_the_deploy=False,
+        duplicate_names_refused=False,
+        why=(
+            "deployed: the test cluster has no kubelet or scheduler, pods stay Pending (WAITING)",
+            "missing image: the node pulls the image, so a missing one fails there, after the API "
+            "server accepted the Deployment (Berth reports it from the pod status)",
+            "duplicate names: a gap, not a design: the Kubernetes deployer applies the second "
+            "workload over the first where Docker refuses the request before anything changes",
+        ),
+    ),
+}
+
+
+@dataclass
+class RecordedEvents:
+    """The DeployEvents a runtime reports, recorded."""
+
+    logs: list[tuple[LogLevel, str]] = field(default_factory=list)
+    instances: list[tuple[str, ContainerState, str, LogLevel]] = field(default_factory=list)
+    progress_items: list[tuple[str, str, float]] = field(default_factory=list)
+
+    async def log(self, level: LogLevel, *lines: str) -> None:
+        self.logs.extend((level, line) for line in lines)
+
+    async def instance(
+        self, workload_id: str, state: ContainerState, reason: str, level: LogLevel = LogLevel.INFO
+    ) -> None:
+        self.instances.append((workload_id, state, reason, level))
+
+    async def progress(self, workload_id: str, status: str, fraction: float) -> None:
+        self.progress_items.append((workload_id, status, fraction))
+
+    def errors(self) -> list[str]:
+        logged = [line for level, line in self.logs if level == LogLevel.ERROR]
+        return logged + [reason for _, _, reason, level in self.instances if level == LogLevel.ERROR]
+
+
+class Rig(Protocol):
+    name: str
+    runtime: Runtime
+    prefix: str
+
+    @property
+    def expect(self) -> Expectations: ...
+
+    def workload(self, name: str, **changes: Any) -> WorkloadSpec:
+        """A workload this runtime can deploy and keep running."""
+        ...
+
+    def missing_image(self, name: str) -> WorkloadSpec:
+        """A workload whose image the registry does not have."""
+        ...
+
+    async def prints(self, ref: ContainerRef, *texts: str) -> None:
+        """The running workload writes ``texts`` to its output, one line each."""
+        ...
+
+
+def _base_workload(prefix: str, name: str) -> WorkloadSpec:
+    return WorkloadSpec(id=f"wl-{name}", prefix=prefix, name=name, image_name="berth/busybox", tag="1")
+
+
+class MemoryRig:
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.runtime = MemoryRuntime()
+        self.prefix = f"mc{secrets.token_hex(3)}"
+
+    @property
+    def expect(self) -> Expectations:
+        return EXPECTED[self.name]
+
+    def workload(self, name: str, **changes: Any) -> WorkloadSpec:
+        return replace(_base_workload(self.prefix, name), **changes)
+
+    def missing_image(self, name: str) -> WorkloadSpec:
+        self.runtime.fail_images.add("berth/not-in-the-registry")  # the memory runtime's registry
+        return self.workload(name, image_name="berth/not-in-the-registry")
+
+    async def prints(self, ref: ContainerRef, *texts: str) -> None:
+        for text in texts:
+            self.runtime.append_log(ref, f"{text}\n")
+
+
+class DockerRig:
+    """The real engine and the authenticated registry of tools/testenv.sh."""
+
+    name = "docker"
+    SERVE_FOREVER = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
+
+    def __init__(self, runtime: Runtime, client: Any, registry: str, auth: RegistryAuth) -> None:
+        self.runtime = runtime
+        self.prefix = f"dc{secrets.token_hex(3)}"
+        self._client = client
+        self._registry = registry
+        self._auth = auth
+
+    @property
+    def expect(self) -> Expectations:
+        return EXPECTED[self.name]
+
+    def workload(self, name: str, **changes: Any) -> WorkloadSpec:
+        spec = replace(
+            _base_workload(self.prefix, name),
+            registry=self._registry,
+            registry_auth=self._auth,
+            commands=("sh", "-c"),
+            args=(self.SERVE_FOREVER,),
+            docker=DockerOptions(labels=frozen_map({TEST_LABEL: "1"})),
+        )
+        return replace(spec, **changes)
+
+    def missing_image(self, name: str) -> WorkloadSpec:
+        return self.workload(name, image_name=f"berth/not-in-the-registry-{secrets.token_hex(3)}")
+
+    async def prints(self, ref: ContainerRef, *texts: str) -> None:
+        script = "; ".join(f"echo {shlex.quote(text)} >/proc/1/fd/1" for text in texts)
+
+        def run() -> None:
+            result = self._client.containers.get(ref.key).exec_run(["sh", "-c", script])
+            assert result.exit_code == 0, result.output
+
+        await asyncio.to_thread(run)
+
+
+class KubernetesRig:
+    """The real kube-apiserver; the test plays the node (kits.kube_node) only to serve logs."""
+
+    name = "kubernetes"
+
+    def __init__(self, runtime: Runtime, admin: Any, kubelet: Any, node: str) -> None:
+        self.runtime = runtime
+        self.prefix = f"bt-kc{secrets.token_hex(3)}"
+        self._admin = admin
+        self._kubelet = kubelet
+        self._node = node
+        self._pods: dict[ContainerRef, str] = {}
+
+    @property
+    def expect(self) -> Expectations:
+        return EXPECTED[self.name]
+
+    def workload(self, name: str, **changes: Any) -> WorkloadSpec:
+        return replace(_base_workload(self.prefix, name), **changes)
+
+    def missing_image(self, name: str) -> WorkloadSpec:
+        return self.workload(name, image_name=f"berth/not-in-the-registry-{secrets.token_hex(3)}")
+
+    async def prints(self, ref: ContainerRef, *texts: str) -> None:
+        from kits.kube_node import start_on_node
+
+        pod = self._pods.get(ref)
+        if pod is None:
+            pod = await asyncio.to_thread(start_on_node, self._admin, ref.prefix, ref.name, self._node)
+            self._pods[ref] = pod
+        for text in texts:
+            self._kubelet.write(pod, text)
