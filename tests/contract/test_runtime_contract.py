@@ -15,11 +15,13 @@ from waiting import wait_for, within
 
 from berth.errors import InvalidSpec, NotFound, RuntimeFailure
 from berth.model import (
+    MANAGED_LABEL,
     ContainerRef,
     ContainerState,
     ContainerStatus,
     DeploymentSpec,
     LogItem,
+    Port,
     PrefixTarget,
     SecretValue,
     StateUpdate,
@@ -105,6 +107,15 @@ async def test_an_unknown_prefix_has_no_workloads_and_no_secrets(rig: Rig) -> No
     assert update.initial and update.items == ()
     assert await rig.runtime.secret_keys(PrefixTarget(rig.prefix)) == []
     assert await rig.runtime.secret_keys(ContainerRef(rig.prefix, "web")) == []
+
+
+async def test_state_items_carry_the_ports_and_the_managed_label(rig: Rig) -> None:
+    await deploy(rig, rig.workload("web", ports=(Port(8080),)))
+    await reaches(rig, "web", rig.expect.deployed)
+    item = (await listed(rig))["web"]
+    assert 8080 in {mapping.internal for mapping in item.ports}
+    assert item.labels.get(MANAGED_LABEL) == "true"
+    assert item.created_at is not None
 
 
 async def test_a_redeploy_replaces_the_workload(rig: Rig) -> None:
@@ -221,6 +232,21 @@ async def test_logs_tail_then_follow_with_timestamps(rig: Rig) -> None:
         await stream.aclose()  # type: ignore[attr-defined]
 
 
+async def test_a_followed_log_survives_a_restart(rig: Rig) -> None:
+    await deploy(rig, rig.workload("web"))
+    ref = ContainerRef(rig.prefix, "web")
+    await rig.prints(ref, "before")
+    stream = rig.runtime.logs(ref, follow=True, tail_lines=1)
+    try:
+        assert (await lines(stream, 1))[0].endswith(" before\n")
+        await rig.runtime.restart(ref)
+        await rig.runs_again(ref)
+        await rig.prints(ref, "after")
+        assert (await lines(stream, 1))[0].endswith(" after\n")
+    finally:
+        await stream.aclose()  # type: ignore[attr-defined]
+
+
 async def test_logs_without_history_give_nothing(rig: Rig) -> None:
     await deploy(rig, rig.workload("web"))
     ref = ContainerRef(rig.prefix, "web")
@@ -245,6 +271,22 @@ async def test_watch_lists_first_then_reports_deploys_and_removals(rig: Rig) -> 
             updates,
             lambda item: item.ref.name == "later" and item.state == ContainerState.REMOVED,
             "the removal",
+        )
+    finally:
+        await updates.aclose()  # type: ignore[attr-defined]
+
+
+async def test_watch_reports_a_stop(rig: Rig) -> None:
+    await deploy(rig, rig.workload("web"))
+    await reaches(rig, "web", rig.expect.deployed)
+    updates = rig.runtime.watch(rig.prefix)
+    try:
+        await next_update(updates, lambda item: item.ref.name == "web", "the initial list")
+        await rig.runtime.stop(ContainerRef(rig.prefix, "web"))
+        await next_update(
+            updates,
+            lambda item: item.ref.name == "web" and item.state == ContainerState.EXITED,
+            "the stopped workload",
         )
     finally:
         await updates.aclose()  # type: ignore[attr-defined]

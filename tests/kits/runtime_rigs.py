@@ -104,6 +104,10 @@ class Rig(Protocol):
         """The running workload writes ``texts`` to its output, one line each."""
         ...
 
+    async def runs_again(self, ref: ContainerRef) -> None:
+        """After a restart: the node runs the workload again (a no-op where the engine does it)."""
+        ...
+
 
 def _base_workload(prefix: str, name: str) -> WorkloadSpec:
     return WorkloadSpec(id=f"wl-{name}", prefix=prefix, name=name, image_name="berth/busybox", tag="1")
@@ -130,6 +134,9 @@ class MemoryRig:
     async def prints(self, ref: ContainerRef, *texts: str) -> None:
         for text in texts:
             self.runtime.append_log(ref, f"{text}\n")
+
+    async def runs_again(self, ref: ContainerRef) -> None:
+        pass
 
 
 class DockerRig:
@@ -172,6 +179,9 @@ class DockerRig:
 
         await asyncio.to_thread(run)
 
+    async def runs_again(self, ref: ContainerRef) -> None:
+        pass  # the engine restarts the container before the restart call returns
+
 
 class KubernetesRig:
     """The real kube-apiserver; the test plays the node (kits.kube_node) only to serve logs."""
@@ -205,3 +215,15 @@ class KubernetesRig:
             self._pods[ref] = pod
         for text in texts:
             self._kubelet.write(pod, text)
+
+    async def runs_again(self, ref: ContainerRef) -> None:
+        """The rollout of a restart makes a new pod: run it, and end the old pod's log."""
+        from kits.kube_node import start_on_node
+
+        old = self._pods.get(ref)
+        skip = {old} if old else set()
+        self._pods[ref] = await asyncio.to_thread(
+            start_on_node, self._admin, ref.prefix, ref.name, self._node, skip=skip
+        )
+        if old:
+            self._kubelet.end(old)

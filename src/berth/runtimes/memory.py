@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 
 from berth.errors import InvalidSpec, NotFound, PermanentCommandError
 from berth.model import (
+    MANAGED_LABEL,
     PREFIX_LABEL,
     SECRET_KEYS_LABEL,
     ContainerRef,
@@ -25,6 +26,7 @@ from berth.model import (
     DeploymentSpec,
     LogItem,
     LogLevel,
+    PortMapping,
     PrefixTarget,
     RuntimeInfo,
     StateUpdate,
@@ -57,6 +59,7 @@ class MemoryContainer:
     labels: dict[str, str] = field(default_factory=dict)
     environment: dict[str, str] = field(default_factory=dict)
     logs: list[str] = field(default_factory=list)
+    ports: tuple[PortMapping, ...] = ()
     created_at: datetime = field(default_factory=lambda: datetime.now(UTC).replace(microsecond=0))
 
     @property
@@ -77,6 +80,7 @@ class MemoryContainer:
             image_name=self.image,
             image_tag=self.tag or "latest",
             created_at=self.created_at,
+            ports=self.ports,
             labels=dict(self.labels),
         )
 
@@ -217,7 +221,7 @@ class MemoryRuntime:
             await events.instance(workload.id, ContainerState.UNSPECIFIED, reason, LogLevel.ERROR)
             raise PermanentCommandError(reason)
         await events.progress(workload.id, "Pull complete", 1.0)
-        labels = {**workload.docker.labels, PREFIX_LABEL: workload.prefix}
+        labels = {**workload.docker.labels, PREFIX_LABEL: workload.prefix, MANAGED_LABEL: "true"}
         if workload.secrets:
             labels[SECRET_KEYS_LABEL] = ",".join(sorted(workload.secrets))
         container = MemoryContainer(
@@ -228,6 +232,7 @@ class MemoryRuntime:
             ContainerState.RUNNING,
             labels,
             environment={**workload.environment, **workload.secrets},
+            ports=tuple(PortMapping(port.internal, port.external or 0) for port in workload.ports),
         )
         self._put(container)
         await events.instance(workload.id, ContainerState.RUNNING, "running")
