@@ -49,9 +49,10 @@ browser:
 	dpkg -s chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
 	  apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
 
-# Unit tests only (no engine needed).
+# The pure tests: no engine, API server, network service or child process (under 30 s on 2 cores):
+# tests/unit and the runtime contract on the memory runtime.
 test-fast: venv
-	$(VENV)/bin/pytest -q -p no:cacheprovider tests/unit
+	$(VENV)/bin/pytest -q -p no:cacheprovider --durations=10 -m "not docker and not kube" tests/unit tests/contract
 
 demo: venv testenv
 	eval "$$(tools/testenv.sh env)"; $(PY) -m berth.demo
