@@ -7,12 +7,12 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+from waiting import wait_event, wait_for
 
 from berth.platform.app import PlatformServer, Started
 from berth.platform.config import PlatformConfig
@@ -67,7 +67,7 @@ class AgentProcess:
 
     async def wait_exit(self, timeout_s: float) -> int:
         assert self.process is not None
-        return await asyncio.wait_for(self.process.wait(), timeout_s)
+        return await wait_event(self.process.wait(), timeout_s, "the process to exit")
 
     async def stop(self) -> None:
         if self.process is None or self.process.returncode is not None:
@@ -84,14 +84,7 @@ class AgentProcess:
 
 
 async def eventually(description: str, check: Callable[[], Awaitable[Any]], timeout_s: float = 30.0) -> Any:
-    deadline = time.monotonic() + timeout_s
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = await check()
-        if last:
-            return last
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"{description}: not within {timeout_s} s (last: {last!r})")
+    return await wait_for(check, timeout_s, description, interval_s=0.1)
 
 
 async def wait_for_engine(timeout_s: float = 60.0) -> None:

@@ -27,6 +27,7 @@ from e2e_stack import (
     sweep_containers,
     wait_for_engine,
 )
+from waiting import wait_event, within
 
 pytestmark = [pytest.mark.e2e, pytest.mark.docker]
 
@@ -73,11 +74,18 @@ def _stack(node_id: str, prefix: str, registry_id: str) -> dict[str, Any]:
 
 
 async def _ws_messages(
-    url: str, token: str, count: int, match: Any, timeout_s: float = 30
+    url: str,
+    token: str,
+    count: int,
+    match: Any,
+    timeout_s: float = 30,
+    connected: asyncio.Event | None = None,
 ) -> list[dict[str, Any]]:
     found: list[dict[str, Any]] = []
     async with websockets.connect(url, additional_headers={"authorization": f"Bearer {token}"}) as ws:
-        async with asyncio.timeout(timeout_s):
+        if connected is not None:
+            connected.set()
+        async with within(timeout_s, "the websocket messages the test expects"):
             while len(found) < count:
                 message = json.loads(await ws.recv())
                 if match(message):
@@ -137,18 +145,20 @@ async def test_platform_drives_a_real_agent(tmp_path: Path, prefix: str) -> None
             assert created.status_code == 201, created.text
             deployment_id = created.json()["id"]
             ws_base = started.http_url.replace("http", "ws", 1) + "/api/default/ws"
+            subscribed = asyncio.Event()
             events_task = asyncio.create_task(
                 _ws_messages(
                     f"{ws_base}/deployments/{deployment_id}/events",
                     started.api_token,
                     1,
                     lambda m: m.get("type") == "end",
+                    connected=subscribed,
                 ),
                 name="e2e-deployment-events",
             )
-            await asyncio.sleep(0.3)
+            await wait_event(subscribed.wait(), 10, "the event feed subscribed")
             assert (await api.post(f"/deployments/{deployment_id}/start")).status_code == 204
-            end = await asyncio.wait_for(events_task, 120)
+            end = await wait_event(events_task, 120, "the deployment's end event")
             assert end == [{"type": "end", "status": "successful"}], agent.log_text()[-3000:]
             events = (await api.get(f"/deployments/{deployment_id}/log")).json()["items"]
             assert [e["containerState"]["state"] for e in events if e["type"] == "containerState"][-2:] == [

@@ -25,6 +25,7 @@ from kits.fault_kit import (
     watch,
     workload,
 )
+from waiting import wait_for
 
 from berth.proto import common_pb2
 
@@ -79,8 +80,11 @@ async def test_engine_restart_under_open_streams(tmp_path: Path, prefix: str) ->
             assert not state.done.is_set()
             # The follow either ended, half-closed by the agent, or is still delivering lines.
             lines = len(follow.messages)
-            await asyncio.sleep(1.0)
-            assert follow.half_closed_by_agent or len(follow.messages) > lines
+            await wait_for(
+                lambda: follow.half_closed_by_agent or len(follow.messages) > lines,
+                10,
+                "the follow half-closed by the agent or delivering lines again",
+            )
             # Commands reach the restarted engine.
             await platform.send(inspect(prefix, "chatty"))
             answer = await platform.wait_unary("ContainerInspect", within_s=20)

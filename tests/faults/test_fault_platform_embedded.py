@@ -93,7 +93,7 @@ async def test_platform_restart_mid_deployment_shows_the_outcome(
 
             await poll(lambda: asyncio.to_thread(first_container), 60, "the deployment to begin")
             await server.stop()
-            await asyncio.sleep(OUTAGE_S)
+            await asyncio.sleep(OUTAGE_S)  # the point: an outage of fixed length
             server = EmbeddedPlatform(started.config)
             started = await server.start()
             async with api(started) as client:

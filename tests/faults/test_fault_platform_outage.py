@@ -87,7 +87,7 @@ async def test_platform_outage_backs_off_reconnects_and_resyncs(
             attempts_before = session.attempts
             await server.stop()
             async with CountingListener("127.0.0.1", server.port) as listener:
-                await asyncio.sleep(OUTAGE_S)
+                await asyncio.sleep(OUTAGE_S)  # the point: an outage of fixed length
             attempts = session.attempts - attempts_before
             tcp = len(listener.accepted)
             print(f"outage {OUTAGE_S:.0f} s: agent attempts {attempts}, TCP connects {tcp}")

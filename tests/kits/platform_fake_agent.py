@@ -8,6 +8,7 @@ from typing import Any
 
 import grpc
 import pysequoia
+from waiting import wait_event
 
 from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
 
@@ -57,13 +58,13 @@ class FakeAgent:
 
     async def next_command(self, wait_s: float = 5.0) -> agent_pb2.AgentCommand:
         assert self.call is not None
-        message = await asyncio.wait_for(self.call.read(), wait_s)
+        message = await wait_event(self.call.read(), wait_s, "the next message from the platform")
         assert message is not grpc.aio.EOF, "the command stream ended"
         return message  # type: ignore[return-value]
 
     async def stream_ended(self, wait_s: float = 5.0) -> bool:
         assert self.call is not None
-        message = await asyncio.wait_for(self.call.read(), wait_s)
+        message = await wait_event(self.call.read(), wait_s, "the next message from the platform")
         return message is grpc.aio.EOF
 
     async def refusal(self) -> grpc.StatusCode:
@@ -71,7 +72,7 @@ class FakeAgent:
         try:
             await self.connect()
             assert self.call is not None
-            await asyncio.wait_for(self.call.read(), 5.0)
+            await wait_event(self.call.read(), 5.0, "the next message from the platform")
         except grpc.aio.AioRpcError as err:
             return err.code()
         raise AssertionError("the platform accepted the connection")

@@ -17,6 +17,7 @@ import secrets
 import time
 
 from fakeplatform import FakePlatform
+from waiting import wait_for
 
 from berth.proto import common_pb2
 from kits.agent_process import AgentProcess, CountingPlatform, agent_process
@@ -80,7 +81,7 @@ async def soak(seconds: float) -> list[Row]:
         while time.monotonic() < deadline:
             await _cycle(agent, prefix, cycles)
             cycles += 1
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(1.0)  # measured after a quiet second, not in the middle of a cycle
         last = agent.footprint()
     growth = last.rss_mb - first.rss_mb
     print(f"soak: {cycles} cycles in {seconds:.0f} s")
@@ -113,9 +114,7 @@ async def flood(seconds: float) -> list[Row]:
         await _deployed(agent, "flood")
         before = agent.footprint()
         await platform.send(logs(prefix, "flood", streaming=True, tail=10))
-        async with asyncio.timeout(30):
-            while platform.log_lines < 1000:  # noqa: ASYNC110 - the counter notifies nobody
-                await asyncio.sleep(0.05)
+        await wait_for(lambda: platform.log_lines >= 1000, 30, "1000 flood lines at the platform")
         latencies: list[float] = []
         peak = before
         deadline = time.monotonic() + seconds
@@ -125,7 +124,7 @@ async def flood(seconds: float) -> list[Row]:
             latencies.append(await _answered(agent, "ContainerInspect", count + 1, within_s=30))
             current = agent.footprint()
             peak = current if current.rss_mb > peak.rss_mb else peak
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.5)  # the sampling period of the measurement
         lines = platform.log_lines
     worst = max(latencies)
     rate = lines / seconds

@@ -27,7 +27,7 @@ async def test_release_waits_for_the_accepted_session(monkeypatch: pytest.Monkey
     health = HealthState()
     task = asyncio.create_task(footprint.release_once_accepted(health), name="test-release")
     health.dialling()
-    await asyncio.sleep(0.02)
+    await asyncio.sleep(0.02)  # a chance to release too early, which it must not take
     assert not task.done() and calls == []
     health.mark_accepted()
     await wait_event(task, 1, "the task to finish")

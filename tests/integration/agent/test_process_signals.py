@@ -112,6 +112,8 @@ async def test_one_signal_after_close_shutdown_still_drains_and_exits_0(tmp_path
             await platform.send(
                 agent_pb2.AgentCommand(close=agent_pb2.CloseConnectionRequest(reason=agent_pb2.SHUTDOWN))
             )
+            # the close reaches the agent before the signal; nothing outside the process marks
+            # the moment, and a signal that arrives first is the other test's case
             await asyncio.sleep(0.3)
             process.send_signal(signal.SIGTERM)  # the orchestrator stopping the scaled-down pod
             out, err = await wait_event(output, 15, "the agent process to exit")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from docker_support import RecordingEvents, workload
+from waiting import wait_event
 
 from berth.model import ContainerRef, ContainerState, DeploymentSpec, StateUpdate
 from berth.runtimes.docker import DockerRuntime
@@ -43,7 +44,7 @@ async def test_watch_survives_an_engine_restart(runtime: DockerRuntime, prefix: 
                     return update
             raise AssertionError("the watch ended")
 
-        again = await asyncio.wait_for(resynced(), 60)
+        again = await wait_event(resynced(), 60, "the watch to resync with a full list")
         assert ContainerRef(prefix, "web") in {i.ref for i in again.items}
         # live events flow again on the new subscription
         await runtime.stop(ContainerRef(prefix, "web"))
@@ -53,6 +54,6 @@ async def test_watch_survives_an_engine_restart(runtime: DockerRuntime, prefix: 
                 if any(i.ref.name == "web" and i.state is ContainerState.EXITED for i in update.items):
                     return
 
-        await asyncio.wait_for(exited(), 20)
+        await wait_event(exited(), 20, "the stopped container reported")
     finally:
         await updates.aclose()

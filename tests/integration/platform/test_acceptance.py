@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-import time
 
 import grpc
 import jwt
 import pytest
 from kits.platform_fake_agent import FakeAgent
 from kits.platform_harness import Harness, make_config
+from waiting import wait_event, wait_for
 
 from berth.proto import agent_pb2
 
@@ -50,12 +50,10 @@ async def test_install_handshake_then_connection_token(platform: Harness) -> Non
 
 
 async def _until_status(platform: Harness, node_id: str, status: str) -> None:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if (await platform.api.get(f"/nodes/{node_id}")).json()["status"] == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"node never became {status}")
+    async def reached() -> bool:
+        return bool((await platform.api.get(f"/nodes/{node_id}")).json()["status"] == status)
+
+    await wait_for(reached, 5, f"the node to become {status}")
 
 
 def _platform_secret(platform: Harness) -> str:
@@ -97,7 +95,7 @@ async def test_refusals(platform: Harness) -> None:
 async def test_expired_install_token(platform: Harness) -> None:
     node_id = await platform.create_node()
     install = await platform.install_token(node_id)
-    await asyncio.sleep(0.3)
+    await asyncio.sleep(0.3)  # the point: the 0.2 s install window runs out
     agent = FakeAgent(platform.grpc_address, install, node_id)
     assert await agent.refusal() == grpc.StatusCode.FAILED_PRECONDITION
     await agent.close()
@@ -166,7 +164,7 @@ async def test_tls_by_default(tmp_path, templates) -> None:  # type: ignore[no-u
             token = next(x for x in script.splitlines() if x.startswith("GRPC_TOKEN=")).split("'")[1]
             plaintext = FakeAgent(started.config.advertise, token, node_id)
             with pytest.raises(grpc.aio.AioRpcError):
-                await asyncio.wait_for(plaintext.connect(), 3)
+                await wait_event(plaintext.connect(), 3, "the plaintext connect attempt to end")
             await plaintext.close()
             agent = FakeAgent(started.config.advertise, token, node_id, ca_pem=started.ca_pem)
             try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,7 +10,7 @@ import websockets
 from kits.platform_fake_agent import FakeAgent, state_item
 from kits.platform_harness import Harness
 from kits.platform_responder import Responder
-from waiting import wait_for
+from waiting import wait_event, wait_for
 
 from berth.proto import agent_pb2, common_pb2
 
@@ -67,12 +66,13 @@ async def test_callbacks_through_the_api(platform: Harness) -> None:
             ("restart", common_pb2.RESTART_CONTAINER),
         ):
             assert (await platform.api.post(f"{base}/worker/{operation}")).status_code == 204
-            for _ in range(100):
-                if any(c.containerCommand.operation == expected for c in responder.seen):
-                    break
-                await asyncio.sleep(0.02)
-            else:
-                raise AssertionError(f"{operation} never reached the agent")
+            await wait_for(
+                lambda expected=expected: any(
+                    c.containerCommand.operation == expected for c in responder.seen
+                ),
+                2,
+                f"{operation} to reach the agent",
+            )
         deletes = [
             c.deleteContainers.target for c in responder.seen if c.WhichOneof("command") == "deleteContainers"
         ]
@@ -88,15 +88,15 @@ async def test_state_and_log_feeds(platform: Harness) -> None:
     async with connected(platform, ["web"]) as (node_id, responder):
         url = _ws_url(platform, f"/ws/nodes/{node_id}/containers?prefix={PREFIX}")
         async with websockets.connect(url, additional_headers=headers) as ws:
-            first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            first = json.loads(await wait_event(ws.recv(), 5, "the next websocket message"))
             assert first["type"] == "containers" and first["items"][0]["id"]["name"] == "web"
             responder.state_messages.put_nowait(
                 common_pb2.ContainerStateListMessage(data=[state_item(PREFIX, "web", common_pb2.EXITED)])
             )
-            update = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            update = json.loads(await wait_event(ws.recv(), 5, "the next websocket message"))
             assert update["items"][0]["state"] == "exited"
         # the last viewer left: the platform completes the agent's stream
-        await asyncio.wait_for(responder.stream_done.wait(), 5)
+        await wait_event(responder.stream_done.wait(), 5, "the stream to end")
 
         responder.stream_done.clear()
         url = _ws_url(platform, f"/ws/nodes/{node_id}/{PREFIX}/containers/web/log?tail=10")
@@ -107,9 +107,9 @@ async def test_state_and_log_feeds(platform: Harness) -> None:
                 "the platform asked the agent for a log stream",
             )
             responder.log_lines.put_nowait(common_pb2.ContainerLogMessage(log="2026-01-01T00:00:00Z hello\n"))
-            line = json.loads(await asyncio.wait_for(ws.recv(), 5))
+            line = json.loads(await wait_event(ws.recv(), 5, "the next websocket message"))
             assert line == {"type": "log", "line": "2026-01-01T00:00:00Z hello\n"}
-        await asyncio.wait_for(responder.stream_done.wait(), 5)
+        await wait_event(responder.stream_done.wait(), 5, "the stream to end")
 
     # a wrong bearer is refused on the API and on the feeds
     refused = await platform.api.get("/nodes", headers={"authorization": "Bearer wrong"})
@@ -126,9 +126,12 @@ async def test_node_delete_shuts_the_agent_down_and_ends_feeds(platform: Harness
     async with connected(platform, ["web"]) as (node_id, responder):
         url = _ws_url(platform, f"/ws/nodes/{node_id}/containers?prefix={PREFIX}")
         async with websockets.connect(url, additional_headers=headers) as ws:
-            assert json.loads(await asyncio.wait_for(ws.recv(), 5))["type"] == "containers"
+            assert (
+                json.loads(await wait_event(ws.recv(), 5, "the next websocket message"))["type"]
+                == "containers"
+            )
             assert (await platform.api.delete(f"/nodes/{node_id}")).status_code == 204
-            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {"type": "end"}
+            assert json.loads(await wait_event(ws.recv(), 5, "the next websocket message")) == {"type": "end"}
         closes = [c.close.reason for c in responder.seen if c.HasField("close")]
         assert closes == [agent_pb2.SHUTDOWN]
     assert (await platform.api.get(f"/nodes/{node_id}")).status_code == 404

@@ -10,6 +10,7 @@ import pytest
 from kits.platform_fake_agent import FakeAgent
 from kits.platform_harness import Harness
 from kits.platform_responder import Responder
+from waiting import wait_event, wait_for
 
 from berth.ctl.cli import main as ctl_main
 from berth.proto import common_pb2
@@ -57,7 +58,7 @@ async def test_ctl_covers_registries_deployments_and_nodes(
         async with Responder(agent, "app", ["web"]) as responder:
 
             async def answer_next_deploy(tag: str) -> None:
-                request = await asyncio.wait_for(responder.deploys.get(), 10)
+                request = await wait_event(responder.deploys.get(), 10, "the next deploy at the agent")
                 assert [w.tag for w in request.requests] == [tag]
                 await agent.send_deploy_status(
                     request.id,
@@ -87,10 +88,13 @@ async def test_ctl_covers_registries_deployments_and_nodes(
                 code, _, err = await ctl("deployments", "start", created["id"][:8])
                 assert code == 0, err
                 await answering
-            for _ in range(100):
-                if (await platform.api.get(f"/deployments/{ids[1]}")).json()["status"] == "successful":
-                    break
-                await asyncio.sleep(0.05)
+
+            async def second_successful() -> bool:
+                return bool(
+                    (await platform.api.get(f"/deployments/{ids[1]}")).json()["status"] == "successful"
+                )
+
+            await wait_for(second_successful, 5, "the second deployment to end successful")
 
             code, out, _ = await ctl("deployments", "list")
             assert code == 0 and "obsolete" in out and "successful" in out and "web:2" in out

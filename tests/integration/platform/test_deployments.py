@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 
 import websockets
 from kits.platform_fake_agent import FakeAgent
 from kits.platform_harness import Harness
 from kits.platform_responder import Responder
+from waiting import wait_event, wait_for
 
 from berth.platform.app import PlatformServer
 from berth.platform.secrets import SecretBox
@@ -118,12 +118,12 @@ async def test_deployment_lifecycle_and_restart(platform: Harness) -> None:
             Responder(agent, "shop", []) as responder,
             websockets.connect(ws_url, additional_headers=headers) as ws,
         ):
-            assert json.loads(await asyncio.wait_for(ws.recv(), 5)) == {
+            assert json.loads(await wait_event(ws.recv(), 5, "the next websocket message")) == {
                 "type": "snapshot",
                 "status": "preparing",
             }
             assert (await platform.api.post(f"/deployments/{deployment_id}/start")).status_code == 204
-            request = await asyncio.wait_for(responder.deploys.get(), 5)
+            request = await wait_event(responder.deploys.get(), 5, "the next deploy at the agent")
             assert request.id == deployment_id and request.prefix == "shop"
             workload = request.requests[0]
             assert (
@@ -162,7 +162,7 @@ async def test_deployment_lifecycle_and_restart(platform: Harness) -> None:
             )
             live: list[dict[str, object]] = []
             while not any(e.get("type") == "end" for e in live):
-                live.append(json.loads(await asyncio.wait_for(ws.recv(), 5)))
+                live.append(json.loads(await wait_event(ws.recv(), 5, "the next websocket message")))
             assert {
                 "type": "progress",
                 "instanceId": instance_id,
@@ -190,12 +190,11 @@ async def test_deployment_lifecycle_and_restart(platform: Harness) -> None:
     agent = FakeAgent(platform.grpc_address, connection_token, node_id)
     try:
         await agent.connect()
-        for _ in range(100):
-            if (await platform.api.get(f"/nodes/{node_id}")).json()["status"] == "connected":
-                break
-            await asyncio.sleep(0.05)
-        else:
-            raise AssertionError("the agent did not reconnect after the restart")
+
+        async def connected() -> bool:
+            return bool((await platform.api.get(f"/nodes/{node_id}")).json()["status"] == "connected")
+
+        await wait_for(connected, 5, "the agent to reconnect after the restart")
     finally:
         await agent.close()
 

@@ -4,14 +4,13 @@ path); two deployments compare by instances, images and configuration, secrets b
 
 from __future__ import annotations
 
-import asyncio
 import json
 from typing import Any
 
 from kits.platform_fake_agent import FakeAgent
 from kits.platform_harness import Harness
 from kits.platform_responder import Responder
-from waiting import wait_for
+from waiting import wait_event, wait_for
 
 from berth.proto import agent_pb2, common_pb2
 
@@ -48,11 +47,10 @@ async def _status(platform: Harness, deployment_id: str) -> str:
 
 
 async def _until(platform: Harness, deployment_id: str, status: str) -> None:
-    for _ in range(100):
-        if await _status(platform, deployment_id) == status:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{deployment_id} did not become {status}")
+    async def reached() -> bool:
+        return await _status(platform, deployment_id) == status
+
+    await wait_for(reached, 5, f"{deployment_id} to become {status}")
 
 
 async def test_history_obsolete_redeploy_and_diff(platform: Harness) -> None:
@@ -67,7 +65,9 @@ async def test_history_obsolete_redeploy_and_diff(platform: Harness) -> None:
                 assert created.status_code == 201, created.text
                 deployment_id = str(created.json()["id"])
                 assert (await platform.api.post(f"/deployments/{deployment_id}/start")).status_code == 204
-                await _succeed(agent, await asyncio.wait_for(responder.deploys.get(), 5))
+                await _succeed(
+                    agent, await wait_event(responder.deploys.get(), 5, "the next deploy at the agent")
+                )
                 await _until(platform, deployment_id, "successful")
                 return deployment_id
 
@@ -77,7 +77,7 @@ async def test_history_obsolete_redeploy_and_diff(platform: Harness) -> None:
                 await platform.api.post("/deployments", json=_stack(node_id, "shop", "9", "x", "y"))
             ).json()
             assert (await platform.api.post(f"/deployments/{broken['id']}/start")).status_code == 204
-            request = await asyncio.wait_for(responder.deploys.get(), 5)
+            request = await wait_event(responder.deploys.get(), 5, "the next deploy at the agent")
             await agent.send_deploy_status(
                 request.id, [common_pb2.DeploymentStatusMessage(deploymentStatus=common_pb2.FAILED)]
             )
@@ -117,7 +117,7 @@ async def test_history_obsolete_redeploy_and_diff(platform: Harness) -> None:
             rollback = redeployed.json()
             assert rollback["id"] not in (first, second) and rollback["status"] == "in_progress"
             assert rollback["note"] == f"Redeploy of {first}"
-            request = await asyncio.wait_for(responder.deploys.get(), 5)
+            request = await wait_event(responder.deploys.get(), 5, "the next deploy at the agent")
             assert request.id == rollback["id"]
             assert [w.tag for w in request.requests] == ["1", "1"]  # the rollback's own request
             assert request.requests[0].common.environment["MODE"] == "one"

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from waiting import wait_for, within
 
 from berth.platform.app import PlatformServer
 from berth.proto import agent_pb2, common_pb2
@@ -55,7 +56,7 @@ class Receiver:
         return [body for p, body in self.received if p == path]
 
     async def until(self, path: str, predicate: Any, timeout_s: float = 10.0) -> dict[str, Any]:
-        async with asyncio.timeout(timeout_s):
+        async with within(timeout_s, f"a webhook delivery at /{path} the test expects"):
             while True:
                 for body in self.of(path):
                     if predicate(body):
@@ -73,8 +74,7 @@ async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     sock.listen(16)
     server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", access_log=False))
     task = asyncio.create_task(server.serve(sockets=[sock]), name="test-webhook-receiver")
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
-        await asyncio.sleep(0.01)
+    await wait_for(lambda: server.started, 10, "the webhook receiver to start", interval_s=0.01)
     try:
         yield recv, f"http://127.0.0.1:{sock.getsockname()[1]}"
     finally:

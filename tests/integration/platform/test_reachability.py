@@ -8,6 +8,8 @@ import signal
 import sys
 from pathlib import Path
 
+from waiting import wait_event, within
+
 
 async def test_serve_warns_about_a_loopback_advertise_and_names_the_console(tmp_path: Path) -> None:
     process = await asyncio.create_subprocess_exec(
@@ -30,7 +32,7 @@ async def test_serve_warns_about_a_loopback_advertise_and_names_the_console(tmp_
     try:
         assert process.stdout is not None and process.stderr is not None
         banner = ""
-        async with asyncio.timeout(30):
+        async with within(30, "the console banner and the warning"):
             while "console ->" not in banner:
                 banner += (await process.stdout.readline()).decode()
             warning = ""
@@ -40,4 +42,4 @@ async def test_serve_warns_about_a_loopback_advertise_and_names_the_console(tmp_
         assert "loopback address" in warning and "host networking" in warning
     finally:
         process.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(process.wait(), 30)
+        await wait_event(process.wait(), 30, "the process to exit")

@@ -383,7 +383,7 @@ async def test_self_destruct_that_outruns_the_successor_start_still_removes_the_
     update = asyncio.create_task(updater.begin_update("new", 30), name="test-slow-start-update")
     await wait_for(updater.starting.is_set, 5, "begin_update to enter the starting thread")
     destruct = asyncio.create_task(updater.self_destruct(), name="test-early-self-destruct")
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # a chance to answer too early, which it must not take
     assert not destruct.done()  # it waits for the start to settle instead of answering False
     updater.release.set()
     assert await wait_event(destruct, 5, "the destruct task to finish") is True
