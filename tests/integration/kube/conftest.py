@@ -5,21 +5,20 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from kits.fake_kubelet import FakeKubelet
-from kits.kube_cluster import BASE, ROOT, TEST_PREFIX, admin_api, kubeconfig_of_a_running_apiserver
+from kits.kube_cluster import TEST_PREFIX, admin_api, kubeconfig_of_a_running_apiserver
 from kits.kube_node import registered_node
+from kits.kube_objects import Recorder
 
-from berth.model import ContainerState, LogLevel
 from berth.runtimes.kubernetes import KubernetesRuntime, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.settings import KubernetesSettings
 
 pytestmark = pytest.mark.kube
-__all__ = ["BASE", "ROOT", "TEST_PREFIX"]  # the tests of this folder import them from here
 
 
 @pytest.fixture(scope="session")
@@ -83,29 +82,6 @@ async def make_runtime(settings: KubernetesSettings) -> AsyncIterator[object]:
     yield make
     for rt in made:
         await rt.aclose()
-
-
-@dataclass
-class Recorder:
-    """A DeployEvents that keeps everything it is told."""
-
-    logs: list[tuple[LogLevel, str]] = field(default_factory=list)
-    instances: list[tuple[str, ContainerState, str]] = field(default_factory=list)
-    progress_calls: list[tuple[str, str, float]] = field(default_factory=list)
-
-    async def log(self, level: LogLevel, *lines: str) -> None:
-        self.logs.extend((level, line) for line in lines)
-
-    async def instance(
-        self, workload_id: str, state: ContainerState, reason: str, level: LogLevel = LogLevel.INFO
-    ) -> None:
-        self.instances.append((workload_id, state, reason))
-
-    async def progress(self, workload_id: str, status: str, fraction: float) -> None:
-        self.progress_calls.append((workload_id, status, fraction))
-
-    def text(self) -> str:
-        return "\n".join(line for _, line in self.logs)
 
 
 @pytest.fixture

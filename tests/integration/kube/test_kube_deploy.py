@@ -11,31 +11,20 @@ from dataclasses import replace
 
 import pytest
 from kits.kube_node import patch_pod_status, running_pod, wait_pods
+from kits.kube_objects import full_workload
 from waiting import wait_for_blocking
 
 from berth.errors import InvalidSpec, PermanentCommandError
 from berth.model import (
-    ConfigContainer,
     ContainerState,
     DeploymentSpec,
-    DeploymentStrategy,
     ExposeStrategy,
-    HealthCheck,
-    ImportContainer,
-    InitContainer,
     KubernetesOptions,
     Marker,
     Port,
-    PortRange,
-    PortRangeBinding,
-    RegistryAuth,
     ResourceConfig,
     Resources,
-    Routing,
     SecretValue,
-    Volume,
-    VolumeLink,
-    VolumeType,
     WorkloadSpec,
     frozen_map,
 )
@@ -44,74 +33,6 @@ from berth.runtimes.kubernetes.api_errors import Request
 from berth.runtimes.kubernetes.manifests import DEPLOYMENT_ID_ANNOTATION
 
 pytestmark = pytest.mark.kube
-
-
-def full_workload(prefix: str, name: str = "web") -> WorkloadSpec:
-    return WorkloadSpec(
-        id=f"wl-{name}",
-        prefix=prefix,
-        name=name,
-        image_name="berth/busybox",
-        tag="1",
-        registry="127.0.0.1:5000",
-        registry_auth=RegistryAuth(name="local", url="http://127.0.0.1:5000", user="u", password="p4ss"),
-        expose=ExposeStrategy.EXPOSE_WITH_TLS,
-        routing=Routing(
-            domain="app.example.test", path="api", strip_path=True, upload_limit="10m", port=8080
-        ),
-        config_container=ConfigContainer(image="127.0.0.1:5000/berth/busybox:1", volume="data", path="/cfg"),
-        import_container=ImportContainer(volume="data", command="copy src dst"),
-        user=1000,
-        tty=True,
-        working_directory="/work",
-        ports=(Port(8080, 80), Port(9090)),
-        port_ranges=(PortRangeBinding(PortRange(7000, 7002), PortRange(17000, 17002)),),
-        volumes=(
-            Volume("data", "/data", size="2Gi", type=VolumeType.RO, storage_class="fast"),
-            Volume("shared", "/shared", type=VolumeType.RWX),
-            Volume("cache", "/cache", size="64Mi", type=VolumeType.MEM),
-            Volume("scratch", "/scratch", type=VolumeType.TMP),
-            Volume("creds", "/creds", type=VolumeType.SECRET),
-        ),
-        commands=("sh", "-c"),
-        args=("httpd -f -p 8080",),
-        environment=frozen_map({"MODE": "prod", "LEVEL": "2"}),
-        secrets={"API_KEY": SecretValue("s3cr3t")},
-        init_containers=(
-            InitContainer(
-                name="migrate",
-                image="127.0.0.1:5000/berth/busybox:1",
-                use_parent_config=True,
-                volumes=(VolumeLink("data", "/migrate"),),
-                command=("sh",),
-                args=("-c", "true"),
-                environment=frozen_map({"STEP": "1"}),
-            ),
-        ),
-        kubernetes=KubernetesOptions(
-            deployment_strategy=DeploymentStrategy.RECREATE,
-            health_check=HealthCheck(
-                port=8080, liveness_path="/live", readiness_path="/ready", startup_path="/start"
-            ),
-            resources=ResourceConfig(
-                limits=Resources(cpu="0", memory="256Mi"), requests=Resources(cpu="20m")
-            ),
-            proxy_headers=True,
-            use_load_balancer=True,
-            annotations=Marker(
-                deployment=frozen_map({"team": "a"}),
-                service=frozen_map({"svc-note": "x"}),
-                ingress=frozen_map({"ing-note": "y"}),
-            ),
-            labels=Marker(
-                deployment=frozen_map({"tier": "web", "app": "hijack"}),
-                service=frozen_map({"svc": "1"}),
-                ingress=frozen_map({"ing": "1"}),
-            ),
-            custom_headers=("X-Custom",),
-            extra_lb_annotations=frozen_map({"lb.example/kind": "nlb"}),
-        ),
-    )
 
 
 def b64(text: str) -> str:

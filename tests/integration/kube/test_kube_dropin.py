@@ -20,6 +20,14 @@ from pathlib import Path
 
 import pytest
 from fakeplatform import PlatformServer, agent_settings, mint_token, running_agent
+from kits.kube_cluster import TEST_PREFIX
+from kits.kube_objects import (
+    AGENT_DEPLOYMENT,
+    Recorder,
+    agent_deployment,
+    create_namespace,
+    service_account_kubeconfig,
+)
 from waiting import wait_event, wait_for_blocking
 
 from berth.errors import NotFound, PermanentCommandError
@@ -44,10 +52,6 @@ from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
 from berth.runtimes.kubernetes.selfscale import KubernetesSelfScaler, deployment_of_pod
 from berth.settings import KubernetesSettings
-
-from .conftest import TEST_PREFIX, Recorder
-from .test_kube_install import service_account_kubeconfig
-from .test_kube_selfscale import AGENT_DEPLOYMENT, agent_deployment, create_namespace
 
 pytestmark = pytest.mark.kube
 ROOT = Path(__file__).resolve().parents[3]

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from kits.kube_cluster import BASE
 from kits.kube_node import wait_pods
+from kits.kube_objects import full_workload, service_account_kubeconfig
 from waiting import wait_for
 
 from berth.errors import NotFound, PermanentCommandError
@@ -24,9 +26,6 @@ from berth.platform.install_scripts import fill_template
 from berth.runtimes.kubernetes import KubernetesCredentialStore, KubernetesRuntime, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
-
-from .conftest import BASE
-from .test_kube_deploy import full_workload
 
 pytestmark = pytest.mark.kube
 TEMPLATE = Path(__file__).resolve().parents[3] / "install-scripts" / "install-k8s.yaml.tmpl"
@@ -134,28 +133,6 @@ def can(admin: KubeApi, user: str, verb: str, group: str, resource: str, sub: st
         content_type="application/json",
     )
     return bool(answer["status"].get("allowed"))
-
-
-def service_account_kubeconfig(
-    admin: KubeApi, tmp_path: Path, ns: str, account: str, server_kubeconfig: str
-) -> str:
-    token = admin.call(
-        Request("create", resources.NAMESPACE, ns, account),
-        "POST",
-        f"/api/v1/namespaces/{ns}/serviceaccounts/{account}/token",
-        body={
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {"expirationSeconds": 600},
-        },
-        content_type="application/json",
-    )["status"]["token"]
-    config = yaml.safe_load(Path(server_kubeconfig).read_text())
-    config["users"] = [{"name": "agent", "user": {"token": token}}]
-    config["contexts"][0]["context"]["user"] = "agent"
-    path = tmp_path / "agent.kubeconfig"
-    path.write_text(yaml.safe_dump(config))
-    return str(path)
 
 
 async def test_install_manifest_applies_and_grants_exactly_what_the_runtime_uses(

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import structlog
 from fakeplatform import PlatformServer, agent_settings, running_agent
+from kits.kube_objects import AGENT_DEPLOYMENT, agent_deployment, create_namespace
 
 from berth.errors import NotFound, PermanentCommandError
 from berth.proto import agent_pb2
@@ -21,29 +22,7 @@ from berth.settings import KubernetesSettings
 
 pytestmark = pytest.mark.kube
 
-AGENT_DEPLOYMENT = "dyrectorio-k8s-berth"
 SHUTDOWN = agent_pb2.AgentCommand(close=agent_pb2.CloseConnectionRequest(reason=agent_pb2.SHUTDOWN))
-
-
-def agent_deployment(namespace: str, replicas: int) -> dict[str, object]:
-    labels = {"app": AGENT_DEPLOYMENT}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": AGENT_DEPLOYMENT, "namespace": namespace},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {"containers": [{"name": "berth", "image": "berth/agent:0.1"}]},
-            },
-        },
-    }
-
-
-def create_namespace(admin: KubeApi, name: str) -> None:
-    admin.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
 
 
 async def shutdown_agent(settings: KubernetesSettings, tmp_path: Path) -> int:

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import structlog.testing
+from kits.kube_cluster import BASE, ROOT
 from kits.kube_node import patch_pod_status, running_pod, wait_pods
 from waiting import wait_for_blocking, within
 
@@ -27,8 +28,6 @@ from berth.model import (
 )
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.watcher import Snapshot, StateWatcher
-
-from .conftest import BASE, ROOT
 
 pytestmark = pytest.mark.kube
 
