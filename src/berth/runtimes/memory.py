@@ -251,6 +251,8 @@ class MemoryRuntime:
         self._set_state(ref, ContainerState.RUNNING)
 
     async def delete(self, target: Target) -> DeleteOutcome:
+        if not (target.prefix if isinstance(target, PrefixTarget) else target.name):
+            raise InvalidSpec("target", "no target container or prefix")  # as the Docker runtime
         if isinstance(target, PrefixTarget):
             doomed = [c for c in self.containers.values() if c.prefix == target.prefix]
             for container in doomed:
