@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 from kits.runtime_rigs import RecordedEvents, Rig
@@ -38,7 +38,7 @@ SETTLE_S = 30
 async def deploy(
     rig: Rig, *workloads: WorkloadSpec, events: RecordedEvents | None = None, **extra: object
 ) -> None:
-    spec = DeploymentSpec(id="dep-1", prefix=rig.prefix, workloads=workloads, **extra)  # type: ignore[arg-type]
+    spec = DeploymentSpec(id="dep-1", prefix=rig.prefix, workloads=workloads, **extra)
     await rig.runtime.deploy(spec, events or RecordedEvents())
 
 
@@ -58,10 +58,12 @@ async def reaches(rig: Rig, name: str, state: ContainerState | None) -> None:
     await wait_for(seen, SETTLE_S, f"{rig.name}: {name} listed as {state.name if state else 'gone'}")
 
 
-async def next_update(updates: AsyncIterator[StateUpdate], match: object, what: str) -> StateUpdate:
+async def next_update(
+    updates: AsyncIterator[StateUpdate], match: Callable[[ContainerStatus], bool], what: str
+) -> StateUpdate:
     async with within(SETTLE_S, what):
         async for update in updates:
-            if any(match(item) for item in update.items):  # type: ignore[operator]
+            if any(match(item) for item in update.items):
                 return update
     raise AssertionError(f"the watch ended before {what}")
 
@@ -229,7 +231,7 @@ async def test_logs_tail_then_follow_with_timestamps(rig: Rig) -> None:
         followed = await lines(stream, 1)
         assert followed[0].endswith(" four\n") and TIMESTAMPED.match(followed[0])
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
 
 
 async def test_a_followed_log_survives_a_restart(rig: Rig) -> None:
@@ -244,7 +246,7 @@ async def test_a_followed_log_survives_a_restart(rig: Rig) -> None:
         await rig.prints(ref, "after")
         assert (await lines(stream, 1))[0].endswith(" after\n")
     finally:
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
 
 
 async def test_logs_without_history_give_nothing(rig: Rig) -> None:
@@ -273,7 +275,7 @@ async def test_watch_lists_first_then_reports_deploys_and_removals(rig: Rig) -> 
             "the removal",
         )
     finally:
-        await updates.aclose()  # type: ignore[attr-defined]
+        await updates.aclose()
 
 
 async def test_watch_reports_a_stop(rig: Rig) -> None:
@@ -289,13 +291,15 @@ async def test_watch_reports_a_stop(rig: Rig) -> None:
             "the stopped workload",
         )
     finally:
-        await updates.aclose()  # type: ignore[attr-defined]
+        await updates.aclose()
 
 
 # -- failures ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["Bad_Name", "a" * 64, "web.1", "web/1"])
+@pytest.mark.parametrize(
+    "name", ["Bad_Name", "a" * 64, "web.1", "web/1"], ids=["capitals", "64-long", "dot", "slash"]
+)
 async def test_an_invalid_name_is_refused_and_nothing_is_deployed(
     rig: Rig, name: str, events: RecordedEvents
 ) -> None:
