@@ -249,6 +249,25 @@ async def test_a_followed_log_survives_a_restart(rig: Rig) -> None:
         await stream.aclose()
 
 
+async def test_logs_after_a_stop(rig: Rig) -> None:
+    await deploy(rig, rig.workload("web"))
+    ref = ContainerRef(rig.prefix, "web")
+    await rig.prints(ref, "last words")
+    await wait_for(lambda: _tail(rig, ref), SETTLE_S, f"{rig.name}: the printed line in the log")
+    await rig.runtime.stop(ref)
+    await rig.stopped(ref)
+    await reaches(rig, "web", ContainerState.EXITED)
+    if rig.expect.logs_outlive_a_stop:
+        assert await _tail(rig, ref) == ["last words\n"]
+    else:
+        with pytest.raises(NotFound):
+            await _tail(rig, ref)
+
+
+async def _tail(rig: Rig, ref: ContainerRef) -> list[str]:
+    return [str(line).split(" ", 1)[1] async for line in rig.runtime.logs(ref, follow=False, tail_lines=5)]
+
+
 async def test_logs_without_history_give_nothing(rig: Rig) -> None:
     await deploy(rig, rig.workload("web"))
     ref = ContainerRef(rig.prefix, "web")
@@ -292,6 +311,18 @@ async def test_watch_reports_a_stop(rig: Rig) -> None:
         )
     finally:
         await updates.aclose()
+
+
+async def test_the_whole_list_names_workloads_as_the_id_rule_says(rig: Rig) -> None:
+    await deploy(rig, rig.workload("web"))
+    await reaches(rig, "web", rig.expect.deployed)
+    everything = await rig.runtime.list_state(None)
+    expected = (
+        ContainerRef("", f"{rig.prefix}-web")
+        if rig.expect.unfiltered_refs_use_full_names
+        else ContainerRef(rig.prefix, "web")
+    )
+    assert expected in {item.ref for item in everything.items}
 
 
 # -- failures ---------------------------------------------------------------------------------------

@@ -105,3 +105,14 @@ def start_on_node(admin: KubeApi, prefix: str, app: str, node: str, *, skip: set
     )
     patch_pod_status(admin, running_pod(admin.get(resources.POD, prefix, name), app))
     return name
+
+
+def finish_deletion(admin: KubeApi, prefix: str, pod: str) -> None:
+    """What a kubelet does once the pod's containers stopped: remove the pod for good (a pod
+    bound to a node otherwise stays Terminating)."""
+    admin.call(
+        Request("delete", resources.POD, prefix, pod),
+        "DELETE",
+        resources.POD.path(prefix, pod),
+        query=[("gracePeriodSeconds", "0")],
+    )

@@ -38,6 +38,8 @@ class Expectations:
     deployed: ContainerState = ContainerState.RUNNING  # right after a successful deploy
     missing_image_fails_the_deploy: bool = True  # else the API accepts it and the node fails the pull
     duplicate_names_refused: bool = True  # one request naming a workload twice
+    unfiltered_refs_use_full_names: bool = True  # watching everything: ("", "<prefix>-<name>")
+    logs_outlive_a_stop: bool = True  # or a stop removes what printed them
     why: tuple[str, ...] = ()
 
 
@@ -49,10 +51,15 @@ EXPECTED: dict[str, Expectations] = {
         deployed=ContainerState.WAITING,
         missing_image_fails_the_deploy=False,
         duplicate_names_refused=False,
+        unfiltered_refs_use_full_names=False,
+        logs_outlive_a_stop=False,
         why=(
             "deployed: the test cluster has no kubelet or scheduler, pods stay Pending (WAITING)",
             "missing image: the node pulls the image, so a missing one fails there, after the API "
             "server accepted the Deployment (Berth reports it from the pod status)",
+            "unfiltered refs: a workload is (namespace, Deployment name) whatever is watched; the "
+            "§7 full-name form is Docker's container naming",
+            "logs after a stop: a stop scales the Deployment to 0, its pods go and their logs with them",
             "duplicate names: a gap, not a design: the Kubernetes deployer applies the second "
             "workload over the first where Docker refuses the request before anything changes",
         ),
@@ -108,6 +115,10 @@ class Rig(Protocol):
         """After a restart: the node runs the workload again (a no-op where the engine does it)."""
         ...
 
+    async def stopped(self, ref: ContainerRef) -> None:
+        """After a stop: the node has stopped the workload (a no-op where the engine does it)."""
+        ...
+
 
 def _base_workload(prefix: str, name: str) -> WorkloadSpec:
     return WorkloadSpec(id=f"wl-{name}", prefix=prefix, name=name, image_name="berth/busybox", tag="1")
@@ -136,6 +147,9 @@ class MemoryRig:
             self.runtime.append_log(ref, f"{text}\n")
 
     async def runs_again(self, ref: ContainerRef) -> None:
+        pass
+
+    async def stopped(self, ref: ContainerRef) -> None:
         pass
 
 
@@ -182,6 +196,9 @@ class DockerRig:
     async def runs_again(self, ref: ContainerRef) -> None:
         pass  # the engine restarts the container before the restart call returns
 
+    async def stopped(self, ref: ContainerRef) -> None:
+        pass  # the engine stops the container before the stop call returns
+
 
 class KubernetesRig:
     """The real kube-apiserver; the test plays the node (kits.kube_node) only to serve logs."""
@@ -227,3 +244,12 @@ class KubernetesRig:
         )
         if old:
             self._kubelet.end(old)
+
+    async def stopped(self, ref: ContainerRef) -> None:
+        """Scaled to 0: the pod this node runs stops and is removed."""
+        from kits.kube_node import finish_deletion
+
+        pod = self._pods.pop(ref, None)
+        if pod is not None:
+            self._kubelet.end(pod)
+            await asyncio.to_thread(finish_deletion, self._admin, ref.prefix, pod)
