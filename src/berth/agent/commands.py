@@ -68,89 +68,34 @@ class WatchState:
 
 
 @dataclass(frozen=True, slots=True)
-class LegacyDelete:
-    """``containerDelete`` (legacy): delete one container, no answer."""
+class ContainerLogs:
+    """``containerLog``: a follow (``streaming``) on its own stream, else one callback answer."""
 
     ref: ContainerRef
+    streaming: bool
+    tail_lines: int
 
     def route(self) -> Route:
-        return Route.behind(
-            "container_delete",
-            self.ref,
-            lambda handlers: handlers.callbacks.legacy_delete(self),
-            supersedes=Supersede.container("deleteContainers", self.ref),
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class LegacyDeploy:
-    """``deployLegacy``: not supported, logged."""
-
-    request_id: str
-
-    def route(self) -> Route:
-        lane = Ignored("legacy deploy is not supported")
-        return Route("deploy_legacy", lane, not_served, {"request_id": self.request_id})
+        if self.streaming:
+            # Streaming failures get no CommandError (§8).
+            return Route(
+                "container_log",
+                Stream(f"log:{self.ref.key}"),
+                lambda handlers: handlers.log_stream.handle(self),
+                context={"container": self.ref.key},
+            )
+        return Route.reply(CallbackKind.CONTAINER_LOG, self.ref, lambda h: h.callbacks.container_log(self))
 
 
 @dataclass(frozen=True, slots=True)
 class ListSecrets:
-    """``listSecrets``: answered with ``SecretList``."""
+    """``listSecrets``: answered with ``SecretList``, the keys of the target's secrets (never their
+    values) and the agent's public key to encrypt new ones with."""
 
     target: Target
 
     def route(self) -> Route:
         return Route.reply(CallbackKind.LIST_SECRETS, self.target, lambda h: h.callbacks.list_secrets(self))
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """``update``: swap the token, then hand over to the self-updater (or ``AbortUpdate``)."""
-
-    tag: str
-    timeout_s: int
-    token: str = field(repr=False)
-
-    def route(self) -> Route:
-        return Route(
-            "update",
-            Queued("agent"),
-            lambda handlers: handlers.lifecycle.update(self),
-            context={"tag": self.tag},
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class Close:
-    reason: CloseReason
-
-    def route(self) -> Route:
-        name = self.reason.name
-        ends_waits = self.reason in (CloseReason.SHUTDOWN, CloseReason.REVOKE_TOKEN)
-        return Route(
-            "close",
-            Inline(),
-            lambda handlers: handlers.lifecycle.close(self),
-            context={"reason": name},
-            supersedes=Supersede(f"close({name})") if ends_waits else None,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class ContainerCommand:
-    """``containerCommand``: start, stop or restart one container; no answer."""
-
-    ref: ContainerRef
-    operation: ContainerOperation
-
-    def route(self) -> Route:
-        stops = self.operation == ContainerOperation.STOP
-        return Route.behind(
-            "container_command",
-            self.ref,
-            lambda handlers: handlers.callbacks.container_command(self),
-            supersedes=Supersede.container("stop", self.ref) if stops else None,
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,23 +118,62 @@ class DeleteContainers:
 
 
 @dataclass(frozen=True, slots=True)
-class ContainerLogs:
-    """``containerLog``: a follow (``streaming``) on its own stream, else one callback answer."""
+class Inspect:
+    """``containerInspect``: answered with ``ContainerInspect``."""
 
     ref: ContainerRef
-    streaming: bool
-    tail_lines: int
 
     def route(self) -> Route:
-        if self.streaming:
-            # Streaming failures get no CommandError (§8).
-            return Route(
-                "container_log",
-                Stream(f"log:{self.ref.key}"),
-                lambda handlers: handlers.log_stream.handle(self),
-                context={"container": self.ref.key},
-            )
-        return Route.reply(CallbackKind.CONTAINER_LOG, self.ref, lambda h: h.callbacks.container_log(self))
+        return Route.reply(CallbackKind.CONTAINER_INSPECT, self.ref, lambda h: h.callbacks.inspect(self))
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerCommand:
+    """``containerCommand``: start, stop or restart one container; no answer."""
+
+    ref: ContainerRef
+    operation: ContainerOperation
+
+    def route(self) -> Route:
+        stops = self.operation == ContainerOperation.STOP
+        return Route.behind(
+            "container_command",
+            self.ref,
+            lambda handlers: handlers.callbacks.container_command(self),
+            supersedes=Supersede.container("stop", self.ref) if stops else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyDelete:
+    """``containerDelete`` (legacy): delete one container, no answer."""
+
+    ref: ContainerRef
+
+    def route(self) -> Route:
+        return Route.behind(
+            "container_delete",
+            self.ref,
+            lambda handlers: handlers.callbacks.legacy_delete(self),
+            supersedes=Supersede.container("deleteContainers", self.ref),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """``update``: swap the token, then hand over to the self-updater (or ``AbortUpdate``)."""
+
+    tag: str
+    timeout_s: int
+    token: str = field(repr=False)
+
+    def route(self) -> Route:
+        return Route(
+            "update",
+            Queued("agent"),
+            lambda handlers: handlers.lifecycle.update(self),
+            context={"tag": self.tag},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,13 +185,30 @@ class ReplaceToken:
 
 
 @dataclass(frozen=True, slots=True)
-class Inspect:
-    """``containerInspect``: answered with ``ContainerInspect``."""
-
-    ref: ContainerRef
+class Close:
+    reason: CloseReason
 
     def route(self) -> Route:
-        return Route.reply(CallbackKind.CONTAINER_INSPECT, self.ref, lambda h: h.callbacks.inspect(self))
+        name = self.reason.name
+        ends_waits = self.reason in (CloseReason.SHUTDOWN, CloseReason.REVOKE_TOKEN)
+        return Route(
+            "close",
+            Inline(),
+            lambda handlers: handlers.lifecycle.close(self),
+            context={"reason": name},
+            supersedes=Supersede(f"close({name})") if ends_waits else None,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LegacyDeploy:
+    """``deployLegacy``: not supported, logged."""
+
+    request_id: str
+
+    def route(self) -> Route:
+        lane = Ignored("legacy deploy is not supported")
+        return Route("deploy_legacy", lane, not_served, {"request_id": self.request_id})
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,16 +233,16 @@ class CallbackKind(enum.IntEnum):
 Command = (
     Deploy
     | WatchState
-    | LegacyDelete
-    | LegacyDeploy
-    | ListSecrets
-    | Update
-    | Close
-    | ContainerCommand
-    | DeleteContainers
     | ContainerLogs
-    | ReplaceToken
+    | ListSecrets
+    | DeleteContainers
     | Inspect
+    | ContainerCommand
+    | LegacyDelete
+    | Update
+    | ReplaceToken
+    | Close
+    | LegacyDeploy
     | Unknown
 )
 """Every command kind; each declares its ``route()``, the only thing the dispatcher reads."""
