@@ -160,6 +160,22 @@ def test_unknown_enum_numbers_become_unspecified() -> None:
     assert codec.command_from_proto(message) == cmd.Close(CloseReason.UNSPECIFIED)
 
 
+@pytest.mark.parametrize(
+    ("kind", "member"),
+    [
+        (cmd.CallbackKind.LIST_SECRETS, "listSecrets"),
+        (cmd.CallbackKind.DELETE_CONTAINERS, "deleteContainers"),
+        (cmd.CallbackKind.CONTAINER_LOG, "containerLog"),
+        (cmd.CallbackKind.CONTAINER_INSPECT, "containerInspect"),
+    ],
+)
+def test_each_callback_kind_answers_on_its_own_member(kind: cmd.CallbackKind, member: str) -> None:
+    error = codec.command_error_to_proto(kind, 13, "failed")
+    assert error.WhichOneof("command") == member
+    assert getattr(error, member).status == 13
+    assert len(cmd.CallbackKind) == 4
+
+
 def test_outbound_messages() -> None:
     error = codec.command_error_to_proto(cmd.CallbackKind.CONTAINER_INSPECT, 5, "container not found")
     assert error.WhichOneof("command") == "containerInspect"

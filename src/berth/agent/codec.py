@@ -370,15 +370,10 @@ def secret_list_to_proto(
 
 
 def command_error_to_proto(kind: cmd.CallbackKind, status: int, message: str) -> agent_pb2.AgentCommandError:
-    error = agent_pb2.AgentError(status=status, error=message)
-    member = {
-        cmd.CallbackKind.LIST_SECRETS: "listSecrets",
-        cmd.CallbackKind.DELETE_CONTAINERS: "deleteContainers",
-        cmd.CallbackKind.CONTAINER_LOG: "containerLog",
-        cmd.CallbackKind.CONTAINER_INSPECT: "containerInspect",
-    }[kind]
+    """``kind``'s value is the number of its ``AgentCommandError`` member (§5)."""
+    member = agent_pb2.AgentCommandError.DESCRIPTOR.fields_by_number[int(kind)].name
     result = agent_pb2.AgentCommandError()
-    getattr(result, member).CopyFrom(error)
+    getattr(result, member).CopyFrom(agent_pb2.AgentError(status=status, error=message))
     return result
 
 

@@ -45,7 +45,7 @@ class Deploy:
         return Route(
             "deploy",
             Queued(target_key(PrefixTarget(spec.prefix))),
-            lambda handlers: handlers.deploy.handle(self),
+            lambda h: h.deploy.handle(self),
             context={"deployment_id": spec.id, "prefix": spec.prefix},
             supersedes=Supersede(f"deployment {spec.id}", spec.prefix, names),
         )
@@ -62,7 +62,7 @@ class WatchState:
         return Route(
             "container_state",
             Stream(f"state:{self.prefix}"),
-            lambda handlers: handlers.state.handle(self),
+            lambda h: h.state.handle(self),
             context={"prefix": self.prefix},
         )
 
@@ -81,7 +81,7 @@ class ContainerLogs:
             return Route(
                 "container_log",
                 Stream(f"log:{self.ref.key}"),
-                lambda handlers: handlers.log_stream.handle(self),
+                lambda h: h.log_stream.handle(self),
                 context={"container": self.ref.key},
             )
         return Route.reply(CallbackKind.CONTAINER_LOG, self.ref, lambda h: h.callbacks.container_log(self))
@@ -139,7 +139,7 @@ class ContainerCommand:
         return Route.behind(
             "container_command",
             self.ref,
-            lambda handlers: handlers.callbacks.container_command(self),
+            lambda h: h.callbacks.container_command(self),
             supersedes=Supersede.container("stop", self.ref) if stops else None,
         )
 
@@ -154,7 +154,7 @@ class LegacyDelete:
         return Route.behind(
             "container_delete",
             self.ref,
-            lambda handlers: handlers.callbacks.legacy_delete(self),
+            lambda h: h.callbacks.legacy_delete(self),
             supersedes=Supersede.container("deleteContainers", self.ref),
         )
 
@@ -171,7 +171,7 @@ class Update:
         return Route(
             "update",
             Queued("agent"),
-            lambda handlers: handlers.lifecycle.update(self),
+            lambda h: h.lifecycle.update(self),
             context={"tag": self.tag},
         )
 
@@ -181,7 +181,7 @@ class ReplaceToken:
     token: str = field(repr=False)
 
     def route(self) -> Route:
-        return Route("replace_token", Inline(), lambda handlers: handlers.lifecycle.replace_token(self))
+        return Route("replace_token", Inline(), lambda h: h.lifecycle.replace_token(self))
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +194,7 @@ class Close:
         return Route(
             "close",
             Inline(),
-            lambda handlers: handlers.lifecycle.close(self),
+            lambda h: h.lifecycle.close(self),
             context={"reason": name},
             supersedes=Supersede(f"close({name})") if ends_waits else None,
         )

@@ -79,6 +79,7 @@ class Supersede:
 
 
 Serve = Callable[["Handlers"], Awaitable[str]]
+"""Runs the command on its handler; returns the outcome named in logs and metrics."""
 
 
 async def not_served(_: Handlers) -> str:
@@ -87,6 +88,8 @@ async def not_served(_: Handlers) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Route:
+    """Everything the dispatcher needs to know about one command."""
+
     kind: str  # stable and low-cardinality: the metrics label
     lane: Lane
     serve: Serve
