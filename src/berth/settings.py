@@ -497,7 +497,7 @@ def _field_docs(group: type) -> dict[str, str]:
 def declared_settings() -> Iterator[Documented]:
     """Every declaration once, with its README topic and doc, in the order of the dataclasses."""
     seen: set[tuple[str, ...]] = set()
-    groups = (AgentSettings, ConnectionSettings, RuntimeSettings, DockerSettings, ResilienceSettings)
+    groups = (ConnectionSettings, AgentSettings, RuntimeSettings, DockerSettings, ResilienceSettings)
     for group in (*groups, KubernetesSettings):
         docs = _field_docs(group)
         for item in dataclasses.fields(group):
