@@ -240,7 +240,7 @@ async def test_plain_install_is_a_working_docker_agent(plain: Venv, tmp_path: Pa
         env = _agent_env(tmp_path / "data", platform.issue_connection_token())
         log = tmp_path / "agent.log"
         async with _process(plain.berth, "agent", env=env, log=log) as agent:
-            connect = await platform.wait_accepted(within_s=scaled(30))
+            connect = await platform.wait_accepted(within_s=30)
             assert connect.info.id == platform.node_id
             registry, _, repository = IMAGE.partition("/")
             workload = agent_pb2.DeployWorkloadRequest(
@@ -260,7 +260,7 @@ async def test_plain_install_is_a_working_docker_agent(plain: Venv, tmp_path: Pa
                     deploy=agent_pb2.DeployRequest(id="d-wheel", prefix=prefix, requests=[workload])
                 )
             )
-            status = await platform.wait_stream("DeploymentStatus", within_s=scaled(30))
+            status = await platform.wait_stream("DeploymentStatus", within_s=30)
             await wait_event(status.done.wait(), 90, "the deployment status stream to finish")
             final = status.messages[-1]
             assert final.deploymentStatus == common_pb2.SUCCESSFUL, [list(m.log) for m in status.messages]
@@ -269,7 +269,7 @@ async def test_plain_install_is_a_working_docker_agent(plain: Venv, tmp_path: Pa
                     containerState=agent_pb2.ContainerStateRequest(prefix=prefix, oneShot=True)
                 )
             )
-            state = await platform.wait_stream("ContainerState", within_s=scaled(20))
+            state = await platform.wait_stream("ContainerState", within_s=20)
             await wait_event(state.done.wait(), 20, "the container state stream to finish")
             items = [(i.id.prefix, i.id.name, i.state) for m in state.messages for i in m.data]
             assert items == [(prefix, "web", common_pb2.RUNNING)]
