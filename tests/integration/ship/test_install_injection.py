@@ -33,9 +33,9 @@ from berth.platform.install_scripts import (
     RefusedValue,
     systemd_env_value,
 )
+from berth.platform.package_data import INSTALL_SCRIPTS, package_folder
 
-ROOT = Path(__file__).resolve().parents[3]
-TEMPLATES = ROOT / "install-scripts"
+TEMPLATES = package_folder(INSTALL_SCRIPTS)
 CA = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 M = "{m}"  # replaced by the marker file's path; an injected command would create it
 

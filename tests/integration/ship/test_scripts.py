@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from berth.platform.install_scripts import fill_template
+from berth.platform.package_data import INSTALL_SCRIPTS, package_folder
 
 ROOT = Path(__file__).resolve().parents[3]
-SCRIPTS = ROOT / "install-scripts"
+SCRIPTS = package_folder(INSTALL_SCRIPTS)
 OWN_SHELL = [
     SCRIPTS / "install-docker.sh.tmpl",
     SCRIPTS / "install-systemd.sh.tmpl",
