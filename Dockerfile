@@ -6,9 +6,12 @@
 ARG BASE_IMAGE=berth/debian-base:bookworm
 
 # -- builder: a wheel of Berth, installed with its dependencies into /opt/berth ------------------
-# Left out of the final venv: pip/setuptools/wheel, caches, and the kubernetes client's asyncio
-# copy (kubernetes/aio, ~40 MB) as long as Berth does not import it (checked at build time).
+# The node agent and nothing else: Berth's core (the Docker runtime) plus the extras in
+# BERTH_EXTRAS. The default image also serves the platform's Kubernetes manifest, so it carries the
+# kubernetes extra; BERTH_EXTRAS="" builds a Docker-only image. Never the platform extra.
+# Left out of the final venv: pip/setuptools/wheel and caches.
 FROM ${BASE_IMAGE} AS builder
+ARG BERTH_EXTRAS=kubernetes
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
     PYTHONDONTWRITEBYTECODE=1
@@ -17,7 +20,9 @@ WORKDIR /build
 COPY constraints.txt ./
 # Dependencies first: this layer is reused while only Berth's own code changes.
 COPY pyproject.toml README.md ./
-RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["dependencies"]))' \
+RUN python3 -c 'import sys, tomllib; project = tomllib.load(open("pyproject.toml", "rb"))["project"]; \
+      extras = [project["optional-dependencies"][name] for name in sys.argv[1:]]; \
+      print("\n".join(project["dependencies"] + sum(extras, [])))' $(echo "$BERTH_EXTRAS" | tr , ' ') \
       > requirements.txt
 RUN --mount=type=secret,id=ca,target=/etc/ssl/certs/ca-certificates.crt \
     PIP_CERT=/etc/ssl/certs/ca-certificates.crt \
@@ -26,9 +31,6 @@ COPY src ./src
 RUN /opt/berth/bin/pip wheel --quiet --no-deps --no-build-isolation --wheel-dir /build/dist . \
  && /opt/berth/bin/pip install --quiet --no-deps --no-index /build/dist/berth-*.whl \
  && /opt/berth/bin/pip uninstall --quiet --yes setuptools wheel pip \
- && site=$(echo /opt/berth/lib/python3*/site-packages) \
- && if ! grep -rqE 'kubernetes[./]aio|from kubernetes import aio' "$site/berth"; then \
-      rm -rf "$site/kubernetes/aio"; fi \
  && find /opt/berth -name '__pycache__' -prune -exec rm -rf {} + \
  && /opt/berth/bin/python -m compileall -q -j 0 -x '/kubernetes/' /opt/berth/lib \
  && /opt/berth/bin/berth version

@@ -10,7 +10,7 @@ export K8S_DEB_BASE ?= /var/tmp/berth-kube
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,kubernetes,platform]'
 	touch $@
 
 venv: $(VENV)/.installed

@@ -11,6 +11,8 @@
 # 2. The agent image is built from the top-level Dockerfile with BuildKit. pip inside the build trusts
 #    the machine's CA bundle through a build secret (BERTH_CA_BUNDLE, default
 #    /etc/ssl/certs/ca-certificates.crt); the bundle never lands in a layer.
+# 3. BERTH_EXTRAS (default: kubernetes) names the package extras the image carries besides the
+#    Docker agent; BERTH_EXTRAS= builds a Docker-only image.
 # Prints the image reference and its size on the last line.
 set -eu
 
@@ -92,6 +94,7 @@ log "building $TAG on $BASE"
 DOCKER_BUILDKIT=1 "$DOCKER" build --quiet \
   --secret "id=ca,src=$CA" \
   --build-arg "BASE_IMAGE=$BASE" \
+  --build-arg "BERTH_EXTRAS=${BERTH_EXTRAS-kubernetes}" \
   --build-arg "VERSION=$VERSION" \
   --build-arg "REVISION=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" \
   --build-arg "CREATED=$(date -u +%Y-%m-%dT%H:%M:%SZ)" \

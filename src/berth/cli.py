@@ -17,9 +17,10 @@ commands:
   health     exit 0 when the local agent holds an accepted platform session (alias: h)
   status     each prefix's desired state against what runs here, without the platform
   version    print Berth's version and the protocol version it reports
-  platform   run the embedded platform (control plane)
-  ctl        talk to an embedded platform's API (nodes, deployments, containers, logs)
+  platform   run the embedded platform (control plane; needs berth[platform])
+  ctl        the platform's client: nodes, deployments, containers, logs (needs berth[platform])
 """
+EXIT_MISSING_EXTRA = 2  # like an invalid setting: the command cannot run as installed
 
 
 def _version(_: Sequence[str]) -> int:
@@ -67,10 +68,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0 if args else 2
     try:
         entry = _entry(args[0])
+    except ModuleNotFoundError as err:
+        return _missing_extra(args[0], err)
     except KeyError:
         print(f"berth: unknown command {args[0]!r}\n\n{USAGE}", end="", file=sys.stderr)
         return 2
-    return entry(args[1:])
+    try:
+        return entry(args[1:])
+    except ModuleNotFoundError as err:
+        return _missing_extra(args[0], err)
+
+
+def _missing_extra(command: str, err: ModuleNotFoundError) -> int:
+    """The platform, ``ctl`` and the Kubernetes runtime come with extras (``berth[platform]``,
+    ``berth[kubernetes]``), imported when first used: without them, one line naming the extra."""
+    from berth.extras import missing_extra_message
+
+    message = missing_extra_message(f"berth {command}", err)
+    if message is None:
+        raise err
+    print(message, file=sys.stderr)
+    return EXIT_MISSING_EXTRA
 
 
 if __name__ == "__main__":

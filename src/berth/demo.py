@@ -21,10 +21,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from berth.ctl.cli import print_containers
-from berth.ctl.client import ApiError, PlatformClient
-from berth.ctl.deploy import deploy_stack
-from berth.ctl.stack import Stack
+from berth.extras import missing_extra_message
+
+try:
+    from berth.ctl.cli import print_containers
+    from berth.ctl.client import ApiError, PlatformClient
+    from berth.ctl.deploy import deploy_stack
+    from berth.ctl.stack import Stack
+except ModuleNotFoundError as err:  # the demo runs the platform and its client: berth[platform]
+    message = missing_extra_message("python -m berth.demo", err)
+    if message is None:
+        raise
+    sys.exit(message)
 
 DEMO_DIR = Path(os.environ.get("BERTH_DEMO_DIR", "/var/tmp/berth-demo"))
 PREFIX = "berth-demo"

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from berth.platform.install_scripts import InstallScripts, fill_template
+from berth.platform.package_data import INSTALL_SCRIPTS, package_folder
 
-ROOT = Path(__file__).resolve().parents[2]
-TEMPLATES = ROOT / "install-scripts"
+TEMPLATES = package_folder(INSTALL_SCRIPTS)
 CA = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 M = "{m}"  # replaced by the marker file's path; an injected command would create it
 

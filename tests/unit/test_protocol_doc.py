@@ -20,7 +20,7 @@ from berth.proto import agent_pb2, common_pb2
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "protocol.md"
-CITING_DIRS = ("src", "tests", "tools", "install-scripts", "bench", "proto")
+CITING_DIRS = ("src", "tests", "tools", "bench", "proto")
 SKIPPED_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
 SIGN = "\u00a7"

@@ -1,5 +1,5 @@
-"""Renders the install scripts from the templates in ``install-scripts/`` (owned by the shipping
-work). The platform never writes templates itself.
+"""Renders the install scripts from the templates in ``berth/platform/install-scripts/`` (package
+data, owned by the shipping work). The platform never writes templates itself.
 
 Every placeholder names the language of the text it is pasted into, ``@@LANGUAGE:KEY@@``, and each
 language has one escaper that turns any accepted value into a literal of that language:
@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from berth.platform.package_data import INSTALL_SCRIPTS, package_folder
 from berth.platform.problems import ServerMisconfigured
 
 TEMPLATES: Final = {
@@ -288,18 +289,14 @@ def fill_template(name: str, template: str, values: Mapping[str, str]) -> str:
 
 
 def find_templates_dir(configured: Path | None = None) -> Path:
-    """``--install-scripts-dir``, then ``BERTH_INSTALL_SCRIPTS_DIR``, then the packaged copy, then
-    ``<repo>/install-scripts`` next to the source tree."""
+    """``--install-scripts-dir``, then ``BERTH_INSTALL_SCRIPTS_DIR``, then the copy shipped in the
+    package (``berth/platform/install-scripts``, found through ``importlib.resources``)."""
     if configured is not None:
         return configured
     from_env = os.environ.get("BERTH_INSTALL_SCRIPTS_DIR")
     if from_env:
         return Path(from_env)
-    package = Path(__file__).resolve().parents[1]
-    packaged = package / "install_scripts"
-    if packaged.is_dir():
-        return packaged
-    return package.parents[1] / "install-scripts"
+    return package_folder(INSTALL_SCRIPTS)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The install manifest (install-scripts/install-k8s.yaml.tmpl) applies on a real API server, and
+"""The install manifest (install-k8s.yaml.tmpl, package data) applies on a real API server, and
 its ServiceAccount can do exactly what the Kubernetes runtime needs: SubjectAccessReview for every
 verb used (and denial of what is not needed), then the runtime itself runs as that account."""
 
@@ -11,7 +11,6 @@ import os
 import secrets
 import subprocess
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import yaml
@@ -23,12 +22,13 @@ from waiting import wait_for
 from berth.errors import NotFound, PermanentCommandError
 from berth.model import ContainerRef, DeploymentSpec, LogItem, PrefixTarget, WorkloadSpec
 from berth.platform.install_scripts import fill_template
+from berth.platform.package_data import INSTALL_SCRIPTS, package_folder
 from berth.runtimes.kubernetes import KubernetesCredentialStore, KubernetesRuntime, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
 
 pytestmark = pytest.mark.kube
-TEMPLATE = Path(__file__).resolve().parents[3] / "install-scripts" / "install-k8s.yaml.tmpl"
+TEMPLATE = package_folder(INSTALL_SCRIPTS) / "install-k8s.yaml.tmpl"
 CA = "-----BEGIN CERTIFICATE-----\nMIIBtest\n-----END CERTIFICATE-----\n"
 
 PATHS = {

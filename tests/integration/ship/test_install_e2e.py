@@ -104,7 +104,6 @@ class Platform:
             advertise=f"127.0.0.1:{self.grpc_port}",
             insecure=False,
             agent_image=image,
-            install_scripts_dir=ROOT / "install-scripts",
             update_window_s=update_window_s,
         )
         self.server = PlatformServer(config)

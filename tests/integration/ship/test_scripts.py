@@ -15,8 +15,10 @@ from pathlib import Path
 import pytest
 from kits.install_corpus import CA, fill
 
+from berth.platform.package_data import INSTALL_SCRIPTS, package_folder
+
 ROOT = Path(__file__).resolve().parents[3]
-SCRIPTS = ROOT / "install-scripts"
+SCRIPTS = package_folder(INSTALL_SCRIPTS)
 OWN_SHELL = [
     SCRIPTS / "install-docker.sh.tmpl",
     SCRIPTS / "install-systemd.sh.tmpl",

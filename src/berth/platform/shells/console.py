@@ -10,7 +10,6 @@ import json
 import secrets
 import urllib.parse
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 from typing import Any, Final
 
 import jinja2
@@ -22,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 
 from berth.platform import views
 from berth.platform.models import DeploymentRecord
+from berth.platform.package_data import CONSOLE, package_folder
 from berth.platform.problems import ApiProblem, InvalidInput, PayloadTooLarge
 from berth.platform.services import Services
 from berth.platform.shells.console_auth import (
@@ -37,7 +37,6 @@ from berth.platform.shells.requests import path_param
 
 log = structlog.get_logger(__name__)
 
-CONSOLE_DIR: Final = Path(__file__).resolve().parent.parent / "console"
 MAX_FORM_BYTES: Final = 1024 * 1024
 MAX_FORM_FIELDS: Final = 50
 NODE_ACTIVITY_ITEMS: Final = 15
@@ -106,7 +105,7 @@ class Console:
         self._sessions = sessions
         self._secure_cookie = https
         self._env = jinja2.Environment(
-            loader=jinja2.FileSystemLoader(CONSOLE_DIR / "templates"),
+            loader=jinja2.FileSystemLoader(package_folder(CONSOLE) / "templates"),
             autoescape=True,
         )
         self._env.filters.update(when=_when, tone=_tone, label=_label, shown=_shown)
@@ -127,7 +126,7 @@ class Console:
             Route("/deployments/{deployment_id}", p(self._deployment), methods=["GET"]),
             Route("/deployments/{deployment_id}/diff/{other_id}", p(self._diff), methods=["GET"]),
             Route("/registries", p(self._registries), methods=["GET"]),
-            Mount("/static", app=StaticFiles(directory=CONSOLE_DIR / "static"), name="static"),
+            Mount("/static", app=StaticFiles(directory=package_folder(CONSOLE) / "static"), name="static"),
         ]
 
     def _render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
