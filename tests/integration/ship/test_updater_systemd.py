@@ -178,9 +178,3 @@ async def test_failures_before_the_restart_are_refused_and_leave_the_install_as_
     assert _target(install) == install / "venvs/v1"
     assert [p.name for p in (install / "venvs").iterdir()] == ["v1"]
     assert not (install / "update-pending.json").exists()
-
-
-async def test_an_install_without_the_current_link_is_refused(tmp_path: Path) -> None:
-    settings = replace(AgentSettings(), systemd_prefix=tmp_path / "nothing")
-    with pytest.raises(UpdateRefused, match="not a systemd install"):
-        await SystemdSelfUpdater(settings).begin_update("1", 30)
