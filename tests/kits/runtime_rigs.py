@@ -124,12 +124,12 @@ def _base_workload(prefix: str, name: str) -> WorkloadSpec:
     return WorkloadSpec(id=f"wl-{name}", prefix=prefix, name=name, image_name="berth/busybox", tag="1")
 
 
-class MemoryRig:
-    name = "memory"
+class _RigBase:
+    """What the rigs share: their expectations, a missing image, an engine that stops and
+    restarts workloads itself."""
 
-    def __init__(self) -> None:
-        self.runtime = MemoryRuntime()
-        self.prefix = f"mc{secrets.token_hex(3)}"
+    name: str
+    prefix: str
 
     @property
     def expect(self) -> Expectations:
@@ -139,21 +139,33 @@ class MemoryRig:
         return replace(_base_workload(self.prefix, name), **changes)
 
     def missing_image(self, name: str) -> WorkloadSpec:
-        self.runtime.fail_images.add("berth/not-in-the-registry")  # the memory runtime's registry
-        return self.workload(name, image_name="berth/not-in-the-registry")
+        return self.workload(name, image_name=f"berth/not-in-the-registry-{secrets.token_hex(3)}")
+
+    async def runs_again(self, ref: ContainerRef) -> None:
+        pass  # the engine restarts the workload before the restart call returns
+
+    async def stopped(self, ref: ContainerRef) -> None:
+        pass  # the engine stops the workload before the stop call returns
+
+
+class MemoryRig(_RigBase):
+    name = "memory"
+
+    def __init__(self) -> None:
+        self.runtime = MemoryRuntime()
+        self.prefix = f"mc{secrets.token_hex(3)}"
+
+    def missing_image(self, name: str) -> WorkloadSpec:
+        workload = super().missing_image(name)
+        self.runtime.fail_images.add(workload.image_name)  # the memory runtime's registry lacks it
+        return workload
 
     async def prints(self, ref: ContainerRef, *texts: str) -> None:
         for text in texts:
             self.runtime.append_log(ref, f"{text}\n")
 
-    async def runs_again(self, ref: ContainerRef) -> None:
-        pass
 
-    async def stopped(self, ref: ContainerRef) -> None:
-        pass
-
-
-class DockerRig:
+class DockerRig(_RigBase):
     """The real engine and the authenticated registry of tools/testenv.sh."""
 
     name = "docker"
@@ -166,10 +178,6 @@ class DockerRig:
         self._registry = registry
         self._auth = auth
 
-    @property
-    def expect(self) -> Expectations:
-        return EXPECTED[self.name]
-
     def workload(self, name: str, **changes: Any) -> WorkloadSpec:
         spec = replace(
             _base_workload(self.prefix, name),
@@ -181,9 +189,6 @@ class DockerRig:
         )
         return replace(spec, **changes)
 
-    def missing_image(self, name: str) -> WorkloadSpec:
-        return self.workload(name, image_name=f"berth/not-in-the-registry-{secrets.token_hex(3)}")
-
     async def prints(self, ref: ContainerRef, *texts: str) -> None:
         script = "; ".join(f"echo {shlex.quote(text)} >/proc/1/fd/1" for text in texts)
 
@@ -193,15 +198,10 @@ class DockerRig:
 
         await asyncio.to_thread(run)
 
-    async def runs_again(self, ref: ContainerRef) -> None:
-        pass  # the engine restarts the container before the restart call returns
 
-    async def stopped(self, ref: ContainerRef) -> None:
-        pass  # the engine stops the container before the stop call returns
-
-
-class KubernetesRig:
-    """The real kube-apiserver; the test plays the node (kits.kube_node) only to serve logs."""
+class KubernetesRig(_RigBase):
+    """The real kube-apiserver. There is no kubelet: the rig plays the node (kits.kube_node) where
+    a scenario needs one, to run a pod that prints, and to finish a restart or a stop."""
 
     name = "kubernetes"
 
@@ -212,16 +212,6 @@ class KubernetesRig:
         self._kubelet = kubelet
         self._node = node
         self._pods: dict[ContainerRef, str] = {}
-
-    @property
-    def expect(self) -> Expectations:
-        return EXPECTED[self.name]
-
-    def workload(self, name: str, **changes: Any) -> WorkloadSpec:
-        return replace(_base_workload(self.prefix, name), **changes)
-
-    def missing_image(self, name: str) -> WorkloadSpec:
-        return self.workload(name, image_name=f"berth/not-in-the-registry-{secrets.token_hex(3)}")
 
     async def prints(self, ref: ContainerRef, *texts: str) -> None:
         from kits.kube_node import start_on_node
