@@ -2,7 +2,8 @@
 
 Used by the tests and by ``BERTH_RUNTIME=memory`` (demo, protocol conformance without an engine).
 It follows the Docker agent's naming (``<prefix>-<name>``, the §7 id rule, the §11 lookup) so the
-agent-side behaviour it drives is the same as with a real engine.
+agent-side behaviour it drives is the same as with a real engine; tests/contract runs the same
+scenarios against it and the real runtimes.
 """
 
 from __future__ import annotations
@@ -33,9 +34,9 @@ from berth.model import (
     Target,
     WorkloadSpec,
 )
+from berth.names import label_problem
 from berth.runtimes.base import DeployEvents
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _TIMESTAMPED = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z ")
 _WATCH_QUEUE_SIZE = 1000
 
@@ -90,8 +91,9 @@ def _check_workload(workload: WorkloadSpec, seen: set[str]) -> None:
     names a container once."""
     full_name = f"{workload.prefix}-{workload.name}"
     for field_name, value in (("prefix", workload.prefix), ("container name", full_name)):
-        if not _LABEL.match(value):
-            raise InvalidSpec(field_name, f"{value!r} is not an RFC 1123 label")
+        problem = label_problem(value)
+        if problem is not None:
+            raise InvalidSpec(field_name, f"{value!r} {problem}")
     if full_name in seen:
         raise InvalidSpec("container name", f"{full_name!r} appears twice")
     seen.add(full_name)
