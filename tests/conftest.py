@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import AsyncIterator
 
@@ -26,7 +27,15 @@ class _SlowCallbacks(logging.Handler):
 
 
 @pytest.fixture(autouse=True)
-async def _event_loop_guards() -> AsyncIterator[None]:
+def _event_loop_guards(request: pytest.FixtureRequest) -> None:
+    """The guards below for every coroutine test (a plain test runs no event loop: nothing to
+    guard, and no loop to start for it)."""
+    if inspect.iscoroutinefunction(request.function):
+        request.getfixturevalue("_guarded_event_loop")
+
+
+@pytest.fixture
+async def _guarded_event_loop() -> AsyncIterator[None]:
     """Fails a test that leaks tasks or blocks the loop for over a second (asyncio debug mode
     reports every callback slower than ``slow_callback_duration``)."""
     loop = asyncio.get_running_loop()
