@@ -14,7 +14,6 @@ from typing import Final
 
 import structlog
 
-from berth.agent.backoff import Backoff
 from berth.agent.credentials import AgentKey, FileCredentialStore
 from berth.agent.desired import DesiredState, DesiredStateRuntime, Reconciler
 from berth.agent.dispatcher import Dispatcher
@@ -42,6 +41,7 @@ from berth.runtimes.base import (
     SelfUpdater,
     SupersedableWaits,
 )
+from berth.runtimes.common.backoff import Backoff
 from berth.settings import AgentSettings
 
 log = structlog.get_logger("berth.agent")

@@ -19,7 +19,6 @@ import structlog
 from google.protobuf.message import Message
 
 from berth.agent import codec
-from berth.agent.backoff import Backoff, HealthyTimer
 from berth.agent.commands import CallbackKind, Command, DeploymentMessage
 from berth.agent.health import HealthState
 from berth.agent.metrics import AgentMetrics
@@ -28,6 +27,7 @@ from berth.agent.tokens import RefusalOutcome, TokenKeeper
 from berth.errors import InvalidSpec, PlatformUnavailable
 from berth.model import ContainerRef, StateUpdate, Target
 from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
+from berth.runtimes.common.backoff import Backoff, HealthyTimer
 from berth.settings import KEEPALIVE_MIN_S, ConnectionSettings
 
 log = structlog.get_logger("berth.agent.session")
