@@ -29,3 +29,24 @@ def test_settings_clamp_keepalive_and_tls_is_the_default(tmp_path: Path) -> None
     assert settings.connection.keepalive_s == 30.0
     assert settings.connection.allow_plaintext is False
     assert load_agent_settings({"DEBUG": "true"}).connection.allow_plaintext is True
+
+
+def test_grpc_reconnects_never_outpace_or_outlast_the_sessions_policy() -> None:
+    options = dict(PlatformChannel(ConnectionSettings(backoff_max_s=4.0))._options("platform:443"))
+    assert options["grpc.use_local_subchannel_pool"] == 1  # a new channel starts afresh
+    assert options["grpc.initial_reconnect_backoff_ms"] == 4_000
+    assert options["grpc.max_reconnect_backoff_ms"] == 4_000
+    assert options["grpc.min_reconnect_backoff_ms"] == 4_000  # gRPC: the shortest connect timeout
+
+
+def test_reconnect_policy_defaults_and_environment(tmp_path: Path) -> None:
+    connection = load_agent_settings({"INTERNAL_MOUNT_PATH": str(tmp_path)}).connection
+    assert (connection.backoff_initial_s, connection.backoff_max_s, connection.healthy_after_s) == (
+        1.0,
+        4.0,
+        10.0,
+    )
+    tuned = load_agent_settings(
+        {"INTERNAL_MOUNT_PATH": str(tmp_path), "BERTH_BACKOFF_MAX": "8s", "BERTH_HEALTHY_AFTER": "30s"}
+    ).connection
+    assert (tuned.backoff_max_s, tuned.healthy_after_s) == (8.0, 30.0)
