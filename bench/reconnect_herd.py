@@ -235,6 +235,7 @@ def plot(result: HerdResult, path: Path) -> bool:
     right.set_ylabel("connection attempts per 0.5 s")
     right.legend()
     figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=90)
     return True
 
@@ -287,7 +288,6 @@ def main() -> int:
         asyncio.run(serve(args.agents, args.outage))
         return 0
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
-    args.png.parent.mkdir(parents=True, exist_ok=True)
     extra = dict(item.split("=", 1) for item in args.agent_env)
     result = asyncio.run(measure(args.agents, args.outage, extra))
     report(result, args.png)

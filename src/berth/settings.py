@@ -99,7 +99,7 @@ class ConnectionSettings:
     # reconnect policy: delays in [ceiling/4, ceiling], ceiling doubling from BERTH_BACKOFF_INITIAL
     # up to BERTH_BACKOFF_MAX, reset by a session that lasted BERTH_HEALTHY_AFTER (README
     # "Reconnecting": a small cap keeps a reconnect within seconds of the platform's return)
-    backoff_initial_s: float = 1.0
+    backoff_initial_s: float = 2.0
     backoff_max_s: float = 4.0
     healthy_after_s: float = 10.0
     iat_skew_s: float = 60.0
@@ -268,7 +268,7 @@ def load_agent_settings(environ: Mapping[str, str] | None = None) -> AgentSettin
         ca_file=ca_file,
         dial_override=_address("BERTH_PLATFORM_ADDRESS", dial) if dial else None,
         version=env.text("BERTH_AGENT_VERSION") or agent_version_string(__version__),
-        backoff_initial_s=env.duration_s("BERTH_BACKOFF_INITIAL", "1s"),
+        backoff_initial_s=env.duration_s("BERTH_BACKOFF_INITIAL", "2s"),
         backoff_max_s=env.duration_s("BERTH_BACKOFF_MAX", "4s"),
         healthy_after_s=env.duration_s("BERTH_HEALTHY_AFTER", "10s"),
     )

@@ -75,7 +75,7 @@ def policy(seed: int) -> Backoff:
 
 def test_reconnect_policy_is_the_sessions() -> None:
     backoff = reconnect_backoff(ConnectionSettings())
-    assert (backoff.initial_s, backoff.cap_s, backoff.jitter) == (1.0, 4.0, RECONNECT_JITTER)
+    assert (backoff.initial_s, backoff.cap_s, backoff.jitter) == (2.0, 4.0, RECONNECT_JITTER)
 
 
 def test_seeded_jitter_repeats_and_stays_between_floor_and_ceiling() -> None:
@@ -89,7 +89,7 @@ def test_seeded_jitter_repeats_and_stays_between_floor_and_ceiling() -> None:
         delays.append(delay)
     assert delays == [second.next_delay_s() for _ in range(50)]
     assert delays != [policy(43).next_delay_s() for _ in range(50)]
-    assert [round(d, 3) for d in delays[:3]] == [0.73, 0.538, 1.825]  # seed 42, pinned
+    assert [round(d, 3) for d in delays[:3]] == [1.459, 1.075, 1.825]  # seed 42, pinned
 
 
 def test_the_cap_holds_however_long_the_outage() -> None:
@@ -115,7 +115,7 @@ def test_a_healthy_session_resets_and_a_short_one_does_not() -> None:
     now[0] = 110.0
     assert healthy.was_healthy()
     backoff.reset()
-    assert backoff.ceiling_s() == 1.0
+    assert backoff.ceiling_s() == 2.0
 
 
 def attempts_during(outage_s: float, backoff: Backoff) -> list[float]:

@@ -42,7 +42,7 @@ def test_grpc_reconnects_never_outpace_or_outlast_the_sessions_policy() -> None:
 def test_reconnect_policy_defaults_and_environment(tmp_path: Path) -> None:
     connection = load_agent_settings({"INTERNAL_MOUNT_PATH": str(tmp_path)}).connection
     assert (connection.backoff_initial_s, connection.backoff_max_s, connection.healthy_after_s) == (
-        1.0,
+        2.0,
         4.0,
         10.0,
     )
