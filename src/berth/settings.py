@@ -274,6 +274,12 @@ def load_agent_settings(environ: Mapping[str, str] | None = None) -> AgentSettin
     )
     if "-" not in connection.version:
         raise ConfigError("BERTH_AGENT_VERSION", "must contain '-' (the platform flags it outdated)")
+    for backoff_name, backoff_s in (
+        ("BERTH_BACKOFF_INITIAL", connection.backoff_initial_s),
+        ("BERTH_BACKOFF_MAX", connection.backoff_max_s),
+    ):
+        if backoff_s <= 0:
+            raise ConfigError(backoff_name, "must be a positive duration")
     data_mount = Path(env.text("DATA_MOUNT_PATH", "/srv/dagent"))
     internal_mount = Path(env.text("INTERNAL_MOUNT_PATH", str(data_mount)))
     strict_ro = env.flag("BERTH_STRICT_RO_VOLUMES")

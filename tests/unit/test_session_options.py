@@ -2,7 +2,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from berth.agent.session import PlatformChannel
+import pytest
+
+from berth.agent.session import PlatformChannel, reconnect_backoff
+from berth.errors import ConfigError
 from berth.settings import ConnectionSettings, load_agent_settings
 
 
@@ -50,3 +53,13 @@ def test_reconnect_policy_defaults_and_environment(tmp_path: Path) -> None:
         {"INTERNAL_MOUNT_PATH": str(tmp_path), "BERTH_BACKOFF_MAX": "8s", "BERTH_HEALTHY_AFTER": "30s"}
     ).connection
     assert (tuned.backoff_max_s, tuned.healthy_after_s) == (8.0, 30.0)
+
+
+def test_reconnect_policy_settings_are_checked(tmp_path: Path) -> None:
+    base = {"INTERNAL_MOUNT_PATH": str(tmp_path)}
+    with pytest.raises(ConfigError, match="BERTH_BACKOFF_MAX"):
+        load_agent_settings({**base, "BERTH_BACKOFF_MAX": "0s"})
+    with pytest.raises(ConfigError, match="BERTH_BACKOFF_INITIAL"):
+        load_agent_settings({**base, "BERTH_BACKOFF_INITIAL": "0"})
+    low_cap = reconnect_backoff(load_agent_settings({**base, "BERTH_BACKOFF_MAX": "1s"}).connection)
+    assert (low_cap.initial_s, low_cap.cap_s) == (1.0, 1.0)

@@ -85,8 +85,10 @@ def _describe_error(error: grpc.aio.AioRpcError) -> str:
 
 
 def reconnect_backoff(settings: ConnectionSettings) -> Backoff:
-    """The session's reconnect policy: capped exponential backoff with a floored jitter."""
-    return Backoff(settings.backoff_initial_s, settings.backoff_max_s, jitter=RECONNECT_JITTER)
+    """The session's reconnect policy: capped exponential backoff with a floored jitter (a
+    BERTH_BACKOFF_MAX below the initial delay lowers that too)."""
+    cap_s = settings.backoff_max_s
+    return Backoff(min(settings.backoff_initial_s, cap_s), cap_s, jitter=RECONNECT_JITTER)
 
 
 def reconnect_channel_options(settings: ConnectionSettings) -> list[tuple[str, int]]:
