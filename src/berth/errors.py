@@ -20,16 +20,16 @@ class ConfigError(BerthError):
         self.problem = problem
 
 
-class TokenError(BerthError):
-    """A JWT is malformed or its claims are unacceptable (never includes the token itself)."""
-
-
 class SecretError(BerthError):
     """A secret value could not be decrypted with the agent's key."""
 
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"secret {key!r} could not be decrypted: {problem}")
         self.key = key
+
+
+class TokenError(BerthError):
+    """A JWT is malformed or its claims are unacceptable (never includes the token itself)."""
 
 
 class PersistenceError(BerthError):

@@ -57,64 +57,20 @@ class PrefixTarget:
 Target = ContainerRef | PrefixTarget
 
 
-# -- enums (values match the protocol numbers so the codec is a plain lookup) ---------------------
+# -- enums: the protocol's, with its names and numbers (so the codec is a plain lookup) ------------
 
 
-class ContainerState(enum.IntEnum):
-    UNSPECIFIED = 0
-    RUNNING = 1
-    WAITING = 2
-    EXITED = 3
-    REMOVED = 4
-
-
-class DeploymentStatus(enum.IntEnum):
-    UNSPECIFIED = 0
-    PREPARING = 1
-    IN_PROGRESS = 2
-    SUCCESSFUL = 3
-    FAILED = 4
-    OBSOLETE = 5
-    DOWNGRADED = 6
-
-
-class LogLevel(enum.IntEnum):
-    UNSPECIFIED = 0
-    INFO = 1
-    WARNING = 2
-    ERROR = 3
-
-
-class NetworkMode(enum.IntEnum):
-    UNSPECIFIED = 0
-    BRIDGE = 1
-    HOST = 2
-    NONE = 6
-
-
-class RestartPolicy(enum.IntEnum):
-    UNSPECIFIED = 0
-    UNDEFINED = 1
-    NO = 2
-    ON_FAILURE = 3
-    ALWAYS = 4
-    UNLESS_STOPPED = 5
-
-
-class DeploymentStrategy(enum.IntEnum):
-    UNSPECIFIED = 0
-    RECREATE = 1
-    ROLLING_UPDATE = 2
-
-
-class VolumeType(enum.IntEnum):
-    UNSPECIFIED = 0
-    RO = 1
-    RWO = 2
-    RWX = 3
-    MEM = 4
-    TMP = 5
-    SECRET = 6
+ContainerState = enum.IntEnum("ContainerState", "UNSPECIFIED RUNNING WAITING EXITED REMOVED", start=0)
+DeploymentStatus = enum.IntEnum(
+    "DeploymentStatus", "UNSPECIFIED PREPARING IN_PROGRESS SUCCESSFUL FAILED OBSOLETE DOWNGRADED", start=0
+)
+LogLevel = enum.IntEnum("LogLevel", "UNSPECIFIED INFO WARNING ERROR", start=0)
+NetworkMode = enum.IntEnum("NetworkMode", [("UNSPECIFIED", 0), ("BRIDGE", 1), ("HOST", 2), ("NONE", 6)])
+RestartPolicy = enum.IntEnum(
+    "RestartPolicy", "UNSPECIFIED UNDEFINED NO ON_FAILURE ALWAYS UNLESS_STOPPED", start=0
+)
+DeploymentStrategy = enum.IntEnum("DeploymentStrategy", "UNSPECIFIED RECREATE ROLLING_UPDATE", start=0)
+VolumeType = enum.IntEnum("VolumeType", "UNSPECIFIED RO RWO RWX MEM TMP SECRET", start=0)
 
 
 class LogDriver(enum.IntEnum):
@@ -141,26 +97,9 @@ class LogDriver(enum.IntEnum):
         return self.name.lower().replace("_", "-")
 
 
-class ExposeStrategy(enum.IntEnum):
-    UNSPECIFIED = 0
-    NONE = 1
-    EXPOSE = 2
-    EXPOSE_WITH_TLS = 3
-
-
-class ContainerOperation(enum.IntEnum):
-    UNSPECIFIED = 0
-    START = 1
-    STOP = 2
-    RESTART = 3
-
-
-class CloseReason(enum.IntEnum):
-    UNSPECIFIED = 0
-    CLOSE = 1
-    SELF_DESTRUCT = 2
-    SHUTDOWN = 3
-    REVOKE_TOKEN = 4
+ExposeStrategy = enum.IntEnum("ExposeStrategy", "UNSPECIFIED NONE EXPOSE EXPOSE_WITH_TLS", start=0)
+ContainerOperation = enum.IntEnum("ContainerOperation", "UNSPECIFIED START STOP RESTART", start=0)
+CloseReason = enum.IntEnum("CloseReason", "UNSPECIFIED CLOSE SELF_DESTRUCT SHUTDOWN REVOKE_TOKEN", start=0)
 
 
 # -- secrets ---------------------------------------------------------------------------------------
@@ -304,11 +243,11 @@ class RegistryAuth:
 class DockerOptions:
     """The ``dagent`` part of a workload."""
 
+    network_mode: NetworkMode | None = None
+    networks: tuple[str, ...] = ()
     log_config: LogConfig | None = None
     restart_policy: RestartPolicy | None = None
-    network_mode: NetworkMode | None = None
     expected_state: ExpectedState | None = None
-    networks: tuple[str, ...] = ()
     labels: Mapping[str, str] = field(default_factory=frozen_map)
 
 

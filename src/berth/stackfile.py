@@ -22,18 +22,10 @@ from pathlib import Path
 from typing import Annotated, Any, Final
 
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-    ValidationError,
-)
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, ValidationError
 
-from berth import names
 from berth.errors import BerthError
+from berth.fieldtypes import Label, LongText, Name
 
 MAX_STACK_BYTES: Final = 1024 * 1024
 
@@ -47,11 +39,6 @@ def _scalar_to_text(value: Any) -> Any:
     return str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
-Text = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(names.multiline_text)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(names.plain_text)]
-Label = Annotated[
-    str, StringConstraints(min_length=1, max_length=names.MAX_LABEL), AfterValidator(names.rfc1123_label)
-]
 Tag = Annotated[str, BeforeValidator(_scalar_to_text), StringConstraints(min_length=1, max_length=128)]
 
 
@@ -62,9 +49,9 @@ class _Part(BaseModel):
 class StackRegistry(_Part):
     name: Name
     url: Name
-    user: Text = ""
-    password: Text | None = None
-    description: Text = ""
+    user: LongText = ""
+    password: LongText | None = None
+    description: LongText = ""
 
 
 class StackInstance(_Part):
@@ -80,7 +67,7 @@ class Stack(_Part):
     registries: list[StackRegistry] = Field(default_factory=list, max_length=100)
     secrets: dict[Name, Annotated[str, BeforeValidator(_scalar_to_text)]] = Field(default_factory=dict)
     instances: list[StackInstance] = Field(min_length=1)
-    note: Text = ""
+    note: LongText = ""
 
     def payload(self, node_id: str, registry_ids: dict[str, str]) -> dict[str, Any]:
         instances = []

@@ -42,6 +42,12 @@ async def sign_in(page: Page, base_url: str, token: str) -> None:
     await page.wait_for_selector("#nodes")
 
 
+async def fill_form(page: Page, form: str, **fields: str) -> None:
+    """Types each value into the form's field of that name (``form``: the form's selector)."""
+    for name, value in fields.items():
+        await page.fill(f"{form} [name={name}]", value)
+
+
 def accept_dialogs(page: Page) -> None:
     """Confirms every ``window.confirm`` (delete, stop...) the page asks."""
 

@@ -83,6 +83,17 @@ class AgentProcess:
         return self.log_file.read_text(errors="replace") if self.log_file.is_file() else ""
 
 
+# (name, install token, the platform's config) -> an agent process, not started yet
+AgentFactory = Callable[[str, str, PlatformConfig], AgentProcess]
+
+
+async def new_node(api: httpx.AsyncClient, name: str) -> tuple[str, str]:
+    """A new node's id and the install token of its Docker install script."""
+    node_id = str((await api.post("/nodes", json={"name": name})).json()["id"])
+    install = (await api.post(f"/nodes/{node_id}/script", json={"type": "docker"})).json()
+    return node_id, str(install["installToken"])
+
+
 async def eventually(description: str, check: Callable[[], Awaitable[Any]], timeout_s: float = 30.0) -> Any:
     deadline = time.monotonic() + timeout_s
     last: Any = None

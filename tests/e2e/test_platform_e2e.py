@@ -7,7 +7,6 @@ import asyncio
 import json
 import secrets
 import subprocess
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +18,12 @@ from e2e_stack import (
     REGISTRY_PASSWORD,
     REGISTRY_USER,
     TEST_LABEL,
-    AgentProcess,
+    AgentFactory,
     api_client,
     eventually,
+    new_node,
     platform_config,
     start_platform,
-    sweep_containers,
     wait_for_engine,
 )
 
@@ -85,28 +84,13 @@ async def _ws_messages(
     return found
 
 
-@pytest.fixture
-async def prefix() -> AsyncIterator[str]:
-    name = "e2e-" + secrets.token_hex(4)
-    yield name
-    await sweep_containers(name)
-
-
-async def test_platform_drives_a_real_agent(tmp_path: Path, prefix: str) -> None:
+async def test_platform_drives_a_real_agent(tmp_path: Path, prefix: str, agents: AgentFactory) -> None:
     config = platform_config(tmp_path / "platform")
     server, started = await start_platform(config)
-    agent: AgentProcess | None = None
-    intruder: AgentProcess | None = None
     try:
         async with api_client(started) as api:
-            node_id = (await api.post("/nodes", json={"name": "e2e-node"})).json()["id"]
-            install = (await api.post(f"/nodes/{node_id}/script", json={"type": "docker"})).json()
-            agent = AgentProcess(
-                tmp_path / "agent",
-                install["installToken"],
-                config.data_dir / "tls" / "ca.pem",
-                tmp_path / "agent.log",
-            )
+            node_id, install_token = await new_node(api, "e2e-node")
+            agent = agents("agent", install_token, config)
             await wait_for_engine()
             await agent.start()
 
@@ -119,12 +103,7 @@ async def test_platform_drives_a_real_agent(tmp_path: Path, prefix: str) -> None
             assert (await api.get(f"/nodes/{node_id}")).json()["hasToken"] is True
 
             # a reused install token is refused: the second agent gives up
-            intruder = AgentProcess(
-                tmp_path / "intruder",
-                install["installToken"],
-                config.data_dir / "tls" / "ca.pem",
-                tmp_path / "intruder.log",
-            )
+            intruder = agents("intruder", install_token, config)
             await intruder.start()
             await intruder.wait_exit(30)
             assert await node_status() == "connected"
@@ -203,9 +182,6 @@ async def test_platform_drives_a_real_agent(tmp_path: Path, prefix: str) -> None
                 assert await agent.wait_exit(30) == 0
                 assert not token_file.exists()
     finally:
-        for process in (agent, intruder):
-            if process is not None:
-                await process.stop()
         await server.stop()
 
 

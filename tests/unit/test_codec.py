@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
+from typing import Any
 
+import pytest
+
+from berth import model
 from berth.agent import codec
 from berth.agent import commands as cmd
 from berth.model import (
@@ -155,6 +160,22 @@ def test_unknown_enum_numbers_become_unspecified() -> None:
     assert codec.command_from_proto(message) == cmd.Close(CloseReason.UNSPECIFIED)
 
 
+@pytest.mark.parametrize(
+    ("kind", "member"),
+    [
+        (cmd.CallbackKind.LIST_SECRETS, "listSecrets"),
+        (cmd.CallbackKind.DELETE_CONTAINERS, "deleteContainers"),
+        (cmd.CallbackKind.CONTAINER_LOG, "containerLog"),
+        (cmd.CallbackKind.CONTAINER_INSPECT, "containerInspect"),
+    ],
+)
+def test_each_callback_kind_answers_on_its_own_member(kind: cmd.CallbackKind, member: str) -> None:
+    error = codec.command_error_to_proto(kind, 13, "failed")
+    assert error.WhichOneof("command") == member
+    assert getattr(error, member).status == 13
+    assert len(cmd.CallbackKind) == 4
+
+
 def test_outbound_messages() -> None:
     error = codec.command_error_to_proto(cmd.CallbackKind.CONTAINER_INSPECT, 5, "container not found")
     assert error.WhichOneof("command") == "containerInspect"
@@ -201,3 +222,27 @@ def test_outbound_messages() -> None:
     assert len(chunks) == 2 and all(c.prefix == "p" for c in chunks)
     info = codec.agent_info_to_proto("id", "0.15.4-x", "KEY", None)
     assert not info.HasField("containerName")
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (model.ContainerState, common_pb2.ContainerState),
+        (model.DeploymentStatus, common_pb2.DeploymentStatus),
+        (model.LogLevel, common_pb2.DeploymentMessageLevel),
+        (model.NetworkMode, common_pb2.NetworkMode),
+        (model.RestartPolicy, common_pb2.RestartPolicy),
+        (model.DeploymentStrategy, common_pb2.DeploymentStrategy),
+        (model.VolumeType, common_pb2.VolumeType),
+        (model.LogDriver, common_pb2.DriverType),
+        (model.ExposeStrategy, common_pb2.ExposeStrategy),
+        (model.ContainerOperation, common_pb2.ContainerOperation),
+        (model.CloseReason, agent_pb2.CloseReason),
+    ],
+)
+def test_the_model_enums_are_the_protocol_enums(ours: type[enum.IntEnum], theirs: Any) -> None:
+    """Same numbers, same meaning (the protocol's names carry prefixes such as ``NONE_ES``)."""
+    wire = {value.number: value.name for value in theirs.DESCRIPTOR.values}
+    assert sorted(wire) == [member.value for member in ours]
+    for member in ours:
+        assert member.name in wire[member.value], (member, wire[member.value])

@@ -36,25 +36,45 @@ def _settings_or_none(command: str) -> AgentSettings | None:
     try:
         return load_agent_settings()
     except ConfigError as err:
-        print(f"berth {command}: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+        _print_invalid(command, err)
         return None
+
+
+def _print_invalid(command: str, err: ConfigError) -> None:
+    print(f"berth {command}: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+
+
+def _prepared(command: str, log_level: str | None = None) -> AgentSettings | None:
+    """The settings with logging configured (at ``log_level``, else the configured one), or
+    ``None`` as ``_settings_or_none``; for the commands that may import the SDKs."""
+    _skip_charset_detection()
+    settings = _settings_or_none(command)
+    if settings is not None:
+        from berth.logsetup import configure_logging
+
+        configure_logging(settings.log_format, log_level or settings.log_level)
+    return settings
+
+
+def _asks_for_help(argv: Sequence[str], usage: str) -> bool:
+    if argv and argv[0] in ("-h", "--help"):
+        print(usage)
+        return True
+    return False
 
 
 def agent_main(argv: Sequence[str]) -> int:
     """Run the node agent until the platform or a signal stops it."""
-    if argv and argv[0] in ("-h", "--help"):
-        print("usage: berth agent\n\nConfigured from the environment (GRPC_TOKEN, DEBUG, BERTH_*).")
+    if _asks_for_help(
+        argv, "usage: berth agent\n\nConfigured from the environment (GRPC_TOKEN, DEBUG, BERTH_*)."
+    ):
         return 0
     # structlog pulls in ``rich`` (when installed, e.g. as a dev tool's dependency) only for pretty
     # console tracebacks: ≈15 MB of resident memory the agent does not need.
     sys.modules.setdefault("rich", None)  # type: ignore[arg-type]
-    _skip_charset_detection()
-    settings = _settings_or_none("agent")
+    settings = _prepared("agent")
     if settings is None:
         return EXIT_CONFIG
-    from berth.logsetup import configure_logging
-
-    configure_logging(settings.log_format, settings.log_level)
     from berth.agent.app import Agent
 
     agent = Agent(settings)
@@ -81,7 +101,7 @@ def agent_main(argv: Sequence[str]) -> int:
         try:
             return await agent.run()
         except ConfigError as err:
-            print(f"berth agent: invalid setting {err.setting}: {err.problem}", file=sys.stderr)
+            _print_invalid("agent", err)
             return EXIT_CONFIG
         except asyncio.CancelledError:
             return EXIT_FORCED
@@ -108,19 +128,15 @@ def health_main(argv: Sequence[str]) -> int:
 def init_main(argv: Sequence[str]) -> int:
     """``berth init`` (alias ``i``): crane's init step. Exit 0 when the credential namespace and
     the private key are in place; 1 with one clear message otherwise; 2 for an invalid setting."""
-    if argv and argv[0] in ("-h", "--help"):
-        print(
-            "usage: berth init\n\nChecks the token (GRPC_TOKEN or the stored one), makes sure "
-            "SECRET_NAMESPACE exists (Kubernetes) and stores the agent's private key if missing."
-        )
+    usage = (
+        "usage: berth init\n\nChecks the token (GRPC_TOKEN or the stored one), makes sure "
+        "SECRET_NAMESPACE exists (Kubernetes) and stores the agent's private key if missing."
+    )
+    if _asks_for_help(argv, usage):
         return 0
-    _skip_charset_detection()
-    settings = _settings_or_none("init")
+    settings = _prepared("init")
     if settings is None:
         return EXIT_CONFIG
-    from berth.logsetup import configure_logging
-
-    configure_logging(settings.log_format, settings.log_level)
     from berth.agent.app import build_store
     from berth.agent.bootstrap import initialize
     from berth.agent.tokens import NoToken
@@ -150,15 +166,13 @@ def init_main(argv: Sequence[str]) -> int:
 
 def status_main(argv: Sequence[str]) -> int:
     """``berth status``: desired vs actual state of each prefix, without the platform."""
-    if argv and argv[0] in ("-h", "--help"):
-        print("usage: berth status\n\nDesired vs actual state of each prefix, without the platform.")
+    if _asks_for_help(
+        argv, "usage: berth status\n\nDesired vs actual state of each prefix, without the platform."
+    ):
         return 0
-    _skip_charset_detection()
-    settings = _settings_or_none("status")
+    settings = _prepared("status", log_level="error")
     if settings is None:
         return EXIT_CONFIG
     from berth.agent.status import print_status
-    from berth.logsetup import configure_logging
 
-    configure_logging(settings.log_format, "error")
     return asyncio.run(print_status(settings, sys.stdout, sys.stderr))

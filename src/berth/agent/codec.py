@@ -7,8 +7,8 @@ protocol's messages. Optional fields keep their presence (``None`` when absent).
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from typing import TypeVar
+from collections.abc import Callable, Sequence
+from typing import Final, TypedDict, TypeVar
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -260,50 +260,85 @@ def deploy_from_proto(request: agent_pb2.DeployRequest) -> cmd.Deploy:
     return cmd.Deploy(deployment=deployment, encrypted_secrets=encrypted)
 
 
+def _watch_state(message: agent_pb2.AgentCommand) -> cmd.Command:
+    return cmd.WatchState(prefix=message.containerState.prefix, one_shot=message.containerState.oneShot)
+
+
+def _legacy_delete(message: agent_pb2.AgentCommand) -> cmd.Command:
+    return cmd.LegacyDelete(ContainerRef(message.containerDelete.prefix, message.containerDelete.name))
+
+
+def _list_secrets(message: agent_pb2.AgentCommand) -> cmd.Command:
+    target = target_from_proto(message.listSecrets.target)
+    if target is None:
+        return cmd.Unknown("listSecrets without target")
+    return cmd.ListSecrets(target=target)
+
+
+def _update(message: agent_pb2.AgentCommand) -> cmd.Command:
+    update = message.update
+    return cmd.Update(tag=update.tag, timeout_s=update.timeoutSeconds, token=update.token)
+
+
+def _container_command(message: agent_pb2.AgentCommand) -> cmd.Command:
+    command = message.containerCommand
+    operation = _enum(ContainerOperation, command.operation)
+    return cmd.ContainerCommand(ref=ref_from_proto(command.container), operation=operation)
+
+
+def _container_log(message: agent_pb2.AgentCommand) -> cmd.Command:
+    logs = message.containerLog
+    return cmd.ContainerLogs(
+        ref=ref_from_proto(logs.container), streaming=logs.streaming, tail_lines=logs.tail
+    )
+
+
+Decoder = Callable[[agent_pb2.AgentCommand], cmd.Command]
+
+
+# One decoder per member of ``AgentCommand.command``. A TypedDict (not a dict) so that mypy checks
+# both ways: the table has every key it declares, and ``WhichOneof``'s literal type (generated
+# from the .proto) names no member the table lacks.
+class _Decoders(TypedDict):
+    deploy: Decoder
+    containerState: Decoder
+    containerDelete: Decoder
+    deployLegacy: Decoder
+    listSecrets: Decoder
+    update: Decoder
+    close: Decoder
+    containerCommand: Decoder
+    deleteContainers: Decoder
+    containerLog: Decoder
+    replaceToken: Decoder
+    containerInspect: Decoder
+
+
+_DECODERS: Final[_Decoders] = {
+    "deploy": lambda message: deploy_from_proto(message.deploy),
+    "containerState": _watch_state,
+    "containerDelete": _legacy_delete,
+    "deployLegacy": lambda message: cmd.LegacyDeploy(request_id=message.deployLegacy.requestId),
+    "listSecrets": _list_secrets,
+    "update": _update,
+    "close": lambda message: cmd.Close(reason=_enum(CloseReason, message.close.reason)),
+    "containerCommand": _container_command,
+    "deleteContainers": lambda message: cmd.DeleteContainers(
+        target=target_from_proto(message.deleteContainers.target)
+    ),
+    "containerLog": _container_log,
+    "replaceToken": lambda message: cmd.ReplaceToken(token=message.replaceToken.token),
+    "containerInspect": lambda message: cmd.Inspect(ref=ref_from_proto(message.containerInspect.container)),
+}
+
+
 def command_from_proto(message: agent_pb2.AgentCommand) -> cmd.Command:
+    """An empty command, or one whose member this agent's .proto does not know (a newer
+    platform: the member arrives as an unknown field), becomes ``Unknown``."""
     which = message.WhichOneof("command")
-    match which:
-        case "deploy":
-            return deploy_from_proto(message.deploy)
-        case "containerState":
-            state = message.containerState
-            return cmd.WatchState(prefix=state.prefix, one_shot=state.oneShot)
-        case "containerDelete":
-            return cmd.LegacyDelete(
-                ContainerRef(message.containerDelete.prefix, message.containerDelete.name)
-            )
-        case "deployLegacy":
-            return cmd.LegacyDeploy(request_id=message.deployLegacy.requestId)
-        case "listSecrets":
-            target = target_from_proto(message.listSecrets.target)
-            if target is None:
-                return cmd.Unknown("listSecrets without target")
-            return cmd.ListSecrets(target=target)
-        case "update":
-            update = message.update
-            return cmd.Update(tag=update.tag, timeout_s=update.timeoutSeconds, token=update.token)
-        case "close":
-            return cmd.Close(reason=_enum(CloseReason, message.close.reason))
-        case "containerCommand":
-            command = message.containerCommand
-            return cmd.ContainerCommand(
-                ref=ref_from_proto(command.container), operation=_enum(ContainerOperation, command.operation)
-            )
-        case "deleteContainers":
-            return cmd.DeleteContainers(target=target_from_proto(message.deleteContainers.target))
-        case "containerLog":
-            logs = message.containerLog
-            return cmd.ContainerLogs(
-                ref=ref_from_proto(logs.container), streaming=logs.streaming, tail_lines=logs.tail
-            )
-        case "replaceToken":
-            return cmd.ReplaceToken(token=message.replaceToken.token)
-        case "containerInspect":
-            return cmd.Inspect(ref=ref_from_proto(message.containerInspect.container))
-        case None:
-            return cmd.Unknown("empty")
-        case _:
-            return cmd.Unknown(str(which))
+    if which is None:
+        return cmd.Unknown("empty")
+    return _DECODERS[which](message)
 
 
 # -- outbound --------------------------------------------------------------------------------------
@@ -335,15 +370,10 @@ def secret_list_to_proto(
 
 
 def command_error_to_proto(kind: cmd.CallbackKind, status: int, message: str) -> agent_pb2.AgentCommandError:
-    error = agent_pb2.AgentError(status=status, error=message)
-    member = {
-        cmd.CallbackKind.LIST_SECRETS: "listSecrets",
-        cmd.CallbackKind.DELETE_CONTAINERS: "deleteContainers",
-        cmd.CallbackKind.CONTAINER_LOG: "containerLog",
-        cmd.CallbackKind.CONTAINER_INSPECT: "containerInspect",
-    }[kind]
+    """``kind``'s value is the number of its ``AgentCommandError`` member (§5)."""
+    member = agent_pb2.AgentCommandError.DESCRIPTOR.fields_by_number[int(kind)].name
     result = agent_pb2.AgentCommandError()
-    getattr(result, member).CopyFrom(error)
+    getattr(result, member).CopyFrom(agent_pb2.AgentError(status=status, error=message))
     return result
 
 

@@ -9,6 +9,7 @@ import ipaddress
 import json
 import os
 import socket
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import structlog
@@ -57,6 +58,23 @@ class HealthState:
             await self.changed.wait()
 
 
+@contextlib.asynccontextmanager
+async def _closing(writer: asyncio.StreamWriter) -> AsyncIterator[None]:
+    """Answer, then close the connection; a client that already left is no error."""
+    try:
+        yield
+    finally:
+        writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
+
+
+async def _stop(server: asyncio.Server | None) -> None:
+    if server is not None:
+        server.close()
+        await server.wait_closed()
+
+
 class HealthSocket:
     """Each connection receives ``{"connected":true|false}`` and is closed (dagent format)."""
 
@@ -73,19 +91,13 @@ class HealthSocket:
         os.chmod(self.path, 0o660)
 
     async def _answer(self, _: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
+        async with _closing(writer):
             writer.write(json.dumps({"connected": self._state.accepted}).encode())
             await writer.drain()
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        await _stop(self._server)
+        self._server = None
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
 
@@ -114,6 +126,9 @@ def loopback_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
 class HttpEndpoint:
     """A minimal HTTP/1.1 server for /livez, /readyz and /metrics (no web framework in the agent)."""
 
@@ -139,33 +154,26 @@ class HttpEndpoint:
         return 404, "text/plain", b"not found\n"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(5):
-                request = await reader.readuntil(b"\r\n\r\n")
-            parts = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
-            method, path = (parts[0], parts[1].split("?", 1)[0]) if len(parts) >= 2 else ("", "")
-            if method not in ("GET", "HEAD"):
-                status, content_type, body = 405, "text/plain", b"method not allowed\n"
-            else:
-                status, content_type, body = self._route(path)
-            reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}[
-                status
-            ]
-            head = (
-                f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
-                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-            ).encode("latin-1")
-            writer.write(head + (b"" if method == "HEAD" else body))
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError):
-                await writer.wait_closed()
+        # A slow, malformed or vanished client gets nothing more; the endpoint keeps serving.
+        quiet = (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError)
+        async with _closing(writer):
+            with contextlib.suppress(*quiet):
+                async with asyncio.timeout(5):
+                    request = await reader.readuntil(b"\r\n\r\n")
+                parts = request.split(b"\r\n", 1)[0].decode("latin-1").split(" ")
+                method, path = (parts[0], parts[1].split("?", 1)[0]) if len(parts) >= 2 else ("", "")
+                if method not in ("GET", "HEAD"):
+                    status, content_type, body = 405, "text/plain", b"method not allowed\n"
+                else:
+                    status, content_type, body = self._route(path)
+                reason = _REASONS[status]
+                head = (
+                    f"HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\n"
+                    f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+                ).encode("latin-1")
+                writer.write(head + (b"" if method == "HEAD" else body))
+                await writer.drain()
 
     async def close(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        await _stop(self._server)
+        self._server = None

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import time
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass, field
 
 import structlog
 
@@ -63,22 +63,16 @@ class PendingReplacement:
             self.staged.discard()
 
 
+@dataclass(eq=False)
 class TokenKeeper:
     """Holds the token in use (``current``) and the install token to fall back on."""
 
-    def __init__(
-        self,
-        store: CredentialStore,
-        current: Token,
-        fallback: Token | None = None,
-        *,
-        skew_s: float = 60.0,
-    ) -> None:
-        self.store = store
-        self.current = current
-        self.fallback = fallback
-        self.using_fallback = False
-        self.skew_s = skew_s
+    store: CredentialStore
+    current: Token
+    fallback: Token | None = None
+    _: KW_ONLY
+    skew_s: float = 60.0
+    using_fallback: bool = field(default=False, init=False)
 
     @classmethod
     def select(

@@ -264,32 +264,38 @@ async def _run(args: argparse.Namespace, client: PlatformClient) -> int:
     if args.command == "deploy":
         status, _ = await deploy_stack(client, load_stack(args.file), _out)
         return 0 if status == "successful" else 1
+    return await _containers(args, client)
+
+
+async def _containers(args: argparse.Namespace, client: PlatformClient) -> int:
+    """The commands on one node's containers of a prefix (or on one of them)."""
     node = await client.resolve_node(args.node)
     if args.command == "containers":
         items = await client.containers(node["id"], args.prefix)
         _show(args, items, lambda _emit, found: print_containers(found))
-        return 0
-    if args.command == "inspect":
+    elif args.command == "inspect":
         _json(await client.inspect(node["id"], args.prefix, args.name))
-        return 0
-    if args.command == "logs":
-        if not args.follow:
-            for line in await client.logs(node["id"], args.prefix, args.name, args.tail):
-                sys.stdout.write(line if line.endswith("\n") else line + "\n")
-            return 0
-        async for message in client.follow_logs(node["id"], args.prefix, args.name, args.tail):
-            if message.get("type") == "log":
-                line = str(message["line"])
-                sys.stdout.write(line if line.endswith("\n") else line + "\n")
-                sys.stdout.flush()
-        return 0
-    if args.command == "delete" and not args.name:
+    elif args.command == "logs":
+        await _logs(args, client, node["id"])
+    elif args.command == "delete" and not args.name:
         await client.delete_prefix(node["id"], args.prefix)
         _out(f"deleted every container of prefix {args.prefix}")
-        return 0
-    await client.container_action(node["id"], args.prefix, args.name, args.command)
-    _out(f"{args.command}: {args.prefix}-{args.name}")
+    else:
+        await client.container_action(node["id"], args.prefix, args.name, args.command)
+        _out(f"{args.command}: {args.prefix}-{args.name}")
     return 0
+
+
+async def _logs(args: argparse.Namespace, client: PlatformClient, node_id: str) -> None:
+    if not args.follow:
+        for line in await client.logs(node_id, args.prefix, args.name, args.tail):
+            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+        return
+    async for message in client.follow_logs(node_id, args.prefix, args.name, args.tail):
+        if message.get("type") == "log":
+            line = str(message["line"])
+            sys.stdout.write(line if line.endswith("\n") else line + "\n")
+            sys.stdout.flush()
 
 
 async def _main(args: argparse.Namespace) -> int:

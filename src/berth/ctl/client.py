@@ -14,10 +14,11 @@ from berth.errors import BerthError
 
 
 class ApiError(BerthError):
+    """The platform refused a request (``status`` 0: it could not be reached)."""
+
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
         self.status = status
-        self.message = message
 
 
 def read_token_file(data_dir: Path) -> str:

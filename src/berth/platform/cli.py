@@ -25,31 +25,44 @@ def _address(raw: str) -> str:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="berth platform", description="Berth's embedded control plane")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve = commands.add_parser("serve", help="run the platform (gRPC for agents, HTTP API for users)")
+    # Each option's dest is a PlatformConfig field; an option not given takes the field's default.
+    serve = commands.add_parser(
+        "serve",
+        help="run the platform (gRPC for agents, HTTP API for users)",
+        argument_default=argparse.SUPPRESS,
+    )
     serve.add_argument("--data-dir", type=Path, required=True, help="SQLite store, CA, API token")
-    serve.add_argument("--grpc-listen", type=_address, default="0.0.0.0:5000")
-    serve.add_argument("--http-listen", type=_address, default="127.0.0.1:8000")
+    serve.add_argument("--grpc-listen", type=_address, help="host:port (0.0.0.0:5000)")
+    serve.add_argument("--http-listen", type=_address, help="host:port (127.0.0.1:8000)")
     serve.add_argument(
         "--advertise", type=_address, required=True, help="host:port agents dial (the JWT iss)"
     )
     serve.add_argument("--insecure", action="store_true", help="plaintext gRPC instead of TLS")
-    serve.add_argument("--public-url", default="", help="base URL of the HTTP API in install commands")
-    serve.add_argument("--agent-image", default="berth/agent:0.1", help="agent image for install scripts")
-    serve.add_argument("--install-window", type=float, default=600.0, help="install token validity, seconds")
-    serve.add_argument("--callback-timeout", type=float, default=5.0, help="agent callback timeout, seconds")
-    serve.add_argument("--install-scripts-dir", type=Path, default=None)
+    serve.add_argument("--public-url", help="base URL of the HTTP API in install commands")
+    serve.add_argument("--agent-image", help="agent image for install scripts (berth/agent:0.1)")
     serve.add_argument(
-        "--max-body-bytes", type=int, default=1024 * 1024, help="larger request bodies get 413 (1 MiB)"
+        "--install-window", dest="install_window_s", type=float, help="install token validity (600 s)"
     )
-    serve.add_argument("--max-instances", type=int, default=500, help="instances per deployment")
+    serve.add_argument(
+        "--callback-timeout", dest="callback_timeout_s", type=float, help="agent callback timeout (5 s)"
+    )
+    serve.add_argument("--install-scripts-dir", type=Path)
+    serve.add_argument("--max-body-bytes", type=int, help="larger request bodies get 413 (1 MiB)")
+    serve.add_argument("--max-instances", type=int, help="instances per deployment (500)")
     serve.add_argument(
         "--webhook",
+        dest="webhooks",
         action="append",
-        default=[],
         metavar="[generic|slack|discord=]URL",
         help="notify this webhook of deployments finished, nodes (dis)connected, agent updates (repeatable)",
     )
     return parser
+
+
+def _config(args: argparse.Namespace) -> PlatformConfig:
+    options = {name: value for name, value in vars(args).items() if name != "command"}
+    options["webhooks"] = tuple(options.get("webhooks", ()))
+    return PlatformConfig(**options)
 
 
 async def _serve(config: PlatformConfig) -> int:
@@ -81,22 +94,7 @@ async def _serve(config: PlatformConfig) -> int:
 
 
 def main(argv: Sequence[str]) -> int:
-    args = _parser().parse_args(list(argv))
-    config = PlatformConfig(
-        data_dir=args.data_dir,
-        grpc_listen=args.grpc_listen,
-        http_listen=args.http_listen,
-        advertise=args.advertise,
-        insecure=args.insecure,
-        public_url=args.public_url,
-        agent_image=args.agent_image,
-        install_window_s=args.install_window,
-        callback_timeout_s=args.callback_timeout,
-        install_scripts_dir=args.install_scripts_dir,
-        max_body_bytes=args.max_body_bytes,
-        max_instances=args.max_instances,
-        webhooks=tuple(args.webhook),
-    )
+    config = _config(_parser().parse_args(list(argv)))
     try:
         return asyncio.run(_serve(config))
     except ConfigError as err:

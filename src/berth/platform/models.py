@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from berth import names
+from berth.fieldtypes import Label, LongText, Name
 from berth.proto import agent_pb2
 
 MAX_INSTANCES_DEFAULT: Final = 500
@@ -53,11 +54,6 @@ def _repaired(value: Any) -> Any:
 
 
 Text = Annotated[str, StringConstraints(max_length=200), AfterValidator(names.plain_text)]
-Name = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(names.plain_text)]
-LongText = Annotated[str, StringConstraints(max_length=10_000), AfterValidator(names.multiline_text)]
-Label = Annotated[
-    str, StringConstraints(min_length=1, max_length=names.MAX_LABEL), AfterValidator(names.rfc1123_label)
-]
 EntityId = Annotated[str, StringConstraints(min_length=1, max_length=100), AfterValidator(names.plain_text)]
 RootPath = Annotated[str, StringConstraints(max_length=names.MAX_PATH), AfterValidator(_root_path)]
 RegistryUrl = Annotated[
@@ -78,6 +74,8 @@ SecretKey = Annotated[
 SecretValue = Annotated[str, StringConstraints(max_length=65_536), AfterValidator(names.multiline_text)]
 Secrets = Annotated[dict[SecretKey, SecretValue], Field(max_length=MAX_SECRETS)]
 StoredText = Annotated[str, BeforeValidator(_repaired)]
+NodeType = Literal["docker", "k8s"]
+ScriptType = Literal["shell", "powershell", "systemd"]
 
 
 class Body(BaseModel):
@@ -102,8 +100,8 @@ class NodeUpdate(Body):
 
 
 class ScriptRequest(Body):
-    type: Literal["docker", "k8s"] = "docker"
-    scriptType: Literal["shell", "powershell", "systemd"] = "shell"
+    type: NodeType = "docker"
+    scriptType: ScriptType = "shell"
     rootPath: RootPath = ""
 
 
@@ -149,10 +147,14 @@ def _strings_in(value: Any, path: str, budget: list[int]) -> None:
 
 def _check_common(common: agent_pb2.CommonContainerConfig) -> None:
     """The rules the agent would apply later, checked now so that the user hears at once."""
-    if common.name:
-        problem = names.label_problem(common.name)
-        if problem:
-            raise ValueError(f"name {problem}")
+    problem = names.label_problem(common.name) if common.name else None
+    if problem:
+        raise ValueError(f"name {problem}")
+    _check_ports(common)
+    _check_volumes(common)
+
+
+def _check_ports(common: agent_pb2.CommonContainerConfig) -> None:
     for index, port in enumerate(common.ports):
         for what, number, zero in (("internal", port.internal, False), ("external", port.external, True)):
             problem = names.port_problem(number, allow_zero=zero)
@@ -160,10 +162,12 @@ def _check_common(common: agent_pb2.CommonContainerConfig) -> None:
                 raise ValueError(f"ports[{index}].{what} {problem}")
     for index, binding in enumerate(common.portRanges):
         for what, rng in (("internal", binding.internal), ("external", binding.external)):
-            for end in (getattr(rng, "from"), rng.to):
-                problem = names.port_problem(end)
-                if problem:
-                    raise ValueError(f"portRanges[{index}].{what} {problem}")
+            problem = names.port_problem(getattr(rng, "from")) or names.port_problem(rng.to)
+            if problem:
+                raise ValueError(f"portRanges[{index}].{what} {problem}")
+
+
+def _check_volumes(common: agent_pb2.CommonContainerConfig) -> None:
     seen: set[str] = set()
     for index, volume in enumerate(common.volumes):
         problem = names.volume_name_problem(volume.name) or (
@@ -262,24 +266,29 @@ class Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+class Entity(Record):
+    """A stored row with its own id; lists of them are in the order they were created."""
+
+    id: str
+    created_at: float
+
+
 class Installer(Record):
     """A generated install script: the single-use install token (sealed at rest) and its window."""
 
     token: str
     nonce: str
     expires_at: float
-    node_type: Literal["docker", "k8s"] = "docker"
-    script_type: Literal["shell", "powershell", "systemd"] = "shell"
+    node_type: NodeType = "docker"
+    script_type: ScriptType = "shell"
     root_path: StoredText = ""
 
 
-class NodeRecord(Record):
-    id: str
+class NodeRecord(Entity):
     name: StoredText
-    created_at: float
     description: StoredText = ""
     icon: StoredText = ""
-    type: Literal["docker", "k8s"] = "docker"
+    type: NodeType = "docker"
     nonce: str | None = None  # nonce of the current connection token; None = no token
     public_key: StoredText = ""
     address: StoredText = ""
@@ -289,11 +298,9 @@ class NodeRecord(Record):
     installer: Installer | None = None
 
 
-class RegistryRecord(Record):
-    id: str
+class RegistryRecord(Entity):
     name: StoredText
     url: StoredText
-    created_at: float
     user: StoredText = ""
     password: str = ""  # sealed
     description: StoredText = ""
@@ -318,14 +325,12 @@ class InstanceState(Record):
 DeploymentStatus = Literal["preparing", "in_progress", "successful", "failed", "obsolete", "downgraded"]
 
 
-class DeploymentRecord(Record):
-    id: str
-    node_id: str
-    prefix: StoredText
-    created_at: float
+class DeploymentRecord(Entity):
+    node_id: str  # this and the next two are columns of their own (``store.deployments``)
     status: str = "preparing"
+    updated_at: float | None = None
+    prefix: StoredText
     note: StoredText = ""
     version_name: StoredText = ""
     release_notes: StoredText = ""
     secrets: dict[str, str] = Field(default_factory=dict)  # values sealed
-    updated_at: float | None = None

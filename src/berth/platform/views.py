@@ -6,8 +6,20 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from pydantic import BaseModel
+
 from berth.platform.models import DeploymentRecord, InstanceRecord, InstanceState, NodeRecord, RegistryRecord
 from berth.platform.services.nodes import InstallView, LiveStatus
+
+
+def _fields(record: BaseModel, *names: str) -> dict[str, Any]:
+    """The named fields of a stored record under the API's camelCase names."""
+    return {_camel_case(name): getattr(record, name) for name in names}
+
+
+def _camel_case(name: str) -> str:
+    first, *rest = name.split("_")
+    return first + "".join(word.capitalize() for word in rest)
 
 
 def install(view: InstallView) -> dict[str, Any]:
@@ -23,15 +35,10 @@ def node(
     record: NodeRecord, live: LiveStatus, install_view: InstallView | None = None, *, detailed: bool = False
 ) -> dict[str, Any]:
     view: dict[str, Any] = {
-        "id": record.id,
-        "name": record.name,
-        "description": record.description,
-        "icon": record.icon,
-        "type": record.type,
+        **_fields(record, "id", "name", "description", "icon", "type", "version"),
         "status": live.status,
         "address": record.address if live.connected else "",
         "connectedAt": record.connected_at if live.connected else None,
-        "version": record.version,
         "updating": live.updating,
         "outdated": live.outdated,
     }
@@ -44,13 +51,8 @@ def node(
 
 def registry(record: RegistryRecord) -> dict[str, Any]:
     return {
-        "id": record.id,
-        "name": record.name,
-        "url": record.url,
-        "user": record.user,
-        "description": record.description,
+        **_fields(record, "id", "name", "url", "user", "description", "created_at"),
         "hasPassword": bool(record.password),
-        "createdAt": record.created_at,
     }
 
 
@@ -76,15 +78,9 @@ def deployment(
     states: dict[str, InstanceState],
 ) -> dict[str, Any]:
     return {
-        "id": record.id,
+        **_fields(record, "id", "prefix", "status", "note", "version_name", "release_notes"),
+        **_fields(record, "created_at", "updated_at"),
         "node": {"id": record.node_id, "name": node_name},
-        "prefix": record.prefix,
-        "status": record.status,
-        "note": record.note,
-        "versionName": record.version_name,
-        "releaseNotes": record.release_notes,
         "secretKeys": sorted(record.secrets),
-        "createdAt": record.created_at,
-        "updatedAt": record.updated_at,
         "instances": [instance(i, states.get(i.id)) for i in instances],
     }

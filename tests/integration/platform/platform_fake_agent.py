@@ -131,6 +131,12 @@ class FakeAgent:
             self.call.cancel()
         await self.channel.close()
 
+    async def __aenter__(self) -> FakeAgent:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        await self.close()
+
 
 def state_item(prefix: str, name: str, state: int = common_pb2.RUNNING) -> common_pb2.ContainerStateItem:
     return common_pb2.ContainerStateItem(

@@ -46,6 +46,24 @@ class Harness:
         return line.split("'")[1]
 
 
+def secret_deployment(
+    node_id: str, registry_id: str, shared: str, own: str, *, prefix: str, image: str, name: str
+) -> dict[str, object]:
+    """A deployment body of one instance from a registry, with a shared secret and its own one."""
+    return {
+        "nodeId": node_id,
+        "prefix": prefix,
+        "secrets": {"SHARED": shared},
+        "instances": [
+            {
+                "image": image,
+                "registryId": registry_id,
+                "config": {"common": {"name": name, "secrets": {"OWN": own}}},
+            }
+        ],
+    }
+
+
 def make_config(data_dir: Path, templates: Path, **overrides: object) -> PlatformConfig:
     values: dict[str, object] = {
         "data_dir": data_dir,

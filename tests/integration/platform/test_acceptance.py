@@ -22,26 +22,19 @@ async def test_install_handshake_then_connection_token(platform: Harness) -> Non
     assert claims["type"] == "install" and claims["sub"] == node_id and claims["version"] == "0.1.0"
     assert claims["iss"] == platform.grpc_address and len(claims["nonce"]) == 256
 
-    agent = FakeAgent(platform.grpc_address, install, node_id)
-    try:
+    async with FakeAgent(platform.grpc_address, install, node_id) as agent:
         connection_token = await agent.install()
         assert jwt.decode(connection_token, options={"verify_signature": False})["type"] == "connection"
         node = (await platform.api.get(f"/nodes/{node_id}")).json()
         assert node["status"] == "connected" and node["hasToken"] is True and node["install"] is None
         # one session per node
-        second = FakeAgent(platform.grpc_address, connection_token, node_id)
-        assert await second.refusal() == grpc.StatusCode.ALREADY_EXISTS
-        await second.close()
-    finally:
-        await agent.close()
+        async with FakeAgent(platform.grpc_address, connection_token, node_id) as second:
+            assert await second.refusal() == grpc.StatusCode.ALREADY_EXISTS
     await _until_status(platform, node_id, "unreachable")
 
-    again = FakeAgent(platform.grpc_address, connection_token, node_id)
-    try:
+    async with FakeAgent(platform.grpc_address, connection_token, node_id) as again:
         await again.connect()
         await _until_status(platform, node_id, "connected")
-    finally:
-        await again.close()
     reused = FakeAgent(platform.grpc_address, install, node_id)
     assert await reused.refusal() == grpc.StatusCode.UNAUTHENTICATED
     await reused.close()
@@ -124,25 +117,19 @@ async def test_unknown_node_and_nonce_mismatch(platform: Harness) -> None:
 
 async def test_revoke_and_kick_close_the_stream(platform: Harness) -> None:
     node_id = await platform.create_node()
-    agent = FakeAgent(platform.grpc_address, await platform.install_token(node_id), node_id)
-    token = await agent.install()
-    try:
+    async with FakeAgent(platform.grpc_address, await platform.install_token(node_id), node_id) as agent:
+        token = await agent.install()
         assert (await platform.api.post(f"/nodes/{node_id}/kick")).status_code == 204
         command = await agent.next_command()
         assert command.close.reason == agent_pb2.SHUTDOWN
         assert await agent.stream_ended()
-    finally:
-        await agent.close()
     await _until_status(platform, node_id, "unreachable")
-    agent = FakeAgent(platform.grpc_address, token, node_id)
-    try:
+    async with FakeAgent(platform.grpc_address, token, node_id) as agent:
         await agent.connect()
         await _until_status(platform, node_id, "connected")
         assert (await platform.api.delete(f"/nodes/{node_id}/token")).status_code == 204
         assert (await agent.next_command()).close.reason == agent_pb2.REVOKE_TOKEN
         assert await agent.stream_ended()
-    finally:
-        await agent.close()
     node = (await platform.api.get(f"/nodes/{node_id}")).json()
     assert node["hasToken"] is False
 

@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import uvicorn
 from platform_fake_agent import FakeAgent
-from platform_harness import make_config
+from platform_harness import make_config, secret_deployment
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -150,21 +150,16 @@ async def test_webhooks_in_three_shapes_with_retries_and_no_secret(tmp_path: Pat
                         },
                     )
                     for outcome in (common_pb2.SUCCESSFUL, common_pb2.FAILED):
-                        created = await api.post(
-                            "/deployments",
-                            json={
-                                "nodeId": node_id,
-                                "prefix": "shop",
-                                "secrets": {"KEY": SECRET},
-                                "instances": [
-                                    {
-                                        "image": "berth/busybox",
-                                        "registryId": registry.json()["id"],
-                                        "config": {"common": {"name": "web", "secrets": {"OWN": SECRET}}},
-                                    }
-                                ],
-                            },
+                        body = secret_deployment(
+                            node_id,
+                            registry.json()["id"],
+                            SECRET,
+                            SECRET,
+                            prefix="shop",
+                            image="berth/busybox",
+                            name="web",
                         )
+                        created = await api.post("/deployments", json=body)
                         deployment_id = created.json()["id"]
                         assert (await api.post(f"/deployments/{deployment_id}/start")).status_code == 204
                         command = await agent.next_command()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from platform_harness import Harness, make_config
+from platform_harness import Harness, make_config, secret_deployment
 
 from berth.errors import ConfigError
 from berth.platform.app import PlatformServer
@@ -92,18 +92,9 @@ async def test_passwords_and_secrets_are_never_stored_in_clear(platform: Harness
     )
     assert registry.status_code == 201 and registry.json()["hasPassword"] is True
     assert PASSWORD not in registry.text
-    body = {
-        "nodeId": node_id,
-        "prefix": "p",
-        "secrets": {"SHARED": SECRET_VALUE},
-        "instances": [
-            {
-                "image": "busybox",
-                "registryId": registry.json()["id"],
-                "config": {"common": {"name": "w", "secrets": {"OWN": OWN_SECRET}}},
-            }
-        ],
-    }
+    body = secret_deployment(
+        node_id, registry.json()["id"], SECRET_VALUE, OWN_SECRET, prefix="p", image="busybox", name="w"
+    )
     created = await api.post("/deployments", json=body)
     assert created.status_code == 201, created.text
     assert SECRET_VALUE not in created.text and OWN_SECRET not in created.text

@@ -3,6 +3,7 @@ commands (§9-§12). Failures raise; the dispatcher turns them into ``CommandErr
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final
 
 import structlog
@@ -21,20 +22,22 @@ from berth.errors import PermanentCommandError
 from berth.model import ContainerOperation, LogGap, PrefixTarget
 from berth.runtimes.base import Runtime
 
-log = structlog.get_logger("berth.agent.callbacks")
-
 NO_TARGET: Final = "no target container or prefix"
 
+log = structlog.get_logger("berth.agent.callbacks")
 
+
+@dataclass(frozen=True)
 class CallbackHandler:
-    def __init__(self, runtime: Runtime, link: PlatformLink, public_key: str) -> None:
-        self._runtime = runtime
-        self._link = link
-        self._public_key = public_key
+    """One runtime call each, answered on the command's callback (container commands: no answer)."""
+
+    runtime: Runtime
+    link: PlatformLink
+    public_key: str
 
     async def list_secrets(self, command: ListSecrets) -> str:
-        keys = await self._runtime.secret_keys(command.target)
-        await self._link.secret_list(command.target, self._public_key, keys)
+        keys = await self.runtime.secret_keys(command.target)
+        await self.link.secret_list(command.target, self.public_key, keys)
         return "answered"
 
     async def delete_containers(self, command: DeleteContainers) -> str:
@@ -43,48 +46,48 @@ class CallbackHandler:
             raise PermanentCommandError(NO_TARGET)
         if not isinstance(target, PrefixTarget) and not target.name:
             raise PermanentCommandError(NO_TARGET)
-        outcome = await self._runtime.delete(target)
+        outcome = await self.runtime.delete(target)
         if outcome.notes:
             log.info("delete_notes", notes=list(outcome.notes))
-        await self._link.containers_deleted(target)
+        await self.link.containers_deleted(target)
         return "answered"
 
     async def inspect(self, command: Inspect) -> str:
-        data = await self._runtime.inspect(command.ref)
+        data = await self.runtime.inspect(command.ref)
         size = len(data.encode("utf-8"))
         if size > MAX_MESSAGE_BYTES:
             raise PermanentCommandError(
                 f"inspect output is {size} bytes, over the platform's 4 MiB message limit"
             )
-        await self._link.container_inspect(command.ref, data)
+        await self.link.container_inspect(command.ref, data)
         return "answered"
 
     async def container_log(self, command: ContainerLogs) -> str:
         lines: list[str] = []
         dropped = 0
-        async for item in self._runtime.logs(command.ref, follow=False, tail_lines=command.tail_lines):
+        async for item in self.runtime.logs(command.ref, follow=False, tail_lines=command.tail_lines):
             if isinstance(item, LogGap):
                 dropped += item.dropped_lines
             else:
                 lines.append(item)
         if dropped:
             lines.insert(0, f"[berth: {dropped} log lines dropped]\n")
-        await self._link.container_log(command.ref, fit_log_list(lines))
+        await self.link.container_log(command.ref, fit_log_list(lines))
         return "answered"
 
     async def container_command(self, command: ContainerCommand) -> str:
         match command.operation:
             case ContainerOperation.START:
-                await self._runtime.start(command.ref)
+                await self.runtime.start(command.ref)
             case ContainerOperation.STOP:
-                await self._runtime.stop(command.ref)
+                await self.runtime.stop(command.ref)
             case ContainerOperation.RESTART:
-                await self._runtime.restart(command.ref)
+                await self.runtime.restart(command.ref)
             case ContainerOperation.UNSPECIFIED:
                 log.warning("container_command_ignored", reason="unspecified operation")
                 return "ignored"
         return "done"
 
     async def legacy_delete(self, command: LegacyDelete) -> str:
-        await self._runtime.delete(command.ref)
+        await self.runtime.delete(command.ref)
         return "done"

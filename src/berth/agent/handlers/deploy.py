@@ -11,6 +11,7 @@ import asyncio
 import dataclasses
 from collections import deque
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Final, Protocol
 
 import structlog
@@ -146,25 +147,19 @@ class SuccessfulDeployments(Protocol):
     async def remember(self, command: Deploy) -> None: ...
 
 
+@dataclass(frozen=True)
 class DeployHandler:
-    def __init__(
-        self,
-        runtime: Runtime,
-        decryptor: SecretDecryptor,
-        link: PlatformLink,
-        desired: SuccessfulDeployments | None = None,
-    ) -> None:
-        self._runtime = runtime
-        self._decryptor = decryptor
-        self._link = link
-        self._desired = desired
+    runtime: Runtime
+    decryptor: SecretDecryptor
+    link: PlatformLink
+    desired: SuccessfulDeployments | None = None
 
     def decrypt(self, command: Deploy) -> DeploymentSpec:
         """Every workload's secrets, decrypted before the runtime sees them (raises SecretError)."""
         workloads = []
         for index, workload in enumerate(command.deployment.workloads):
             encrypted = command.encrypted_secrets[index] if index < len(command.encrypted_secrets) else {}
-            workloads.append(dataclasses.replace(workload, secrets=self._decryptor.decrypt_all(encrypted)))
+            workloads.append(dataclasses.replace(workload, secrets=self.decryptor.decrypt_all(encrypted)))
         return dataclasses.replace(command.deployment, workloads=tuple(workloads))
 
     async def handle(self, command: Deploy) -> str:
@@ -172,7 +167,7 @@ class DeployHandler:
         if not deployment_id:
             log.warning("deploy_ignored", reason="empty deployment id")
             return "ignored"
-        stream = await self._link.open_deployment_status(deployment_id)
+        stream = await self.link.open_deployment_status(deployment_id)
         reporter = DeploymentReporter(stream)
         outcome = DeploymentStatus.FAILED
         final_lines: tuple[str, ...] = ()
@@ -191,10 +186,10 @@ class DeployHandler:
                 return "successful"
             sender = asyncio.create_task(reporter.run_sender(), name=f"deploy-sender:{deployment_id}")
             try:
-                await self._runtime.deploy(deployment, reporter)
+                await self.runtime.deploy(deployment, reporter)
                 outcome = DeploymentStatus.SUCCESSFUL
-                if self._desired is not None:
-                    await self._desired.remember(command)
+                if self.desired is not None:
+                    await self.desired.remember(command)
             except BerthError as err:
                 final_lines = (f"Deployment failed: {err}",)
                 log.warning("deploy_failed", error=str(err))

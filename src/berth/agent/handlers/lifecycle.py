@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 
 import structlog
 
@@ -21,28 +22,21 @@ def _sentence(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+@dataclass(frozen=True)
 class LifecycleHandler:
-    def __init__(
-        self,
-        keeper: TokenKeeper,
-        link: PlatformLink,
-        lifecycle: Lifecycle,
-        updater: SelfUpdater | None,
-        scaler: SelfScaler | None = None,
-    ) -> None:
-        self._keeper = keeper
-        self._link = link
-        self._lifecycle = lifecycle
-        self._updater = updater
-        self._scaler = scaler
+    keeper: TokenKeeper
+    link: PlatformLink
+    lifecycle: Lifecycle
+    updater: SelfUpdater | None
+    scaler: SelfScaler | None = None
 
     async def _swap_token(self, raw: str) -> PendingReplacement:
         """Validate, stage the file, TokenReplaced with the old token, then commit and switch.
         On failure nothing is written and the old token stays in use."""
         # The credential store may be a Kubernetes Secret (an API call): off the loop.
-        pending = await asyncio.to_thread(self._keeper.prepare_replacement, raw)
+        pending = await asyncio.to_thread(self.keeper.prepare_replacement, raw)
         try:
-            await self._link.token_replaced()
+            await self.link.token_replaced()
         except BaseException:
             pending.discard()
             raise
@@ -58,22 +52,22 @@ class LifecycleHandler:
         except PlatformError as err:
             log.error("token_replaced_failed", error=str(err))
             return "failed"
-        log.info("token_replaced", token_type=self._keeper.current.type)
+        log.info("token_replaced", token_type=self.keeper.current.type)
         return "replaced"
 
     async def update(self, command: Update) -> str:
-        if self._updater is None:
-            await self._link.abort_update("Self-update is not supported by this agent")
+        if self.updater is None:
+            await self.link.abort_update("Self-update is not supported by this agent")
             return "aborted"
         try:
             await self._swap_token(command.token)
         except (TokenError, PlatformError) as err:
-            await self._link.abort_update(_sentence(f"update failed: {err}"))
+            await self.link.abort_update(_sentence(f"update failed: {err}"))
             return "aborted"
         try:
-            await self._updater.begin_update(command.tag, command.timeout_s)
+            await self.updater.begin_update(command.tag, command.timeout_s)
         except (UpdateRefused, BerthError) as err:
-            await self._link.abort_update(_sentence(str(err)))
+            await self.link.abort_update(_sentence(str(err)))
             return "aborted"
         log.info("update_started", tag=command.tag, timeout_s=command.timeout_s)
         return "started"
@@ -82,15 +76,15 @@ class LifecycleHandler:
         match command.reason:
             case CloseReason.SHUTDOWN:
                 await self._scale_down_self()
-                self._lifecycle.request_exit(0, "the platform sent close(SHUTDOWN)")
+                self.lifecycle.request_exit(0, "the platform sent close(SHUTDOWN)")
                 return "shutdown"
             case CloseReason.REVOKE_TOKEN:
-                await asyncio.to_thread(self._keeper.revoke)
-                self._lifecycle.request_exit(0, "the platform revoked the token")
+                await asyncio.to_thread(self.keeper.revoke)
+                self.lifecycle.request_exit(0, "the platform revoked the token")
                 return "revoked"
             case CloseReason.SELF_DESTRUCT:
-                if self._updater is not None and await self._updater.self_destruct():
-                    self._lifecycle.request_exit(0, "replaced by the updated agent")
+                if self.updater is not None and await self.updater.self_destruct():
+                    self.lifecycle.request_exit(0, "replaced by the updated agent")
                     return "self_destructed"
                 log.info("self_destruct_ignored", reason="no update pending")
                 return "ignored"
@@ -100,10 +94,10 @@ class LifecycleHandler:
     async def _scale_down_self(self) -> None:
         """On Kubernetes, scale the agent's own Deployment to 0 first so it is not restarted; a
         failure is logged and the agent exits 0 anyway (the platform asked it to stop)."""
-        if self._scaler is None:
+        if self.scaler is None:
             return
         try:
-            await self._scaler.scale_down_self()
+            await self.scaler.scale_down_self()
         except BerthError as err:
             reason = str(err)
         except Exception as err:  # an unexpected client failure must not turn SHUTDOWN into a crash

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Coroutine
+from dataclasses import dataclass
 from typing import Any, Final, TypeVar
 
 import structlog
@@ -63,23 +64,25 @@ async def _until_completed(stream: OutboundStream[T], work: Coroutine[Any, Any, 
     return "completed_by_platform"
 
 
-class StateWatchHandler:
-    def __init__(self, runtime: Runtime, link: PlatformLink) -> None:
-        self._runtime = runtime
-        self._link = link
+@dataclass(frozen=True)
+class _StreamHandler:
+    runtime: Runtime
+    link: PlatformLink
 
+
+class StateWatchHandler(_StreamHandler):
     async def handle(self, command: WatchState) -> str:
-        stream = await self._link.open_container_state(command.prefix)
+        stream = await self.link.open_container_state(command.prefix)
         try:
             if command.one_shot:
-                await stream.send(await self._runtime.list_state(command.prefix or None))
+                await stream.send(await self.runtime.list_state(command.prefix or None))
                 return "sent_once"
             return await _until_completed(stream, self._pump(command, stream), f"state-pump:{command.prefix}")
         finally:
             await stream.close()
 
     async def _pump(self, command: WatchState, stream: OutboundStream[StateUpdate]) -> None:
-        updates = self._runtime.watch(command.prefix or None)
+        updates = self.runtime.watch(command.prefix or None)
         try:
             async for update in updates:
                 if not await stream.send(update):
@@ -88,13 +91,9 @@ class StateWatchHandler:
             await close_iterator(updates)
 
 
-class LogStreamHandler:
-    def __init__(self, runtime: Runtime, link: PlatformLink) -> None:
-        self._runtime = runtime
-        self._link = link
-
+class LogStreamHandler(_StreamHandler):
     async def handle(self, command: ContainerLogs) -> str:
-        stream = await self._link.open_log_stream(command.ref)
+        stream = await self.link.open_log_stream(command.ref)
         try:
             return await _until_completed(stream, self._pump(command, stream), f"log-pump:{command.ref.key}")
         except BerthError as err:
@@ -105,7 +104,7 @@ class LogStreamHandler:
             await stream.close()
 
     async def _pump(self, command: ContainerLogs, stream: OutboundStream[str]) -> None:
-        lines = self._runtime.logs(command.ref, follow=True, tail_lines=command.tail_lines)
+        lines = self.runtime.logs(command.ref, follow=True, tail_lines=command.tail_lines)
         try:
             async for item in lines:
                 if isinstance(item, LogGap):

@@ -165,12 +165,8 @@ class WebhookSender:
                 delay = min(self._backoff_s * 2 ** (attempt - 1), BACKOFF_CAP_S)
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter, not crypto
         self.failed += 1
-        log.warning(
-            "notification_not_delivered",
-            webhook_host=hook.host,
-            shape=hook.shape,
-            notification_event=notification.event,
-            problem=problem,
+        log.bind(webhook_host=hook.host, shape=hook.shape).warning(
+            "notification_not_delivered", notification_event=notification.event, problem=problem
         )
 
 

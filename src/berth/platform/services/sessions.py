@@ -20,7 +20,7 @@ from berth.platform.models import NodeRecord
 from berth.platform.problems import AgentFailed, AgentTimedOut, NodeBusy, NodeNotConnected, UnknownEntity
 from berth.platform.services.connections import AgentConnection, ConnectionRegistry
 from berth.platform.store import Store
-from berth.platform.tokens import Claims, TokenIssuer
+from berth.platform.tokens import Claims, IssuedToken, TokenIssuer
 from berth.proto import agent_pb2, common_pb2
 
 log = structlog.get_logger(__name__)
@@ -139,17 +139,7 @@ class AgentSessions:
         self._record_agent(node, info, address)
         await self._store.nodes.put(node)
         replacement = self.issuer.issue(node.id, "connection")
-        connection = AgentConnection(
-            node_id=node.id,
-            token=token,
-            nonce=claims.nonce,
-            status="installing",
-            version=info.version,
-            public_key=info.publicKey,
-            address=address,
-            pending_token=replacement,
-        )
-        self.connections.register(connection)
+        connection = self._register(node.id, token, claims, info, address, replacement=replacement)
         connection.send(
             agent_pb2.AgentCommand(replaceToken=agent_pb2.ReplaceTokenRequest(token=replacement.token))
         )
@@ -177,17 +167,28 @@ class AgentSessions:
         return connection
 
     def _register(
-        self, node_id: str, token: str, claims: Claims, info: agent_pb2.AgentInfo, address: str
+        self,
+        node_id: str,
+        token: str,
+        claims: Claims,
+        info: agent_pb2.AgentInfo,
+        address: str,
+        *,
+        replacement: IssuedToken | None = None,
     ) -> AgentConnection:
+        """An installing agent (``replacement``: its connection token, sent at once) is never
+        called outdated: it reconnects with that token right away and is judged then."""
+        installing = replacement is not None
         connection = AgentConnection(
             node_id=node_id,
             token=token,
             nonce=claims.nonce,
-            status="connected",
+            status="installing" if installing else "connected",
             version=info.version,
             public_key=info.publicKey,
             address=address,
-            outdated=is_outdated(info.version),
+            outdated=not installing and is_outdated(info.version),
+            pending_token=replacement,
         )
         self.connections.register(connection)
         return connection

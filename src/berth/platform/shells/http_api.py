@@ -49,6 +49,16 @@ def _no_content() -> Response:
     return Response(status_code=204)
 
 
+def _no_content_after(action: Callable[[str], Awaitable[object]], param: str) -> Handler:
+    """A route that does one thing to the entity its path names and has nothing to answer."""
+
+    async def handler(request: Request) -> Response:
+        await action(path_param(request, param))
+        return _no_content()
+
+    return handler
+
+
 def bearer_matches(header: str | None, api_token: str) -> bool:
     presented = header[7:].strip() if header and header.lower().startswith("bearer ") else ""
     return bool(presented) and hmac.compare_digest(presented.encode(), api_token.encode())
@@ -98,54 +108,54 @@ class HttpApi:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"message": str(exc.detail)}, status_code=exc.status_code)
 
+    def _on(self, path: str, **handlers: Handler) -> list[BaseRoute]:
+        """The guarded routes of one path, one per HTTP method (the keyword)."""
+        return [Route(path, self._guard(handler), methods=[m.upper()]) for m, handler in handlers.items()]
+
     def routes(self) -> list[BaseRoute]:
-        g = self._guard
+        on, done, s = self._on, _no_content_after, self._s
         api = "/api/{team}"
         node = api + "/nodes/{node_id}"
         container = node + "/{prefix}/containers/{name}"
+        registry = api + "/registries/{registry_id}"
         deployment = api + "/deployments/{deployment_id}"
+        instance = deployment + "/instances/{instance_id}"
         return [
             Route("/api/health", self._health, methods=["GET"]),
             Route("/api/ca.pem", self._ca, methods=["GET"]),
-            Route(api + "/nodes", g(self._list_nodes), methods=["GET"]),
-            Route(api + "/nodes", g(self._create_node), methods=["POST"]),
-            Route(node, g(self._get_node), methods=["GET"]),
-            Route(node, g(self._update_node), methods=["PUT"]),
-            Route(node, g(self._delete_node), methods=["DELETE"]),
-            Route(node + "/script", g(self._generate_script), methods=["POST"]),
-            Route(node + "/script", g(self._get_script, public=True), methods=["GET"]),
-            Route(node + "/script", g(self._discard_script), methods=["DELETE"]),
-            Route(node + "/token", g(self._revoke_token), methods=["DELETE"]),
-            Route(node + "/update", g(self._update_agent), methods=["POST"]),
-            Route(node + "/kick", g(self._kick), methods=["POST"]),
-            Route(node + "/audit", g(self._node_audit), methods=["GET"]),
-            Route(node + "/containers", g(self._list_all_containers), methods=["GET"]),
-            Route(node + "/{prefix}/containers", g(self._list_containers), methods=["GET"]),
-            Route(node + "/{prefix}/containers", g(self._delete_prefix), methods=["DELETE"]),
-            Route(container, g(self._delete_container), methods=["DELETE"]),
-            Route(container + "/start", g(self._container_op("start")), methods=["POST"]),
-            Route(container + "/stop", g(self._container_op("stop")), methods=["POST"]),
-            Route(container + "/restart", g(self._container_op("restart")), methods=["POST"]),
-            Route(container + "/inspect", g(self._inspect), methods=["GET"]),
-            Route(container + "/log", g(self._log), methods=["GET"]),
-            Route(container + "/secrets", g(self._secrets), methods=["GET"]),
-            Route(api + "/registries", g(self._list_registries), methods=["GET"]),
-            Route(api + "/registries", g(self._create_registry), methods=["POST"]),
-            Route(api + "/registries/{registry_id}", g(self._get_registry), methods=["GET"]),
-            Route(api + "/registries/{registry_id}", g(self._update_registry), methods=["PUT"]),
-            Route(api + "/registries/{registry_id}", g(self._delete_registry), methods=["DELETE"]),
-            Route(api + "/deployments", g(self._list_deployments), methods=["GET"]),
-            Route(api + "/deployments", g(self._create_deployment), methods=["POST"]),
-            Route(deployment, g(self._get_deployment), methods=["GET"]),
-            Route(deployment, g(self._delete_deployment), methods=["DELETE"]),
-            Route(deployment + "/start", g(self._start_deployment), methods=["POST"]),
-            Route(deployment + "/log", g(self._deployment_events), methods=["GET"]),
-            Route(deployment + "/copy", g(self._copy_deployment), methods=["POST"]),
-            Route(deployment + "/redeploy", g(self._redeploy), methods=["POST"]),
-            Route(deployment + "/diff/{other_id}", g(self._diff_deployments), methods=["GET"]),
-            Route(node + "/deployments", g(self._node_deployments), methods=["GET"]),
-            Route(deployment + "/instances/{instance_id}", g(self._get_instance), methods=["GET"]),
-            Route(deployment + "/instances/{instance_id}", g(self._patch_instance), methods=["PATCH"]),
+            *on(api + "/nodes", get=self._list_nodes, post=self._create_node),
+            *on(node, get=self._get_node, put=self._update_node, delete=done(s.nodes.delete, "node_id")),
+            *on(node + "/script", post=self._generate_script, delete=done(s.nodes.discard_script, "node_id")),
+            Route(node + "/script", self._guard(self._get_script, public=True), methods=["GET"]),
+            *on(node + "/token", delete=done(s.nodes.revoke_token, "node_id")),
+            *on(node + "/update", post=self._update_agent),
+            *on(node + "/kick", post=done(s.nodes.kick, "node_id")),
+            *on(node + "/audit", get=self._node_audit),
+            *on(node + "/containers", get=self._list_all_containers),
+            *on(node + "/{prefix}/containers", get=self._list_containers, delete=self._delete_prefix),
+            *on(container, delete=self._delete_container),
+            *on(container + "/start", post=self._container_op("start")),
+            *on(container + "/stop", post=self._container_op("stop")),
+            *on(container + "/restart", post=self._container_op("restart")),
+            *on(container + "/inspect", get=self._inspect),
+            *on(container + "/log", get=self._log),
+            *on(container + "/secrets", get=self._secrets),
+            *on(api + "/registries", get=self._list_registries, post=self._create_registry),
+            *on(
+                registry,
+                get=self._get_registry,
+                put=self._update_registry,
+                delete=done(s.registries.delete, "registry_id"),
+            ),
+            *on(api + "/deployments", get=self._list_deployments, post=self._create_deployment),
+            *on(deployment, get=self._get_deployment, delete=done(s.deployments.delete, "deployment_id")),
+            *on(deployment + "/start", post=done(s.deployments.start, "deployment_id")),
+            *on(deployment + "/log", get=self._deployment_events),
+            *on(deployment + "/copy", post=self._copy_deployment),
+            *on(deployment + "/redeploy", post=self._redeploy),
+            *on(deployment + "/diff/{other_id}", get=self._diff_deployments),
+            *on(node + "/deployments", get=self._node_deployments),
+            *on(instance, get=self._get_instance, patch=self._patch_instance),
             WebSocketRoute(api + "/ws/nodes/{node_id}/containers", self._feeds.states),
             WebSocketRoute(api + "/ws/nodes/{node_id}/{prefix}/containers/{name}/log", self._feeds.logs),
             WebSocketRoute(api + "/ws/deployments/{deployment_id}/events", self._feeds.deployment),
@@ -187,10 +197,6 @@ class HttpApi:
         await self._s.nodes.update(node_id, await self._model(request, NodeUpdate))
         return _no_content()
 
-    async def _delete_node(self, request: Request) -> Response:
-        await self._s.nodes.delete(path_param(request, "node_id"))
-        return _no_content()
-
     async def _generate_script(self, request: Request) -> Response:
         node_id = path_param(request, "node_id")
         view, token = await self._s.nodes.generate_script(node_id, await self._model(request, ScriptRequest))
@@ -201,21 +207,9 @@ class HttpApi:
         text, media_type = await self._s.nodes.render_script(path_param(request, "node_id"))
         return PlainTextResponse(text, media_type=media_type)
 
-    async def _discard_script(self, request: Request) -> Response:
-        await self._s.nodes.discard_script(path_param(request, "node_id"))
-        return _no_content()
-
-    async def _revoke_token(self, request: Request) -> Response:
-        await self._s.nodes.revoke_token(path_param(request, "node_id"))
-        return _no_content()
-
     async def _update_agent(self, request: Request) -> Response:
         node_id = path_param(request, "node_id")
         await self._s.nodes.update_agent(node_id, self._s.deployments.running_on(node_id))
-        return _no_content()
-
-    async def _kick(self, request: Request) -> Response:
-        await self._s.nodes.kick(path_param(request, "node_id"))
         return _no_content()
 
     async def _node_audit(self, request: Request) -> Response:
@@ -280,10 +274,6 @@ class HttpApi:
         await self._s.registries.update(registry_id, await self._model(request, RegistryBody))
         return _no_content()
 
-    async def _delete_registry(self, request: Request) -> Response:
-        await self._s.registries.delete(path_param(request, "registry_id"))
-        return _no_content()
-
     # -- deployments ---------------------------------------------------------------------------
 
     async def _deployment_view(self, record: DeploymentRecord) -> dict[str, object]:
@@ -335,14 +325,6 @@ class HttpApi:
     async def _diff_deployments(self, request: Request) -> Response:
         base_id = path_param(request, "deployment_id")
         return JSONResponse(await self._s.deployments.diff(base_id, path_param(request, "other_id")))
-
-    async def _delete_deployment(self, request: Request) -> Response:
-        await self._s.deployments.delete(path_param(request, "deployment_id"))
-        return _no_content()
-
-    async def _start_deployment(self, request: Request) -> Response:
-        await self._s.deployments.start(path_param(request, "deployment_id"))
-        return _no_content()
 
     async def _deployment_events(self, request: Request) -> Response:
         return JSONResponse({"items": await self._s.deployments.events(path_param(request, "deployment_id"))})
