@@ -16,13 +16,15 @@ import structlog
 
 from berth.errors import RuntimeFailure, TemporaryCommandError
 from berth.model import PREFIX_LABEL, ContainerState, ContainerStatus, StateUpdate
-from berth.runtimes.docker.backoff import Backoff
+from berth.runtimes.common.backoff import Backoff
 from berth.runtimes.docker.bridge import EngineBridge
 from berth.runtimes.docker.status import status_from_summary
 
 log = structlog.get_logger(__name__)
 
 EVENT_QUEUE_SIZE: Final = 1024
+RESUBSCRIBE_INITIAL_S: Final = 0.2
+RESUBSCRIBE_CAP_S: Final = 60.0
 # Filtered here, not by the engine: Podman filters on its own names ("died") but reports
 # Docker's ("die"), and says "remove" where Docker says "destroy".
 WATCHED_ACTIONS: Final = frozenset(
@@ -78,7 +80,7 @@ class StateWatcher:
         self._known: dict[str, ContainerStatus] = {}
 
     async def updates(self) -> AsyncIterator[StateUpdate]:
-        backoff = Backoff()
+        backoff = Backoff(RESUBSCRIBE_INITIAL_S, RESUBSCRIBE_CAP_S)
         while True:
             try:
                 # closed here, not by the garbage collector: closing this stream ends the subscription

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
 import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import structlog
 
 from berth.errors import RuntimeFailure
 from berth.model import ContainerRef, ContainerStatus, StateUpdate
+from berth.runtimes.common.backoff import Backoff
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Gone, Request
@@ -28,6 +28,7 @@ Obj = dict[str, Any]
 Key = tuple[str, str]
 WATCHED: Final = (resources.DEPLOYMENT, resources.POD, resources.SERVICE)
 QUEUE_SIZE: Final = 1024
+BACKOFF_INITIAL_S: Final = 1.0
 BACKOFF_MAX_S: Final = 30.0
 RELIST: Final = "relist"
 
@@ -107,14 +108,13 @@ class StateWatcher:
         only what changed."""
         emitted: dict[ContainerRef, ContainerStatus] = {}
         full_list = True
-        failures = 0
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         while True:
             try:
                 snap = await self.snapshot()
             except RuntimeFailure as err:
-                failures += 1
                 full_list = True
-                delay = _backoff_s(failures)
+                delay = backoff.next_delay_s()
                 log.warning(
                     "kube_state_list_failed",
                     namespace=self._namespace,
@@ -143,11 +143,10 @@ class StateWatcher:
             if outcome == RELIST:
                 log.info("kube_watch_relist", namespace=self._namespace, reason="410 Gone")
             elif outcome == "error":
-                failures += 1
                 full_list = True
-                await asyncio.sleep(_backoff_s(failures))
+                await asyncio.sleep(backoff.next_delay_s())
             else:
-                failures = 0
+                backoff.reset()
 
     async def _watch(
         self, snap: Snapshot, emitted: dict[ContainerRef, ContainerStatus]
@@ -275,11 +274,6 @@ class StateWatcher:
             finally:
                 responses.discard(response)
                 response.release_conn()
-
-
-def _backoff_s(failures: int) -> float:
-    """Full jitter, capped."""
-    return random.uniform(0, min(BACKOFF_MAX_S, 0.5 * 2.0**failures))  # noqa: S311 - jitter, not crypto
 
 
 def _diff(
