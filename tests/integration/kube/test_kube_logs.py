@@ -136,7 +136,7 @@ async def test_follow_buffer_is_bounded_and_reports_the_gap(
     settings, admin, prefix, events, kubelet, node, runtime
 ) -> None:
     from berth.model import LogGap
-    from berth.runtimes.kubernetes.bridge import Bridge
+    from berth.runtimes.common.bridge import ThreadBridge
     from berth.runtimes.kubernetes.logs import LogReader
 
     await runtime.deploy(
@@ -149,7 +149,7 @@ async def test_follow_buffer_is_bounded_and_reports_the_gap(
     )
     pod = await asyncio.to_thread(start_on_node, admin, prefix, "flood", node)
     kubelet.write(pod, "start")
-    api, bridge = KubeApi(settings), Bridge()
+    api, bridge = KubeApi(settings), ThreadBridge("kube", 32)
     stream = LogReader(api, bridge, buffer_lines=3).logs(
         ContainerRef(prefix, "flood"), follow=True, tail_lines=1
     )

@@ -26,7 +26,6 @@ from berth.model import (
     WorkloadSpec,
 )
 from berth.runtimes.base import DeployEvents
-from berth.runtimes.docker.bridge import EngineBridge, translated
 from berth.runtimes.docker.compat import honoured_notes, ignored_fields, resource_limits
 from berth.runtimes.docker.container_spec import (
     ContainerPlan,
@@ -35,6 +34,7 @@ from berth.runtimes.docker.container_spec import (
     restart_policy_name,
 )
 from berth.runtimes.docker.disk import DiskGuard, enospc_failure
+from berth.runtimes.docker.engine import Engine, translated
 from berth.runtimes.docker.guard import ContainerGuard
 from berth.runtimes.docker.health_gate import HealthGate
 from berth.runtimes.docker.imageref import ImageReference
@@ -57,18 +57,16 @@ _POLL_MAX_S: Final = 0.5
 
 
 class Deployer:
-    def __init__(
-        self, bridge: EngineBridge, settings: DockerSettings, guard: ContainerGuard | None = None
-    ) -> None:
-        self._bridge = bridge
+    def __init__(self, engine: Engine, settings: DockerSettings, guard: ContainerGuard | None = None) -> None:
+        self._engine = engine
         self._settings = settings
         self._guard = guard or ContainerGuard(
             traefik_enabled=settings.traefik_enabled, managed_only=settings.managed_only
         )
         self.disk = DiskGuard(settings.resilience)
-        self._puller = ImagePuller(bridge, before_pull=self.disk.check_before_pull)
-        self._health = HealthGate(bridge, settings.resilience)
-        self.pruner = ImagePruner(bridge, settings)
+        self._puller = ImagePuller(engine, before_pull=self.disk.check_before_pull)
+        self._health = HealthGate(engine, settings.resilience)
+        self.pruner = ImagePruner(engine, settings)
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
         seen: set[str] = set()
@@ -197,14 +195,14 @@ class Deployer:
         plan = plan_container(workload, self._settings, image, outcome.labels, mounts)
         plan.create["labels"][SPEC_HASH_LABEL] = spec_hash(workload)  # drift is judged against it
         for network in plan.networks:
-            await self._bridge.call(f"network {network}", _network_ensurer(network))
+            await self._engine.call(f"network {network}", _network_ensurer(network))
 
-        old = await self._bridge.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
+        old = await self._engine.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
         aside = await self._set_aside(workload, old, events) if old is not None else None
         if old is None:
             # An interrupted redeploy (the agent stopped mid-way) left the previous one aside.
             leftover = f"{plan.name}{ASIDE_SUFFIX}"
-            old = await self._bridge.call(f"inspect {leftover}", lambda c: _exact(c, leftover))
+            old = await self._engine.call(f"inspect {leftover}", lambda c: _exact(c, leftover))
             if old is not None:
                 aside = leftover
                 await events.log(
@@ -213,7 +211,7 @@ class Deployer:
                 )
         new_id: str | None = None
         try:
-            new_id = await self._bridge.call(f"create {plan.name}", lambda c: _create(c, plan))
+            new_id = await self._engine.call(f"create {plan.name}", lambda c: _create(c, plan))
             if workload.import_container is not None and import_image is not None:
                 await pulls.result(import_image, None, workload.id)
                 await self._run_import(workload, import_image, mounts, events)
@@ -223,8 +221,8 @@ class Deployer:
                     workload, init, image=init_image, parent=plan, mounts=mounts, events=events
                 )
             cid = new_id
-            await self._bridge.call(f"start {plan.name}", lambda c: c.api.start(cid))
-            attrs = await self._bridge.call(f"inspect {plan.name}", lambda c: c.api.inspect_container(cid))
+            await self._engine.call(f"start {plan.name}", lambda c: c.api.start(cid))
+            attrs = await self._engine.call(f"inspect {plan.name}", lambda c: c.api.inspect_container(cid))
             raw = str(attrs["State"]["Status"])
             await events.instance(workload.id, state_of(raw), raw)
             await events.log(LogLevel.INFO, f"Started container: {plan.name}")
@@ -238,7 +236,7 @@ class Deployer:
             raise
         if aside is not None:
             try:
-                await self._bridge.call(f"remove {aside}", lambda c: c.api.remove_container(aside, v=False))
+                await self._engine.call(f"remove {aside}", lambda c: c.api.remove_container(aside, v=False))
             except RuntimeFailure as err:  # the new container runs: the deployment succeeded
                 await events.log(LogLevel.WARNING, f"Could not remove the previous container {aside}: {err}")
             else:
@@ -248,7 +246,7 @@ class Deployer:
 
     async def _set_aside(self, workload: WorkloadSpec, old: dict[str, Any], events: DeployEvents) -> str:
         """Stop the existing container and rename it aside; it stays recoverable."""
-        await self._bridge.call(f"check {workload.ref}", lambda c: self._guard.check_now(c, old, "replace"))
+        await self._engine.call(f"check {workload.ref}", lambda c: self._guard.check_now(c, old, "replace"))
         owner = (old.get("Config") or {}).get("Labels", {}).get(PREFIX_LABEL)
         if owner is not None and owner != workload.prefix:
             # <p>+"b-c" and <p>-b+"c" share a name: never take over another prefix's container.
@@ -262,16 +260,16 @@ class Deployer:
         cid = str(old["Id"])
         if raw in _STOPPABLE:
             await events.log(LogLevel.INFO, f"Stopping container: {cid[:12]}")
-            await self._bridge.call(f"stop {workload.ref}", lambda c: c.api.stop(cid))
+            await self._engine.call(f"stop {workload.ref}", lambda c: c.api.stop(cid))
         aside = f"{workload.ref.key}{ASIDE_SUFFIX}"
-        taken = await self._bridge.call(f"inspect {aside}", lambda c: _exact(c, aside))
+        taken = await self._engine.call(f"inspect {aside}", lambda c: _exact(c, aside))
         if taken is not None:
             aside = f"{aside}-{int(time.time())}"
         try:
-            await self._bridge.call(f"rename {workload.ref}", lambda c: c.api.rename(cid, aside))
+            await self._engine.call(f"rename {workload.ref}", lambda c: c.api.rename(cid, aside))
         except RuntimeFailure:
             if raw in _STOPPABLE:  # put it back as it was before failing
-                await self._bridge.call(f"start {workload.ref}", lambda c: c.api.start(cid))
+                await self._engine.call(f"start {workload.ref}", lambda c: c.api.start(cid))
             raise
         await events.instance(workload.id, ContainerState.WAITING, "replacing")
         await events.log(
@@ -295,14 +293,14 @@ class Deployer:
         try:
             if new_id is not None:
                 nid = new_id
-                await self._bridge.call(f"remove {name}", lambda c: c.api.remove_container(nid, force=True))
+                await self._engine.call(f"remove {name}", lambda c: c.api.remove_container(nid, force=True))
                 await events.log(LogLevel.WARNING, f"Removed the new container {name} after the failure")
             if aside is not None and old is not None:
                 oid = str(old["Id"])
-                await self._bridge.call(f"rename {aside}", lambda c: c.api.rename(oid, name))
+                await self._engine.call(f"rename {aside}", lambda c: c.api.rename(oid, name))
                 if str(old["State"]["Status"]) in _STOPPABLE:
-                    await self._bridge.call(f"start {name}", lambda c: c.api.start(oid))
-                raw = await self._bridge.call(f"inspect {name}", lambda c: _raw_state(c, oid))
+                    await self._engine.call(f"start {name}", lambda c: c.api.start(oid))
+                raw = await self._engine.call(f"inspect {name}", lambda c: _raw_state(c, oid))
                 await events.instance(workload.id, state_of(raw), raw)
                 await events.log(
                     LogLevel.WARNING, f"Restored the previous container {name} ({oid[:12]}), {raw}"
@@ -341,7 +339,7 @@ class Deployer:
                 )
             await asyncio.sleep(interval)
             interval = min(interval * 2, _POLL_MAX_S)
-            attrs = await self._bridge.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
+            attrs = await self._engine.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
 
     # -- import and init containers (§6.4) ----------------------------------------------------
 
@@ -431,7 +429,7 @@ class Deployer:
         timeout_s = self._settings.default_expected_timeout_s
 
         def start() -> str:
-            client = self._bridge.client()
+            client = self._engine.client()
             with translated(f"run {name}"):
                 stale = _exact(client, name)
                 if stale is not None:
@@ -443,18 +441,18 @@ class Deployer:
                 client.api.start(cid)
                 return cid
 
-        cid = await asyncio.to_thread(start)
+        cid = await self._engine.threads.call(start)
         try:
 
             def wait() -> tuple[int, bytes]:
-                client = self._bridge.client()
+                client = self._engine.client()
                 with translated(f"wait for {name}"):
                     result = client.api.wait(cid, timeout=timeout_s)
                     output: bytes = client.api.logs(cid, stdout=True, stderr=True)
                     return int(result.get("StatusCode", -1)), output
 
             try:
-                code, output = await self._bridge.in_stream_pool(wait)
+                code, output = await self._engine.in_stream_pool(wait)
             except RuntimeFailure as err:
                 if "timed out" in str(err).lower() or "read timeout" in str(err).lower():
                     raise PermanentCommandError(f"{name} did not finish within {timeout_s} s") from err
@@ -466,10 +464,10 @@ class Deployer:
                 raise PermanentCommandError(f"{name} exited with code {code}")
             await events.log(LogLevel.INFO, f"{name} exited with code 0")
         finally:
-            await self._bridge.call(f"remove {name}", lambda c: c.api.remove_container(cid, force=True))
+            await self._engine.call(f"remove {name}", lambda c: c.api.remove_container(cid, force=True))
 
 
-# -- blocking helpers (run in threads through the bridge) -------------------------------------
+# -- blocking helpers (run in threads through the engine) -------------------------------------
 
 
 def _names_a_folder(prefix: str) -> bool:

@@ -16,8 +16,8 @@ import structlog
 from berth.errors import PermanentCommandError, RuntimeFailure, TemporaryCommandError
 from berth.model import LogLevel, RegistryAuth
 from berth.runtimes.base import DeployEvents
-from berth.runtimes.docker.bridge import EngineBridge, explanation, translated
 from berth.runtimes.docker.disk import enospc_failure
+from berth.runtimes.docker.engine import Engine, explanation, translated
 from berth.runtimes.docker.imageref import DOCKER_HUB, ImageReference, local_has_digest
 
 log = structlog.get_logger(__name__)
@@ -66,8 +66,8 @@ BeforePull = Callable[[docker.DockerClient, ImageReference, dict[str, str] | Non
 
 
 class ImagePuller:
-    def __init__(self, bridge: EngineBridge, before_pull: BeforePull | None = None) -> None:
-        self._bridge = bridge
+    def __init__(self, engine: Engine, before_pull: BeforePull | None = None) -> None:
+        self._engine = engine
         self._before_pull = before_pull
 
     async def ensure(
@@ -100,7 +100,7 @@ class ImagePuller:
             finally:
                 offer(None)
 
-        job = asyncio.create_task(asyncio.to_thread(work), name=f"docker-pull-{image}")
+        job = asyncio.create_task(self._engine.threads.call(work), name=f"docker-pull-{image}")
         try:
             while (note := await notes.get()) is not None:
                 if note.kind == "progress":
@@ -118,7 +118,7 @@ class ImagePuller:
     def _ensure_blocking(
         self, image: ImageReference, credentials: dict[str, str] | None, offer: Any
     ) -> PullOutcome:
-        client = self._bridge.client()
+        client = self._engine.client()
         local = self._local(client, image)
         if local is not None and image.digest and local_has_digest(local, image, image.digest):
             return self._outcome(local, pulled=False)

@@ -14,10 +14,10 @@ import structlog
 from berth.errors import PermanentCommandError, RuntimeFailure
 from berth.model import ContainerState, DeploymentSpec, LogLevel, WorkloadSpec
 from berth.runtimes.base import DeployEvents
+from berth.runtimes.common.bridge import ThreadBridge
 from berth.runtimes.kubernetes import manifests, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Forbidden
-from berth.runtimes.kubernetes.bridge import Bridge
 from berth.runtimes.kubernetes.compat import ignored_fields, rollout_timeout_s
 from berth.runtimes.kubernetes.manifests import APP_LABEL, MANAGED, WorkloadObjects
 from berth.runtimes.kubernetes.permissions import require_apply_permissions
@@ -33,7 +33,7 @@ MONITORING_API = "monitoring.coreos.com/v1"
 
 class Deployer:
     def __init__(
-        self, api: KubeApi, bridge: Bridge, settings: KubernetesSettings, waits: WaitBoard | None = None
+        self, api: KubeApi, bridge: ThreadBridge, settings: KubernetesSettings, waits: WaitBoard | None = None
     ) -> None:
         self._api = api
         self._bridge = bridge
