@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from berth.imageref import ImageReference
 from berth.model import (
     MANAGED_LABEL,
     PREFIX_LABEL,
@@ -16,7 +17,6 @@ from berth.model import (
     WorkloadSpec,
 )
 from berth.runtimes.docker.compat import health_check, resource_limits
-from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan
 from berth.runtimes.docker.traefik import routing_labels
 from berth.settings import DockerSettings

@@ -14,6 +14,7 @@ import structlog
 
 from berth.desired_state import SPEC_HASH_LABEL, spec_hash
 from berth.errors import InvalidSpec, PermanentCommandError, PersistenceError, RuntimeFailure
+from berth.imageref import ImageReference
 from berth.model import (
     MANAGED_LABEL,
     PREFIX_LABEL,
@@ -25,6 +26,7 @@ from berth.model import (
     RegistryAuth,
     WorkloadSpec,
 )
+from berth.names import checked_label
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.docker.compat import honoured_notes, ignored_fields, resource_limits
 from berth.runtimes.docker.container_spec import (
@@ -37,14 +39,13 @@ from berth.runtimes.docker.disk import DiskGuard, enospc_failure
 from berth.runtimes.docker.engine import Engine, translated
 from berth.runtimes.docker.guard import ContainerGuard
 from berth.runtimes.docker.health_gate import HealthGate
-from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan, plan_mounts
 from berth.runtimes.docker.pruning import Deployed, ImagePruner
 from berth.runtimes.docker.pull import ImagePuller
 from berth.runtimes.docker.pulls import PullSet
 from berth.runtimes.docker.records import write_release_record, write_shared_secrets
 from berth.runtimes.docker.status import state_of
-from berth.runtimes.docker.validation import check_rfc1123_label, check_workload
+from berth.runtimes.docker.validation import check_workload
 from berth.settings import DockerSettings
 
 log = structlog.get_logger(__name__)
@@ -83,7 +84,7 @@ class Deployer:
                 await self._report_failure(workload, err, events)
                 raise
         if deployment.shared_secrets:
-            check_rfc1123_label("prefix", deployment.prefix)  # it names a folder
+            checked_label("prefix", deployment.prefix)  # it names a folder
             await self._persist(
                 "shared secrets",
                 lambda: write_shared_secrets(
@@ -103,7 +104,7 @@ class Deployer:
             await self.pruner.after_success(deployment.prefix, deployed, events)
         if deployment.version_name and deployment.workloads:
             names = [w.ref.key for w in deployment.workloads]
-            check_rfc1123_label("prefix", deployment.prefix)
+            checked_label("prefix", deployment.prefix)
             await self._persist(
                 "the release record",
                 lambda: write_release_record(
@@ -472,7 +473,7 @@ class Deployer:
 
 def _names_a_folder(prefix: str) -> bool:
     try:
-        check_rfc1123_label("prefix", prefix)
+        checked_label("prefix", prefix)
     except InvalidSpec:
         return False
     return True

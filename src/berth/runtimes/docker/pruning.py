@@ -20,11 +20,11 @@ import docker.errors
 import structlog
 
 from berth.errors import PersistenceError, RuntimeFailure
+from berth.imageref import ImageReference
 from berth.model import LogLevel
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.docker.disk import human_bytes
 from berth.runtimes.docker.engine import Engine, translated
-from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.records import write_atomic
 from berth.settings import DockerSettings
 

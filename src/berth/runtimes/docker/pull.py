@@ -14,11 +14,11 @@ import docker.errors
 import structlog
 
 from berth.errors import PermanentCommandError, RuntimeFailure, TemporaryCommandError
+from berth.imageref import DOCKER_HUB, ImageReference, local_has_digest
 from berth.model import LogLevel, RegistryAuth
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.docker.disk import enospc_failure
 from berth.runtimes.docker.engine import Engine, explanation, translated
-from berth.runtimes.docker.imageref import DOCKER_HUB, ImageReference, local_has_digest
 
 log = structlog.get_logger(__name__)
 

@@ -26,6 +26,7 @@ from berth.model import (
     StateUpdate,
     Target,
 )
+from berth.names import checked_label
 from berth.runtimes.base import DeployEvents, DiskFigures
 from berth.runtimes.docker.engine import Engine, translated
 from berth.runtimes.docker.guard import ContainerGuard, mask_secrets
@@ -33,7 +34,6 @@ from berth.runtimes.docker.logstream import LogFollower
 from berth.runtimes.docker.lookup import find_container, prefix_container_ids
 from berth.runtimes.docker.records import read_shared_secret_keys
 from berth.runtimes.docker.traefik import TRAEFIK_IMAGE, TRAEFIK_NAME, boot_container_config
-from berth.runtimes.docker.validation import check_rfc1123_label
 from berth.runtimes.docker.watcher import StateWatcher
 from berth.settings import DockerSettings
 
@@ -248,7 +248,7 @@ class DockerRuntime:
 
     async def secret_keys(self, target: Target) -> list[str]:
         if isinstance(target, PrefixTarget):
-            check_rfc1123_label("prefix", target.prefix)
+            checked_label("prefix", target.prefix)
             root = self._settings.internal_mount_path
             return await asyncio.to_thread(read_shared_secret_keys, root, target.prefix)
         try:

@@ -32,7 +32,7 @@ import requests.exceptions
 import structlog
 
 from berth.errors import UpdateRefused
-from berth.imagetag import check_update_tag
+from berth.imageref import check_update_tag
 from berth.settings import DockerSettings
 
 log = structlog.get_logger("berth.selfupdate")

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from berth.errors import InvalidSpec
+from berth.imageref import expand, is_pinned
 from berth.model import (
     MANAGED_LABEL,
     DeploymentStrategy,
@@ -23,7 +24,7 @@ from berth.model import (
     VolumeType,
     WorkloadSpec,
 )
-from berth.runtimes.kubernetes.images import expand, is_pinned
+from berth.names import checked_label
 from berth.settings import KubernetesSettings
 
 Obj = dict[str, Any]
@@ -36,16 +37,9 @@ PROBE_INITIAL_DELAY_S: Final = 30
 CORS_HEADERS: Final = "X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Server, X-Real-IP, X-Requested-With"
 NGINX: Final = "nginx.ingress.kubernetes.io"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(
     r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?$"
 )
-
-
-def dns_label(field_name: str, value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
-        raise InvalidSpec(field_name, f"{value!r} is not a DNS-1123 label (lower case, digits, '-', max 63)")
-    return value
 
 
 def quantity(field_name: str, value: str) -> str:
@@ -69,7 +63,7 @@ def namespace(name: str) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": dns_label("prefix", name), "labels": dict(MANAGED)},
+        "metadata": {"name": checked_label("prefix", name), "labels": dict(MANAGED)},
     }
 
 
@@ -104,8 +98,8 @@ class WorkloadObjects:
 
 
 def build(spec: WorkloadSpec, deployment_id: str, settings: KubernetesSettings) -> WorkloadObjects:
-    ns = dns_label("prefix", spec.prefix)
-    name = dns_label("name", spec.name)
+    ns = checked_label("prefix", spec.prefix)
+    name = checked_label("name", spec.name)
     env = dict(spec.environment)
     config_map = (
         {
@@ -325,7 +319,7 @@ _PVC_TYPES: Final = {VolumeType.RO, VolumeType.RWO, VolumeType.RWX, VolumeType.U
 
 
 def _pvc_name(workload: str, volume: str) -> str:
-    return dns_label("volumes.name", f"{workload}-{volume}")
+    return checked_label("volumes.name", f"{workload}-{volume}")
 
 
 def _access_mode(vtype: VolumeType | None, settings: KubernetesSettings) -> tuple[str, bool]:
@@ -363,7 +357,7 @@ def _pod_volumes(spec: WorkloadSpec, name: str, settings: KubernetesSettings) ->
     volumes: list[Obj] = []
     mounts: list[Obj] = []
     for volume in spec.volumes:
-        vol_name = dns_label("volumes.name", volume.name)
+        vol_name = checked_label("volumes.name", volume.name)
         read_only = False
         if volume.type in (VolumeType.MEM, VolumeType.TMP):
             size = quantity(f"volumes[{volume.name}].size", volume.size or settings.default_volume_size)
@@ -496,7 +490,7 @@ def _init_containers(spec: WorkloadSpec, settings: KubernetesSettings, env_from:
         containers.append(container)
     for init in spec.init_containers:
         container = {
-            "name": dns_label("initContainers.name", init.name),
+            "name": checked_label("initContainers.name", init.name),
             "image": _image(init.image, "", settings),
             "imagePullPolicy": "Always",
         }
