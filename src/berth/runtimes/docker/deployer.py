@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import docker
@@ -55,6 +56,14 @@ _STOPPABLE: Final = frozenset({"running", "paused", "restarting"})
 _REPLACEABLE: Final = _STOPPABLE | {"created", "exited", "dead"}
 _POLL_START_S: Final = 0.02
 _POLL_MAX_S: Final = 0.5
+
+
+@dataclass
+class _HelperImages:
+    """The images of a workload's helper containers, requested from the pull set early."""
+
+    inits: list[ImageReference]
+    importer: ImageReference | None = None
 
 
 class Deployer:
@@ -176,72 +185,106 @@ class Deployer:
         outcome = await pulls.result(image, workload.registry_auth, workload.id)
         for note in outcome.notes:
             await events.log(LogLevel.WARNING, note)
-        init_images = [self._init_image(init) for init in workload.init_containers]
-        for init_image in init_images:
-            pulls.request(init_image, self._auth_for(workload, image, init_image), workload.id)
-        import_image = None
-        if workload.import_container is not None:
-            import_image = ImageReference.parse(self._settings.import_container_image)
-            pulls.request(import_image, None, workload.id)
-
-        def prepare() -> MountPlan:
-            mounts = plan_mounts(self._settings, workload.prefix, workload.name, workload.volumes)
-            mounts.ensure_directories()
-            return mounts
-
-        try:
-            mounts = await asyncio.to_thread(prepare) if workload.volumes else MountPlan()
-        except OSError as err:
-            raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
+        helpers = self._request_helper_images(workload, image, pulls)
+        mounts = await self._prepare_mounts(workload)
         plan = plan_container(workload, self._settings, image, outcome.labels, mounts)
         plan.create["labels"][SPEC_HASH_LABEL] = spec_hash(workload)  # drift is judged against it
         for network in plan.networks:
             await self._engine.call(f"network {network}", _network_ensurer(network))
-
-        old = await self._engine.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
-        aside = await self._set_aside(workload, old, events) if old is not None else None
-        if old is None:
-            # An interrupted redeploy (the agent stopped mid-way) left the previous one aside.
-            leftover = f"{plan.name}{ASIDE_SUFFIX}"
-            old = await self._engine.call(f"inspect {leftover}", lambda c: _exact(c, leftover))
-            if old is not None:
-                aside = leftover
-                await events.log(
-                    LogLevel.WARNING,
-                    f"Found the previous container kept aside as {leftover}; kept until the new one runs",
-                )
+        old, aside = await self._previous(workload, plan, events)
         new_id: str | None = None
         try:
             new_id = await self._engine.call(f"create {plan.name}", lambda c: _create(c, plan))
-            if workload.import_container is not None and import_image is not None:
-                await pulls.result(import_image, None, workload.id)
-                await self._run_import(workload, import_image, mounts, events)
-            for init, init_image in zip(workload.init_containers, init_images, strict=True):
-                await pulls.result(init_image, self._auth_for(workload, image, init_image), workload.id)
-                await self._run_init(
-                    workload, init, image=init_image, parent=plan, mounts=mounts, events=events
-                )
-            cid = new_id
-            await self._engine.call(f"start {plan.name}", lambda c: c.api.start(cid))
-            attrs = await self._engine.call(f"inspect {plan.name}", lambda c: c.api.inspect_container(cid))
-            raw = str(attrs["State"]["Status"])
-            await events.instance(workload.id, state_of(raw), raw)
-            await events.log(LogLevel.INFO, f"Started container: {plan.name}")
-            await self._wait_expected(workload, cid, plan.name, attrs)
-            if _expects_running(workload):
-                await self._health.wait(workload.id, cid, plan.name, events, attrs)
+            await self._run_helpers(
+                workload, image=image, helpers=helpers, pulls=pulls, plan=plan, mounts=mounts, events=events
+            )
+            await self._start(workload, new_id, plan.name, events)
         except BaseException as err:
             await self._undo(
                 workload, name=plan.name, new_id=new_id, aside=aside, old=old, events=events, cause=err
             )
             raise
         if aside is not None:
-            try:
-                await self._engine.call(f"remove {aside}", lambda c: c.api.remove_container(aside, v=False))
-            except RuntimeFailure as err:  # the new container runs: the deployment succeeded
-                await events.log(LogLevel.WARNING, f"Could not remove the previous container {aside}: {err}")
-            else:
-                await events.log(LogLevel.INFO, f"Removed previous container: {old_id12(old)}")
+            await self._remove_aside(aside, old, events)
+
+    def _request_helper_images(
+        self, workload: WorkloadSpec, image: ImageReference, pulls: PullSet
+    ) -> _HelperImages:
+        """Start pulling the init containers' and the import container's images now."""
+        helpers = _HelperImages(inits=[self._init_image(init) for init in workload.init_containers])
+        for init_image in helpers.inits:
+            pulls.request(init_image, self._auth_for(workload, image, init_image), workload.id)
+        if workload.import_container is not None:
+            helpers.importer = ImageReference.parse(self._settings.import_container_image)
+            pulls.request(helpers.importer, None, workload.id)
+        return helpers
+
+    async def _prepare_mounts(self, workload: WorkloadSpec) -> MountPlan:
+        def prepare() -> MountPlan:
+            mounts = plan_mounts(self._settings, workload.prefix, workload.name, workload.volumes)
+            mounts.ensure_directories()
+            return mounts
+
+        try:
+            return await asyncio.to_thread(prepare) if workload.volumes else MountPlan()
+        except OSError as err:
+            raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
+
+    async def _previous(
+        self, workload: WorkloadSpec, plan: ContainerPlan, events: DeployEvents
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The container being replaced, set aside (stopped and renamed), and its aside name."""
+        old = await self._engine.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
+        if old is not None:
+            return old, await self._set_aside(workload, old, events)
+        # An interrupted redeploy (the agent stopped mid-way) left the previous one aside.
+        leftover = f"{plan.name}{ASIDE_SUFFIX}"
+        old = await self._engine.call(f"inspect {leftover}", lambda c: _exact(c, leftover))
+        if old is None:
+            return None, None
+        await events.log(
+            LogLevel.WARNING,
+            f"Found the previous container kept aside as {leftover}; kept until the new one runs",
+        )
+        return old, leftover
+
+    async def _run_helpers(
+        self,
+        workload: WorkloadSpec,
+        *,
+        image: ImageReference,
+        helpers: _HelperImages,
+        pulls: PullSet,
+        plan: ContainerPlan,
+        mounts: MountPlan,
+        events: DeployEvents,
+    ) -> None:
+        """The import container, then the init containers, each once its image is there."""
+        if workload.import_container is not None and helpers.importer is not None:
+            await pulls.result(helpers.importer, None, workload.id)
+            await self._run_import(workload, helpers.importer, mounts, events)
+        for init, init_image in zip(workload.init_containers, helpers.inits, strict=True):
+            await pulls.result(init_image, self._auth_for(workload, image, init_image), workload.id)
+            await self._run_init(workload, init, image=init_image, parent=plan, mounts=mounts, events=events)
+
+    async def _start(self, workload: WorkloadSpec, cid: str, name: str, events: DeployEvents) -> None:
+        """Start the new container and wait for its expected state and health."""
+        await self._engine.call(f"start {name}", lambda c: c.api.start(cid))
+        attrs = await self._engine.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
+        raw = str(attrs["State"]["Status"])
+        await events.instance(workload.id, state_of(raw), raw)
+        await events.log(LogLevel.INFO, f"Started container: {name}")
+        await self._wait_expected(workload, cid, name, attrs)
+        if _expects_running(workload):
+            await self._health.wait(workload.id, cid, name, events, attrs)
+
+    async def _remove_aside(self, aside: str, old: dict[str, Any] | None, events: DeployEvents) -> None:
+        try:
+            await self._engine.call(f"remove {aside}", lambda c: c.api.remove_container(aside, v=False))
+        except RuntimeFailure as err:  # the new container runs: the deployment succeeded
+            await events.log(LogLevel.WARNING, f"Could not remove the previous container {aside}: {err}")
+        else:
+            await events.log(LogLevel.INFO, f"Removed previous container: {old_id12(old)}")
 
     # -- redeploy safety ----------------------------------------------------------------------
 

@@ -228,22 +228,10 @@ def ingress_host(domain: str | None, name: str, prefix: str, root_domain: str) -
     return f"{name}.{prefix}.{root}"
 
 
-def _ingress(
-    spec: WorkloadSpec, ns: str, name: str, ports: list[int], settings: KubernetesSettings
-) -> Obj | None:
-    if spec.expose not in (ExposeStrategy.EXPOSE, ExposeStrategy.EXPOSE_WITH_TLS):
-        return None
-    if not ports:
-        raise InvalidSpec("expose", "exposing a workload needs at least one port")
-    opts = spec.kubernetes
-    routing = spec.routing
-    port = routing.port if routing and routing.port else ports[0]
-    if port not in ports:
-        raise InvalidSpec("routing.port", f"{port} is not one of the workload's ports")
-    host = ingress_host(routing.domain if routing else None, name, ns, settings.root_domain)
-    path = (routing.path if routing and routing.path else "/").strip() or "/"
-    if not path.startswith("/"):
-        path = f"/{path}"
+def _ingress_path(spec: WorkloadSpec, path: str) -> tuple[str, dict[str, str]]:
+    """The ingress path (a regex when the prefix is stripped) and the NGINX annotations for
+    stripping, the upload limit and the proxy headers."""
+    routing, opts = spec.routing, spec.kubernetes
     annotations: dict[str, str] = {}
     if routing and routing.strip_path and path != "/":
         path = f"{path.rstrip('/')}/?(.*)"
@@ -261,6 +249,26 @@ def _ingress(
                 f"{NGINX}/cors-allow-headers": headers,
             }
         )
+    return path, annotations
+
+
+def _ingress(
+    spec: WorkloadSpec, ns: str, name: str, ports: list[int], settings: KubernetesSettings
+) -> Obj | None:
+    if spec.expose not in (ExposeStrategy.EXPOSE, ExposeStrategy.EXPOSE_WITH_TLS):
+        return None
+    if not ports:
+        raise InvalidSpec("expose", "exposing a workload needs at least one port")
+    opts = spec.kubernetes
+    routing = spec.routing
+    port = routing.port if routing and routing.port else ports[0]
+    if port not in ports:
+        raise InvalidSpec("routing.port", f"{port} is not one of the workload's ports")
+    host = ingress_host(routing.domain if routing else None, name, ns, settings.root_domain)
+    path = (routing.path if routing and routing.path else "/").strip() or "/"
+    if not path.startswith("/"):
+        path = f"/{path}"
+    path, annotations = _ingress_path(spec, path)
     rule: Obj = {
         "http": {
             "paths": [
@@ -521,6 +529,37 @@ def _image(image_name: str, tag: str, settings: KubernetesSettings, registry: st
     )
 
 
+def _main_container(
+    spec: WorkloadSpec,
+    name: str,
+    *,
+    image: str,
+    settings: KubernetesSettings,
+    ports: list[int],
+    env_from: list[Obj],
+    mounts: list[Obj],
+) -> Obj:
+    container: Obj = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent" if is_pinned(image) else "Always",
+        "resources": _resources(spec, settings),
+        **_probes(spec, ports),
+    }
+    optional: Obj = {
+        "command": list(spec.commands),
+        "args": list(spec.args),
+        "envFrom": env_from,
+        "ports": [{"name": f"port-{p}", "containerPort": p, "protocol": "TCP"} for p in ports],
+        "tty": spec.tty or None,
+        "workingDir": spec.working_directory,
+        "securityContext": {"runAsUser": spec.user} if spec.user is not None else None,
+        "volumeMounts": mounts,
+    }
+    container.update({key: value for key, value in optional.items() if value})
+    return container
+
+
 def _deployment(
     spec: WorkloadSpec,
     ns: str,
@@ -537,29 +576,9 @@ def _deployment(
     ports = _service_ports(spec)
     env_from = _env_from(config_map, secret)
     volumes, mounts = _pod_volumes(spec, name, settings)
-    container: Obj = {
-        "name": name,
-        "image": image,
-        "imagePullPolicy": "IfNotPresent" if is_pinned(image) else "Always",
-        "resources": _resources(spec, settings),
-        **_probes(spec, ports),
-    }
-    if spec.commands:
-        container["command"] = list(spec.commands)
-    if spec.args:
-        container["args"] = list(spec.args)
-    if env_from:
-        container["envFrom"] = env_from
-    if ports:
-        container["ports"] = [{"name": f"port-{p}", "containerPort": p, "protocol": "TCP"} for p in ports]
-    if spec.tty:
-        container["tty"] = True
-    if spec.working_directory:
-        container["workingDir"] = spec.working_directory
-    if spec.user is not None:
-        container["securityContext"] = {"runAsUser": spec.user}
-    if mounts:
-        container["volumeMounts"] = mounts
+    container = _main_container(
+        spec, name, image=image, settings=settings, ports=ports, env_from=env_from, mounts=mounts
+    )
     pod_labels = {**(_user_labels(opts.labels.deployment) if opts.labels else {}), APP_LABEL: name}
     pod_annotations = {**(dict(opts.annotations.deployment) if opts.annotations else {})}
     pod_annotations[DEPLOYMENT_ID_ANNOTATION] = deployment_id
