@@ -57,9 +57,10 @@ def _registry_prefix(registry: str | None, default_registry: str) -> str:
     return prefix
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class ImageReference:
-    """A normalized reference: ``docker.io/library/nginx:1`` for ``nginx:1``."""
+    """A normalized reference: ``docker.io/library/nginx:1`` for ``nginx:1``. Built by ``parse``
+    and ``from_request``; by keyword otherwise (registry and repository are easily swapped)."""
 
     registry: str
     repository: str

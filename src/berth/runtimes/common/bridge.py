@@ -24,10 +24,9 @@ from typing import Final, ParamSpec, TypeVar
 
 from berth.errors import TemporaryCommandError
 
+FULL_RETRY_AFTER_S: Final = 5.0
 P = ParamSpec("P")
 T = TypeVar("T")
-
-FULL_RETRY_AFTER_S: Final = 5.0
 
 
 class ThreadBridge:

@@ -15,17 +15,7 @@ import docker.errors
 import structlog
 
 from berth.errors import InvalidSpec, NotFound, PermanentCommandError, RuntimeFailure
-from berth.model import (
-    SECRET_KEYS_LABEL,
-    ContainerRef,
-    DeleteOutcome,
-    DeploymentSpec,
-    LogItem,
-    PrefixTarget,
-    RuntimeInfo,
-    StateUpdate,
-    Target,
-)
+from berth.model import SECRET_KEYS_LABEL, ContainerRef, DeleteOutcome, PrefixTarget, RuntimeInfo
 from berth.names import checked_label
 from berth.runtimes.base import DeployEvents, DiskFigures
 from berth.runtimes.docker.engine import Engine, translated
@@ -37,7 +27,8 @@ from berth.runtimes.docker.traefik import TRAEFIK_IMAGE, TRAEFIK_NAME, boot_cont
 from berth.runtimes.docker.watcher import StateWatcher
 from berth.settings import DockerSettings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # names only the signatures use
+    from berth.model import DeploymentSpec, LogItem, StateUpdate, Target
     from berth.runtimes.docker.deployer import Deployer
 
 log = structlog.get_logger(__name__)

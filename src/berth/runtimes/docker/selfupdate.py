@@ -201,21 +201,13 @@ class _Pending:
 class DockerSelfUpdater:
     """``berth.runtimes.base.SelfUpdater`` for an agent running in a Docker (or Podman) container."""
 
-    def __init__(
-        self,
-        settings: DockerSettings,
-        *,
-        engine: Engine | None = None,
-        own_container: str | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, settings: DockerSettings, *, own_container: str | None = None) -> None:
         """``own_container`` (a name or id) skips self-discovery; tests use it to act as the agent
-        of a container they started. Every engine call goes through ``engine`` (the runtime's
-        client, threads and error translation); by default one of its own."""
+        of a container they started. Every engine call goes through an ``Engine``, the runtime's
+        way to the SDK (its client, threads and error translation), with a fixed API version."""
         self._settings = settings
-        self._engine = engine or Engine(api_version=API_VERSION, timeout_s=CLIENT_TIMEOUT_S)
+        self._engine = Engine(api_version=API_VERSION, timeout_s=CLIENT_TIMEOUT_S)
         self._own_hint = own_container
-        self._environ = os.environ if environ is None else environ
         self._own_name: str | None = None
         self._pending: _Pending | None = None
         self._settled: asyncio.Event | None = None
@@ -253,13 +245,8 @@ class DockerSelfUpdater:
                 self._pending = pending
             finally:
                 settled.set()
-            log.info(
-                "update_successor_started",
-                container=pending.name,
-                image=pending.image,
-                aside=pending.aside_name,
-                timeout_s=timeout_s,
-            )
+            update_log = log.bind(container=pending.name, image=pending.image)
+            update_log.info("update_successor_started", aside=pending.aside_name, timeout_s=timeout_s)
             try:
                 await self._wait_for_acceptance(pending)
             except asyncio.CancelledError:
@@ -296,7 +283,7 @@ class DockerSelfUpdater:
             candidates = [self._own_hint]
         else:
             candidates = container_id_candidates(
-                _read("/proc/self/cgroup"), _read("/proc/self/mountinfo"), self._environ.get("HOSTNAME")
+                _read("/proc/self/cgroup"), _read("/proc/self/mountinfo"), os.environ.get("HOSTNAME")
             )
         for candidate in candidates:
             try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
@@ -91,7 +92,8 @@ class LogReader:
     async def _follow(self, ref: ContainerRef, pods: list[Obj], tail_lines: int) -> AsyncGenerator[LogItem]:
         loop = asyncio.get_running_loop()
         buffer: BoundedBuffer[tuple[str, str]] = BoundedBuffer(self._buffer_lines, loop)
-        follow = _PodFollows(self._api, self._bridge, ref, pods=pods, tail_lines=tail_lines, buffer=buffer)
+        initial = frozenset(p["metadata"]["name"] for p in pods)
+        follow = _PodFollows(self._api, self._bridge, ref, tail_lines, buffer, initial)
         try:
             while True:
                 several = follow.update(await self._pods(ref))
@@ -107,82 +109,73 @@ class LogReader:
             await follow.aclose()
 
 
+@dataclass
 class _PodFollows:
     """One follow stream per started pod of a workload, all read into one bounded buffer."""
 
-    def __init__(
-        self,
-        api: KubeApi,
-        bridge: ThreadBridge,
-        ref: ContainerRef,
-        *,
-        pods: list[Obj],
-        tail_lines: int,
-        buffer: BoundedBuffer[tuple[str, str]],
-    ) -> None:
-        self._api = api
-        self._bridge = bridge
-        self._ref = ref
-        self._tail_lines = tail_lines
-        self.buffer = buffer
-        self._streams = OpenStreams()
-        self._followed: dict[str, asyncio.Task[None]] = {}
-        self._restarts: dict[str, int] = {}
-        self._last_stamp: dict[str, str] = {}
-        self._initial = {p["metadata"]["name"] for p in pods}
+    api: KubeApi
+    bridge: ThreadBridge
+    ref: ContainerRef
+    tail_lines: int
+    buffer: BoundedBuffer[tuple[str, str]]
+    initial: frozenset[str]  # the pods when the follow began: they start at ``tail_lines``
+    streams: OpenStreams = field(default_factory=OpenStreams)
+    followed: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    last_stamp: dict[str, str] = field(default_factory=dict)
 
     def update(self, current: list[Obj]) -> bool:
         """Follow new pods and restarted containers, forget ended follows of vanished pods;
         whether the workload has several pods."""
         for pod in current:
             name = pod["metadata"]["name"]
-            task = self._followed.get(name)
-            count = _started(pod, self._ref.name)
+            task = self.followed.get(name)
+            count = _started(pod, self.ref.name)
             if count is None or (task is not None and not task.done()):
                 continue
-            if task is None or self._restarts.get(name) != count:  # new pod, or a restarted container
-                self._restarts[name] = count
+            if task is None or self.restarts.get(name) != count:  # new pod, or a restarted container
+                self.restarts[name] = count
                 self._start(name)
         names = {p["metadata"]["name"] for p in current}
-        for name in list(self._followed):
-            if name not in names and self._followed[name].done():
-                del self._followed[name]
+        for name in list(self.followed):
+            if name not in names and self.followed[name].done():
+                del self.followed[name]
         return len(names) > 1
 
     def shown(self, item: tuple[str, str] | LogGap, *, several: bool) -> LogItem:
         if isinstance(item, LogGap):
             return item
         pod, line = item
-        self._last_stamp[pod] = line.partition(" ")[0]
+        self.last_stamp[pod] = line.partition(" ")[0]
         return with_pod(line, pod) if several else line
 
     def _start(self, pod: str) -> None:
-        query = [("container", self._ref.name), ("follow", "true"), ("timestamps", "true")]
-        if pod in self._last_stamp:
-            query.append(("sinceTime", self._last_stamp[pod]))
-        elif pod in self._initial:
-            query.append(("tailLines", str(max(self._tail_lines, 0))))
-        self._followed[pod] = asyncio.create_task(
-            self._bridge.stream(self._read, pod, query), name=f"kube-log-{self._ref.prefix}-{pod}"
+        query = [("container", self.ref.name), ("follow", "true"), ("timestamps", "true")]
+        if pod in self.last_stamp:
+            query.append(("sinceTime", self.last_stamp[pod]))
+        elif pod in self.initial:
+            query.append(("tailLines", str(max(self.tail_lines, 0))))
+        self.followed[pod] = asyncio.create_task(
+            self.bridge.stream(self._read, pod, query), name=f"kube-log-{self.ref.prefix}-{pod}"
         )
 
     def _read(self, pod: str, query: list[tuple[str, str]]) -> None:
         """Blocking, in a stream thread: one pod's follow into the buffer."""
-        ns = self._ref.prefix
+        ns = self.ref.prefix
         request = Request("get", resources.POD, ns, f"{pod}/log")
         try:
-            with self._streams.open(self._api, request, resources.POD.path(ns, pod, "log"), query) as lines:
+            with self.streams.open(self.api, request, resources.POD.path(ns, pod, "log"), query) as lines:
                 for raw in lines:
                     self.buffer.push([(pod, raw.decode("utf-8", "replace"))])
         except RuntimeFailure as err:
             log.info("kube_log_follow_refused", pod=pod, error=str(err))
         except Exception as err:  # closed on cancel, or a broken connection
-            if not self._streams.stop.is_set():
+            if not self.streams.stop.is_set():
                 log.info("kube_log_follow_ended", pod=pod, error=type(err).__name__)
 
     async def aclose(self) -> None:
-        self._streams.shutdown()
+        self.streams.shutdown()
         self.buffer.close()
-        for task in self._followed.values():
+        for task in self.followed.values():
             task.cancel()
-        await asyncio.gather(*self._followed.values(), return_exceptions=True)
+        await asyncio.gather(*self.followed.values(), return_exceptions=True)

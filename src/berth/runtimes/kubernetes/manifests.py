@@ -82,16 +82,16 @@ def shared_secret(prefix: str, secrets: Mapping[str, str]) -> Obj:
     return opaque_secret(f"{prefix}-shared", prefix, secrets)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkloadObjects:
     """What a workload is made of, in apply order (§15.2 pipeline)."""
 
-    deployment: Obj
-    secret: Obj
     config_map: Obj | None = None
-    pull_secret: Obj | None = None
     pvcs: tuple[Obj, ...] = ()
+    secret: Obj
     service: Obj | None = None
+    pull_secret: Obj | None = None
+    deployment: Obj
     ingress: Obj | None = None
     service_monitor: Obj | None = None
     notes: tuple[str, ...] = field(default=())
