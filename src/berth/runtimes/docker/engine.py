@@ -28,7 +28,7 @@ class Closeable(Protocol):
     def close(self) -> None: ...
 
 
-STREAM_THREADS: Final = 64  # concurrent log follows + state watches + pulls
+STREAM_THREADS: Final = 64  # log follows, state and health event streams, helper container waits
 CONNECTION_POOL: Final = STREAM_THREADS + 16
 REQUEST_TIMEOUT_S: Final = 120
 
