@@ -126,7 +126,11 @@ class _PodFollows:
 
     def update(self, current: list[Obj]) -> bool:
         """Follow new pods and restarted containers, forget ended follows of vanished pods;
-        whether the workload has several pods."""
+        whether the workload has several pods. A follow that could not start (every stream
+        thread taken) ends the whole stream with its error."""
+        for follow in self.followed.values():
+            if follow.done() and not follow.cancelled() and (refused := follow.exception()) is not None:
+                raise refused
         for pod in current:
             name = pod["metadata"]["name"]
             task = self.followed.get(name)

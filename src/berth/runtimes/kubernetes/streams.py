@@ -32,6 +32,10 @@ class OpenStreams:
             yield self._lines(response)
         finally:
             self._responses.discard(response)
+            # Closed, not only released: a stream left unread (stopped, broken) must not go back to
+            # the pool, or the next request on that connection reads the rest of the watch.
+            with contextlib.suppress(OSError):
+                response.close()
             response.release_conn()
 
     def _lines(self, response: Any) -> Iterator[bytes]:

@@ -84,6 +84,14 @@ class Channel:
     loop: asyncio.AbstractEventLoop
     streams: OpenStreams = field(default_factory=OpenStreams)
 
+    def refused(self, task: asyncio.Task[None]) -> None:
+        """A watch that could not start (every stream thread taken) ends the cycle as an error."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.warning("kube_watch_not_started", error=str(task.exception()))
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue: events flow, the resync repairs
+            self.queue.put_nowait("error")
+
     def put(self, item: WatchEvent | str) -> None:
         """From a watch thread: wait for room in the queue, unless the cycle stops meanwhile."""
         future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
@@ -175,6 +183,8 @@ class StateWatcher:
             )
             for kind in WATCHED
         ]
+        for task in tasks:
+            task.add_done_callback(channel.refused)
         deadline = loop.time() + self._resync_s
         try:
             while (remaining := deadline - loop.time()) > 0:
