@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -31,9 +30,9 @@ from berth.model import (
     Target,
     WorkloadSpec,
 )
+from berth.names import label_problem
 from berth.runtimes.base import DeployEvents
 
-_LABEL = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 _WATCH_QUEUE_SIZE = 1000
 
 
@@ -168,7 +167,7 @@ class MemoryRuntime:
             await self._deploy_one(workload, events)
 
     async def _deploy_one(self, workload: WorkloadSpec, events: DeployEvents) -> None:
-        if not _LABEL.match(workload.prefix) or not _LABEL.match(f"{workload.prefix}-{workload.name}"):
+        if label_problem(workload.prefix) or label_problem(f"{workload.prefix}-{workload.name}"):
             raise InvalidSpec(
                 "prefix/container name", f"{workload.prefix}-{workload.name} is not an RFC 1123 label"
             )
