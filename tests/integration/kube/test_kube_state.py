@@ -221,6 +221,7 @@ def _restart_api_server() -> None:
     )
 
 
+@pytest.mark.engine_restart
 async def test_watch_survives_an_api_server_restart(runtime, prefix, events) -> None:
     if not (BASE / "run" / "kube-apiserver.pid").is_file():
         pytest.skip("the API server was not started by tools/kube-apiserver.sh")
