@@ -2,7 +2,8 @@
 
 * the Docker runtime's benchmarks: every bench/docker_*.py with a ``run()`` returning rows;
 * agent start-up (bench/agent_startup.py, read from its output);
-* soak, log flood and burst (tests/kits/soak.py, tests/kits/burst.py), with the agent as a process.
+* soak, log flood and burst (tests/kits/soak.py, tests/kits/burst.py), with the agent as a process;
+* reconnect after platform outages and a 200-agent herd (bench/reconnect.py, reconnect_herd.py).
 
 Each benchmark runs in its own process with a time limit; the default run is sized for CI (about
 3-4 minutes on 2 cores, never more than ``--budget``, 570 s); ``--long`` soaks for 10 minutes and
@@ -91,6 +92,8 @@ def machine() -> str:
 
 def jobs(long: bool) -> dict[str, Callable[[], list[Row]]]:
     import platform_scale
+    import reconnect
+    import reconnect_herd
     from kits import burst, soak
 
     soak_s, flood_s = (600.0, 120.0) if long else (60.0, 20.0)
@@ -101,6 +104,8 @@ def jobs(long: bool) -> dict[str, Callable[[], list[Row]]]:
         "soak+flood": lambda: soak.run(soak_s, flood_s),
         "burst": burst.run,
         "platform_scale": platform_scale.run,
+        "reconnect": lambda: reconnect.run(full=long),
+        "reconnect_herd": lambda: reconnect_herd.run(png=BENCH / "results" / "reconnect_herd.png"),
     }
 
 

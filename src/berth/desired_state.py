@@ -13,7 +13,6 @@ import dataclasses
 import enum
 import hashlib
 import json
-import re
 import time
 import types
 import typing
@@ -25,10 +24,10 @@ from typing import Any, Final
 from berth import files, model
 from berth.errors import PersistenceError
 from berth.model import ContainerRef, DeploymentSpec, RegistryAuth, WorkloadSpec, frozen_map
+from berth.names import label_problem
 
 FOLDER: Final = "desired"
 SPEC_HASH_LABEL: Final = "io.berth.spec-hash"
-_PREFIX = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +103,7 @@ class DesiredStateStore:
         self._folder = data_dir / FOLDER
 
     def path(self, prefix: str) -> Path:
-        if not _PREFIX.match(prefix):
+        if label_problem(prefix):
             raise PersistenceError(f"prefix {prefix!r} cannot name a desired-state file")
         return self._folder / f"{prefix}.json"
 
@@ -127,7 +126,7 @@ class DesiredStateStore:
             names = sorted(p.stem for p in self._folder.glob("*.json"))
         except OSError as err:
             raise PersistenceError(f"cannot list {self._folder}: {err.strerror}") from err
-        found = [self.load(name) for name in names if _PREFIX.match(name)]
+        found = [self.load(name) for name in names if label_problem(name) is None]
         return [desired for desired in found if desired is not None]
 
     def save(self, desired: DesiredDeployment) -> None:
@@ -160,7 +159,7 @@ class DesiredStateStore:
             self.save(remaining)
 
     def mark(self, ref: ContainerRef, *, stopped: bool) -> None:
-        current = self.load(ref.prefix) if _PREFIX.match(ref.prefix) else None
+        current = self.load(ref.prefix) if label_problem(ref.prefix) is None else None
         if current is None or current.workload(ref.name) is None:
             return
         names = current.stopped | {ref.name} if stopped else current.stopped - {ref.name}

@@ -12,6 +12,8 @@ import unicodedata
 from pathlib import PurePosixPath
 from typing import Final
 
+from berth.errors import InvalidSpec
+
 RFC1123_LABEL: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_LABEL: Final = 63
 MAX_PORT: Final = 65535
@@ -51,6 +53,14 @@ def repair_text(value: str) -> str:
 
 def label_problem(value: str) -> str | None:
     return None if RFC1123_LABEL.match(value) else LABEL_RULE
+
+
+def checked_label(field: str, value: str) -> str:
+    """``value`` when it is an RFC 1123 label; on a node, ``InvalidSpec`` naming ``field``."""
+    problem = label_problem(value)
+    if problem:
+        raise InvalidSpec(field, f"{value!r} {problem}")
+    return value
 
 
 def volume_name_problem(name: str) -> str | None:

@@ -115,6 +115,13 @@ def _keepalive_s(name: str, raw: str) -> float:
     return max(duration(name, raw), KEEPALIVE_MIN_S)
 
 
+def _positive_duration(name: str, raw: str) -> float:
+    value = duration(name, raw)
+    if value <= 0:
+        raise ConfigError(name, "must be a positive duration")
+    return value
+
+
 def _existing_file(name: str, raw: str) -> Path | None:
     file = Path(raw)
     if not file.is_file():
@@ -230,12 +237,14 @@ class ConnectionSettings:
         "BERTH_AGENT_VERSION", "", _agent_version, shown_default=f"`{PROTOCOL_VERSION}-berth.<version>`"
     )
     """version sent in AgentInfo (must lead with the protocol version)"""
-    backoff_initial_s: float = setting("BERTH_BACKOFF_INITIAL", 1.0, duration)
-    """first reconnect delay"""
-    backoff_max_s: float = setting("BERTH_BACKOFF_MAX", 60.0, duration)
-    """longest reconnect delay"""
-    healthy_after_s: float = setting("BERTH_HEALTHY_AFTER", 60.0, duration)
-    """a session this long resets the reconnect delay"""
+    # The reconnect policy (README "Reconnecting"): each delay is random in [ceiling / 4, ceiling];
+    # a small cap keeps a reconnect within seconds of the platform's return.
+    backoff_initial_s: float = setting("BERTH_BACKOFF_INITIAL", 2.0, _positive_duration)
+    """first reconnect ceiling; it doubles after each failed attempt"""
+    backoff_max_s: float = setting("BERTH_BACKOFF_MAX", 4.0, _positive_duration)
+    """cap of the reconnect ceiling: the longest reconnect delay"""
+    healthy_after_s: float = setting("BERTH_HEALTHY_AFTER", 10.0, duration)
+    """a session accepted this long starts the reconnect ceiling over"""
     iat_skew_s: float = 60.0
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from berth.imageref import ImageReference
 from berth.runtimes.docker.disk import enospc_failure, human_bytes
-from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.pruning import Deployed, LedgerEntry, candidates, record
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from berth.agent.updater_systemd import SystemdSelfUpdater
 from berth.errors import ConfigError, InvalidSpec, UpdateRefused
-from berth.imagetag import check_update_tag
+from berth.imageref import check_update_tag
 from berth.model import (
     SECRET_KEYS_LABEL,
     ContainerState,

@@ -14,7 +14,6 @@ from typing import Final
 
 import structlog
 
-from berth.agent.backoff import Backoff
 from berth.agent.credentials import AgentKey, FileCredentialStore
 from berth.agent.desired import DesiredState, DesiredStateRuntime, Reconciler
 from berth.agent.dispatcher import Dispatcher
@@ -29,7 +28,7 @@ from berth.agent.handlers import (
 )
 from berth.agent.health import HealthSocket, HealthState, HttpEndpoint
 from berth.agent.metrics import AgentMetrics
-from berth.agent.session import AgentIdentity, Session
+from berth.agent.session import AgentIdentity, Session, reconnect_backoff
 from berth.agent.tokens import NoToken, TokenKeeper
 from berth.desired_state import DesiredStateStore
 from berth.errors import BerthError, ConfigError, TemporaryCommandError
@@ -42,6 +41,7 @@ from berth.runtimes.base import (
     SelfUpdater,
     SupersedableWaits,
 )
+from berth.runtimes.common.backoff import Backoff
 from berth.settings import AgentSettings
 
 log = structlog.get_logger("berth.agent")
@@ -173,7 +173,7 @@ class Agent:
         """The engine may still be starting (or restarting) when the agent starts: wait for it
         with backoff instead of exiting; an unsupported engine is a permanent error."""
         conn = self.settings.connection
-        backoff = Backoff(conn.backoff_initial_s, conn.backoff_max_s)
+        backoff = reconnect_backoff(conn)
         while True:
             try:
                 return await runtime.preflight()

@@ -19,7 +19,6 @@ import structlog
 from google.protobuf.message import Message
 
 from berth.agent import codec
-from berth.agent.backoff import Backoff, HealthyTimer
 from berth.agent.commands import CallbackKind, Command, DeploymentMessage
 from berth.agent.health import HealthState
 from berth.agent.metrics import AgentMetrics
@@ -28,6 +27,7 @@ from berth.agent.tokens import RefusalOutcome, TokenKeeper
 from berth.errors import InvalidSpec, PlatformUnavailable
 from berth.model import ContainerRef, StateUpdate, Target
 from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
+from berth.runtimes.common.backoff import Backoff, HealthyTimer
 from berth.settings import KEEPALIVE_MIN_S, ConnectionSettings
 
 log = structlog.get_logger("berth.agent.session")
@@ -40,6 +40,13 @@ REFUSAL_CODES: Final = frozenset(
     {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 )
 SYSTEM_CA_FALLBACKS: Final = ("/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt")
+# Every reconnect delay is in [ceiling / 4, ceiling]: the floor bounds how often one agent tries
+# (once capped, at most one attempt per BERTH_BACKOFF_MAX / 4), the rest of the range spreads a
+# fleet that lost its platform at the same moment.
+RECONNECT_JITTER: Final = 0.75
+# gRPC core reads grpc.min_reconnect_backoff_ms as the shortest time it gives one connection
+# attempt (TCP, TLS and HTTP/2 handshakes); a slow link must still fit.
+CONNECT_TIMEOUT_S: Final = 4.0
 
 
 @dataclass(frozen=True)
@@ -77,6 +84,31 @@ def _describe_error(error: grpc.aio.AioRpcError) -> str:
     return f"{error.code().name}: {details}" if details else error.code().name
 
 
+def reconnect_backoff(settings: ConnectionSettings) -> Backoff:
+    """The session's reconnect policy: capped exponential backoff with a floored jitter (a
+    BERTH_BACKOFF_MAX below the initial delay lowers that too)."""
+    cap_s = settings.backoff_max_s
+    return Backoff(min(settings.backoff_initial_s, cap_s), cap_s, jitter=RECONNECT_JITTER)
+
+
+def reconnect_channel_options(settings: ConnectionSettings) -> list[tuple[str, int]]:
+    """Keep gRPC's own reconnect backoff out of the way of ``reconnect_backoff``.
+
+    The session opens a new channel after every failed connection, so the delays are the
+    session's alone, provided that (1) the new channel does not inherit the old one's connection
+    and its backoff state: gRPC shares connections of channels to the same target through a
+    process-wide pool unless told not to (that inherited backoff, growing 1.6x per failure, was
+    why reconnects took up to tens of seconds); (2) a channel never retries on its own sooner
+    than the session would (its first and longest backoff are the session's cap)."""
+    cap_ms = max(100, int(settings.backoff_max_s * 1000))
+    return [
+        ("grpc.use_local_subchannel_pool", 1),
+        ("grpc.initial_reconnect_backoff_ms", cap_ms),
+        ("grpc.max_reconnect_backoff_ms", cap_ms),
+        ("grpc.min_reconnect_backoff_ms", int(CONNECT_TIMEOUT_S * 1000)),
+    ]
+
+
 class PlatformChannel:
     """One gRPC channel to the platform address of the token in use."""
 
@@ -96,9 +128,7 @@ class PlatformChannel:
             ("grpc.http2.max_pings_without_data", 0),
             ("grpc.max_send_message_length", 4 * 1024 * 1024),
             ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-            ("grpc.initial_reconnect_backoff_ms", max(50, int(self._settings.backoff_initial_s * 1000))),
-            ("grpc.min_reconnect_backoff_ms", max(50, int(self._settings.backoff_initial_s * 1000))),
-            ("grpc.max_reconnect_backoff_ms", max(100, int(self._settings.backoff_max_s * 1000))),
+            *reconnect_channel_options(self._settings),
             ("grpc.enable_retries", 0),
         ]
         if self._settings.dial_override and not self._settings.allow_plaintext:
@@ -301,7 +331,7 @@ class Session:
         self._health = health
         self._metrics = metrics
         self._accept_after_s = accept_after_s
-        self.backoff = backoff or Backoff(settings.backoff_initial_s, settings.backoff_max_s)
+        self.backoff = backoff or reconnect_backoff(settings)
         self.channel = PlatformChannel(settings)
         self.link = GrpcPlatformLink(self.channel, keeper)
         self.attempts = 0

@@ -37,7 +37,7 @@ from typing import Final
 import structlog
 
 from berth.errors import UpdateRefused
-from berth.imagetag import check_update_tag
+from berth.imageref import check_update_tag
 from berth.settings import AgentSettings
 
 log = structlog.get_logger("berth.agent.updater_systemd")

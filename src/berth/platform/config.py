@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from berth.imageref import split_name_tag
 from berth.settings import PROTOCOL_VERSION
 
 DEFAULT_TEAM: Final = "default"
@@ -40,8 +41,7 @@ class PlatformConfig:
 
     @property
     def agent_tag(self) -> str:
-        _, sep, tag = self.agent_image.rpartition(":")
-        return tag if sep and "/" not in tag else "latest"
+        return split_name_tag(self.agent_image)[1]
 
 
 def _host(address: str) -> str:

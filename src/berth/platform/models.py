@@ -24,7 +24,7 @@ from pydantic import (
     field_validator,
 )
 
-from berth import names
+from berth import imageref, names
 from berth.fieldtypes import Label, LongText, Name
 from berth.proto import agent_pb2
 
@@ -65,9 +65,7 @@ Image = Annotated[
     AfterValidator(names.plain_text),
     AfterValidator(_image),
 ]
-Tag = Annotated[
-    str, StringConstraints(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-]
+Tag = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=rf"^{imageref.TAG.pattern}$")]
 SecretKey = Annotated[
     str, StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z_][A-Za-z0-9_.-]*$")
 ]

@@ -11,7 +11,7 @@ import pytest
 from docker_support import RecordingEvents, workload
 from waiting import wait_event, wait_for
 
-from berth.errors import NotFound
+from berth.errors import NotFound, TemporaryCommandError
 from berth.model import ContainerRef, DeploymentSpec, LogGap, LogItem
 from berth.runtimes.docker import DockerRuntime
 from berth.settings import DockerSettings
@@ -145,3 +145,30 @@ async def test_a_flood_is_bounded_and_the_gap_reported(
             since_gap += 1
     numbers = [int(first.split(" ", 1)[1])] + [int(line.split(" ", 1)[1]) for line in lines]
     assert numbers == sorted(numbers) and numbers[0] == 1, "lines were reordered or repeated"
+
+
+async def test_a_follow_without_a_free_stream_thread_is_refused_at_once(
+    settings: DockerSettings, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One stream thread, held by a first follow: a second follow is refused with a retryable
+    error instead of waiting silently behind a follow that may never end."""
+    monkeypatch.setattr("berth.runtimes.docker.engine.STREAM_THREADS", 1)
+    runtime = DockerRuntime(settings)
+    try:
+        ref = await deploy_script(runtime, prefix, "echo hello; exec sleep 1000")
+        first = runtime.logs(ref, follow=True, tail_lines=1)
+        await collect(first, lambda got: len(got) >= 1)
+        second = runtime.logs(ref, follow=True, tail_lines=1)
+        with pytest.raises(
+            TemporaryCommandError, match=r"too many open docker log follows and watches \(max 1\)"
+        ):
+            await wait_event(anext(second), 10, "the second follow to be refused")
+        await second.aclose()
+        await first.aclose()
+        third = runtime.logs(ref, follow=True, tail_lines=1)  # the first one's thread is free again
+        assert [item.split(" ", 1)[1] for item in await collect(third, lambda got: len(got) >= 1)] == [
+            "hello\n"
+        ]
+        await third.aclose()
+    finally:
+        await runtime.aclose()

@@ -51,7 +51,7 @@ async def test_watch_reports_the_list_then_changes_then_removal(
     finally:
         await updates.aclose()
     # closing the stream ends its event subscription at once, not when the collector gets to it
-    assert not runtime._bridge._open_streams  # no public view of the open streams
+    assert not runtime._engine._open_streams  # no public view of the open streams
 
 
 async def test_watch_everything_uses_full_names(runtime: DockerRuntime, prefix: str) -> None:

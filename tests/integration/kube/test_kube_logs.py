@@ -82,7 +82,7 @@ async def test_follow_buffer_is_bounded_and_reports_the_gap(
     settings, admin, prefix, events, kubelet, node, runtime
 ) -> None:
     from berth.model import LogGap
-    from berth.runtimes.kubernetes.bridge import Bridge
+    from berth.runtimes.common.bridge import ThreadBridge
     from berth.runtimes.kubernetes.logs import LogReader
 
     await runtime.deploy(
@@ -95,7 +95,7 @@ async def test_follow_buffer_is_bounded_and_reports_the_gap(
     )
     pod = await asyncio.to_thread(start_on_node, admin, prefix, "flood", node)
     kubelet.write(pod, "start")
-    api, bridge = KubeApi(settings), Bridge()
+    api, bridge = KubeApi(settings), ThreadBridge("kube", 32)
     stream = LogReader(api, bridge, buffer_lines=3).logs(
         ContainerRef(prefix, "flood"), follow=True, tail_lines=1
     )
@@ -120,3 +120,40 @@ async def test_follow_buffer_is_bounded_and_reports_the_gap(
         bridge.close()
         api.close()
     assert not following, "closing the stream must end its follows at once"
+
+
+async def test_a_follow_without_a_free_stream_thread_ends_the_stream_with_a_retryable_error(
+    settings, admin, prefix, events, kubelet, node, runtime
+) -> None:
+    """Every stream thread is taken: the follow is refused at once and says so, it never waits
+    silently for a thread that may never come free."""
+    import threading
+
+    from berth.errors import TemporaryCommandError
+    from berth.runtimes.common.bridge import ThreadBridge
+    from berth.runtimes.kubernetes.logs import LogReader
+
+    await runtime.deploy(
+        DeploymentSpec(
+            id="d1",
+            prefix=prefix,
+            workloads=(WorkloadSpec(id="b", prefix=prefix, name="busy", image_name="busybox"),),
+        ),
+        events,
+    )
+    await asyncio.to_thread(start_on_node, admin, prefix, "busy", node)
+    api, bridge = KubeApi(settings), ThreadBridge("kube", 1)
+    release = threading.Event()
+    taken = asyncio.create_task(bridge.stream(release.wait, 30), name="test-the-only-stream-thread")
+    stream = LogReader(api, bridge).logs(ContainerRef(prefix, "busy"), follow=True, tail_lines=1)
+    try:
+        with pytest.raises(
+            TemporaryCommandError, match=r"too many open kube log follows and watches \(max 1\)"
+        ):
+            await collect(stream, 1)
+    finally:
+        await stream.aclose()
+        release.set()
+        await taken
+        bridge.close()
+        api.close()

@@ -103,6 +103,9 @@ class _ExpiredWatch:
     def shutdown(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def release_conn(self) -> None:
         pass
 
@@ -157,6 +160,33 @@ async def test_watch_survives_a_forced_410_gone(runtime, prefix, events, monkeyp
     assert not [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("kube-watch-")]
 
 
+async def test_a_watch_without_a_free_stream_thread_ends_the_cycle_and_lists_again(
+    settings, runtime, prefix, events
+) -> None:
+    """Three kinds are watched but only two stream threads are free: the refused watch ends the
+    cycle as an error (said in the log), and the watcher lists again in full after its backoff."""
+    from berth.runtimes.common.bridge import ThreadBridge
+
+    web = WorkloadSpec(id="w", prefix=prefix, name="web", image_name="busybox")
+    await runtime.deploy(DeploymentSpec(id="d1", prefix=prefix, workloads=(web,)), events)
+    api, bridge = KubeApi(settings), ThreadBridge("kube", 2)
+    updates = StateWatcher(api, bridge, prefix, settings.resync_interval_s).updates()
+    try:
+        with structlog.testing.capture_logs() as logs:
+            async with within(20, "a full list, the refused watch and the list after it"):
+                first = await anext(updates)
+                second = await anext(updates)
+        assert first.initial and second.initial, "after an error cycle the full list is sent again"
+        assert [i.ref.name for i in second.items] == ["web"]
+        refused = [e for e in logs if e["event"] == "kube_watch_not_started"]
+        assert refused and "(max 2)" in refused[0]["error"]
+    finally:
+        await updates.aclose()
+        bridge.close()
+        api.close()
+    assert not [t.get_name() for t in asyncio.all_tasks() if t.get_name().startswith("kube-watch-")]
+
+
 def _stop_process(name: str, sig: signal.Signals) -> None:
     pid = int((BASE / "run" / f"{name}.pid").read_text())
     os.kill(pid, sig)
@@ -190,6 +220,7 @@ def _restart_api_server() -> None:
     )
 
 
+@pytest.mark.engine_restart
 async def test_watch_survives_an_api_server_restart(runtime, prefix, events) -> None:
     if not (BASE / "run" / "kube-apiserver.pid").is_file():
         pytest.skip("the API server was not started by tools/kube-apiserver.sh")

@@ -21,12 +21,12 @@ import requests.exceptions
 from waiting import wait_event, wait_for
 
 from berth.errors import UpdateRefused
+from berth.imageref import with_tag
 from berth.runtimes.docker.selfupdate import (
     DockerSelfUpdater,
     _Pending,
     collisions,
     container_id_candidates,
-    new_image_reference,
     successor_config,
 )
 from berth.settings import DockerSettings
@@ -283,13 +283,13 @@ def test_own_container_candidates(
     ],
 )
 def test_new_image_reference_keeps_the_repository(current: str, tag: str, expected: str) -> None:
-    assert new_image_reference(current, tag) == expected
+    assert with_tag(current, tag) == expected
 
 
 @pytest.mark.parametrize("tag", ["", "a/b", "x@y", "two words"])
 def test_new_image_reference_refuses_odd_tags(tag: str) -> None:
     with pytest.raises(UpdateRefused):
-        new_image_reference("berth/agent:1", tag)
+        with_tag("berth/agent:1", tag)
 
 
 def test_successor_config_keeps_operator_settings_and_drops_image_defaults() -> None:

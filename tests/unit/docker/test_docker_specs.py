@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from berth.errors import InvalidSpec
+from berth.imageref import ImageReference, split_name_tag
 from berth.model import (
     PREFIX_LABEL,
     ContainerRef,
@@ -23,7 +24,6 @@ from berth.model import (
     frozen_map,
 )
 from berth.runtimes.docker.container_spec import plan_container
-from berth.runtimes.docker.imageref import ImageReference, split_name_tag
 from berth.runtimes.docker.logstream import since_after, split_lines
 from berth.runtimes.docker.logwire import dechunk, demultiplex
 from berth.runtimes.docker.mounts import MountPlan, size_in_bytes

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 
 from berth.errors import InvalidSpec, NotFound, PermanentCommandError, TemporaryCommandError
+from berth.imageref import expand, split_name_tag
 from berth.model import ContainerState
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api_errors import ApiStatus, Gone, Request, translate
-from berth.runtimes.kubernetes.images import expand, split_name_tag
 from berth.runtimes.kubernetes.manifests import ingress_host, quantity, removal_patch
 from berth.runtimes.kubernetes.state import derive, pod_state
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from berth.imageref import ImageReference
 from berth.model import (
     MANAGED_LABEL,
     PREFIX_LABEL,
@@ -16,7 +17,6 @@ from berth.model import (
     WorkloadSpec,
 )
 from berth.runtimes.docker.compat import health_check, resource_limits
-from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan
 from berth.runtimes.docker.traefik import routing_labels
 from berth.settings import DockerSettings
@@ -82,6 +82,48 @@ class ContainerPlan:
     labels: Mapping[str, str] = field(default_factory=dict)
 
 
+def _ports(
+    workload: WorkloadSpec, settings: DockerSettings, image_labels: Mapping[str, str]
+) -> tuple[list[tuple[int, str]], dict[str, Any]]:
+    """The exposed ports and their host bindings: the image's capability ports (random host
+    ports), the workload's ports and port ranges.
+
+    The SDK's ``ports`` takes (port, protocol) tuples; a "8080/tcp" string would become
+    "8080/tcp/tcp" there. ``port_bindings`` keys take the "port/protocol" form."""
+    exposed: list[tuple[int, str]] = []
+    bindings: dict[str, Any] = {}
+    for port in capability_ports(image_labels):
+        exposed.append((port, "tcp"))
+        bindings[f"{port}/tcp"] = None  # a random host port
+    for p in workload.ports:
+        exposed.append((p.internal, "tcp"))
+        if p.external:
+            bindings[f"{p.internal}/tcp"] = _host_port(settings, p.external)
+    for binding in workload.port_ranges:
+        for offset in range(binding.internal.end - binding.internal.start + 1):
+            internal = binding.internal.start + offset
+            exposed.append((internal, "tcp"))
+            bindings[f"{internal}/tcp"] = _host_port(settings, binding.external.start + offset)
+    return exposed, bindings
+
+
+def _process_options(workload: WorkloadSpec) -> dict[str, Any]:
+    """What the container's process runs as: health check, entrypoint, command, folder, user."""
+    options: dict[str, Any] = {}
+    health = health_check(workload)
+    if health is not None:
+        options["healthcheck"] = health.healthcheck
+    if workload.commands:
+        options["entrypoint"] = list(workload.commands)
+    if workload.args:
+        options["command"] = list(workload.args)
+    if workload.working_directory:
+        options["working_dir"] = workload.working_directory
+    if workload.user is not None and workload.user >= 0:
+        options["user"] = str(workload.user)
+    return options
+
+
 def plan_container(
     workload: WorkloadSpec,
     settings: DockerSettings,
@@ -98,23 +140,7 @@ def plan_container(
         labels[SECRET_KEYS_LABEL] = ",".join(workload.secrets)
     labels.update(workload.docker.labels)
 
-    # The SDK's ``ports`` takes (port, protocol) tuples; a "8080/tcp" string would become
-    # "8080/tcp/tcp" there. ``port_bindings`` keys take the "port/protocol" form.
-    exposed: list[tuple[int, str]] = []
-    bindings: dict[str, Any] = {}
-    for port in capability_ports(image_labels):
-        exposed.append((port, "tcp"))
-        bindings[f"{port}/tcp"] = None  # a random host port
-    for p in workload.ports:
-        exposed.append((p.internal, "tcp"))
-        if p.external:
-            bindings[f"{p.internal}/tcp"] = _host_port(settings, p.external)
-    for binding in workload.port_ranges:
-        for offset in range(binding.internal.end - binding.internal.start + 1):
-            internal = binding.internal.start + offset
-            exposed.append((internal, "tcp"))
-            bindings[f"{internal}/tcp"] = _host_port(settings, binding.external.start + offset)
-
+    exposed, bindings = _ports(workload, settings, image_labels)
     host: dict[str, Any] = {
         "restart_policy": {"Name": restart_policy_name(workload.docker.restart_policy)},
         "extra_hosts": [HOST_GATEWAY],
@@ -138,17 +164,7 @@ def plan_container(
         "tty": workload.tty,
         "detach": True,
     }
-    health = health_check(workload)
-    if health is not None:
-        create["healthcheck"] = health.healthcheck
-    if workload.commands:
-        create["entrypoint"] = list(workload.commands)
-    if workload.args:
-        create["command"] = list(workload.args)
-    if workload.working_directory:
-        create["working_dir"] = workload.working_directory
-    if workload.user is not None and workload.user >= 0:
-        create["user"] = str(workload.user)
+    create.update(_process_options(workload))
     # On the default bridge (always kept, so Traefik on the host network reaches exposed
     # workloads) the container also joins each requested network.
     networks = () if mode is not None else workload.docker.networks

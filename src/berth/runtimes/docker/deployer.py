@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import docker
@@ -14,6 +15,7 @@ import structlog
 
 from berth.desired_state import SPEC_HASH_LABEL, spec_hash
 from berth.errors import InvalidSpec, PermanentCommandError, PersistenceError, RuntimeFailure
+from berth.imageref import ImageReference
 from berth.model import (
     MANAGED_LABEL,
     PREFIX_LABEL,
@@ -25,8 +27,8 @@ from berth.model import (
     RegistryAuth,
     WorkloadSpec,
 )
+from berth.names import checked_label
 from berth.runtimes.base import DeployEvents
-from berth.runtimes.docker.bridge import EngineBridge, translated
 from berth.runtimes.docker.compat import honoured_notes, ignored_fields, resource_limits
 from berth.runtimes.docker.container_spec import (
     ContainerPlan,
@@ -35,16 +37,16 @@ from berth.runtimes.docker.container_spec import (
     restart_policy_name,
 )
 from berth.runtimes.docker.disk import DiskGuard, enospc_failure
+from berth.runtimes.docker.engine import Engine, translated
 from berth.runtimes.docker.guard import ContainerGuard
 from berth.runtimes.docker.health_gate import HealthGate
-from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.mounts import MountPlan, plan_mounts
 from berth.runtimes.docker.pruning import Deployed, ImagePruner
 from berth.runtimes.docker.pull import ImagePuller
 from berth.runtimes.docker.pulls import PullSet
 from berth.runtimes.docker.records import write_release_record, write_shared_secrets
 from berth.runtimes.docker.status import state_of
-from berth.runtimes.docker.validation import check_rfc1123_label, check_workload
+from berth.runtimes.docker.validation import check_workload
 from berth.settings import DockerSettings
 
 log = structlog.get_logger(__name__)
@@ -56,19 +58,25 @@ _POLL_START_S: Final = 0.02
 _POLL_MAX_S: Final = 0.5
 
 
+@dataclass
+class _HelperImages:
+    """The images of a workload's helper containers, requested from the pull set early."""
+
+    inits: list[ImageReference]
+    importer: ImageReference | None = None
+
+
 class Deployer:
-    def __init__(
-        self, bridge: EngineBridge, settings: DockerSettings, guard: ContainerGuard | None = None
-    ) -> None:
-        self._bridge = bridge
+    def __init__(self, engine: Engine, settings: DockerSettings, guard: ContainerGuard | None = None) -> None:
+        self._engine = engine
         self._settings = settings
         self._guard = guard or ContainerGuard(
             traefik_enabled=settings.traefik_enabled, managed_only=settings.managed_only
         )
         self.disk = DiskGuard(settings.resilience)
-        self._puller = ImagePuller(bridge, before_pull=self.disk.check_before_pull)
-        self._health = HealthGate(bridge, settings.resilience)
-        self.pruner = ImagePruner(bridge, settings)
+        self._puller = ImagePuller(engine, before_pull=self.disk.check_before_pull)
+        self._health = HealthGate(engine, settings.resilience)
+        self.pruner = ImagePruner(engine, settings)
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
         seen: set[str] = set()
@@ -85,7 +93,7 @@ class Deployer:
                 await self._report_failure(workload, err, events)
                 raise
         if deployment.shared_secrets:
-            check_rfc1123_label("prefix", deployment.prefix)  # it names a folder
+            checked_label("prefix", deployment.prefix)  # it names a folder
             await self._persist(
                 "shared secrets",
                 lambda: write_shared_secrets(
@@ -105,7 +113,7 @@ class Deployer:
             await self.pruner.after_success(deployment.prefix, deployed, events)
         if deployment.version_name and deployment.workloads:
             names = [w.ref.key for w in deployment.workloads]
-            check_rfc1123_label("prefix", deployment.prefix)
+            checked_label("prefix", deployment.prefix)
             await self._persist(
                 "the release record",
                 lambda: write_release_record(
@@ -177,78 +185,112 @@ class Deployer:
         outcome = await pulls.result(image, workload.registry_auth, workload.id)
         for note in outcome.notes:
             await events.log(LogLevel.WARNING, note)
-        init_images = [self._init_image(init) for init in workload.init_containers]
-        for init_image in init_images:
-            pulls.request(init_image, self._auth_for(workload, image, init_image), workload.id)
-        import_image = None
-        if workload.import_container is not None:
-            import_image = ImageReference.parse(self._settings.import_container_image)
-            pulls.request(import_image, None, workload.id)
-
-        def prepare() -> MountPlan:
-            mounts = plan_mounts(self._settings, workload.prefix, workload.name, workload.volumes)
-            mounts.ensure_directories()
-            return mounts
-
-        try:
-            mounts = await asyncio.to_thread(prepare) if workload.volumes else MountPlan()
-        except OSError as err:
-            raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
+        helpers = self._request_helper_images(workload, image, pulls)
+        mounts = await self._prepare_mounts(workload)
         plan = plan_container(workload, self._settings, image, outcome.labels, mounts)
         plan.create["labels"][SPEC_HASH_LABEL] = spec_hash(workload)  # drift is judged against it
         for network in plan.networks:
-            await self._bridge.call(f"network {network}", _network_ensurer(network))
-
-        old = await self._bridge.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
-        aside = await self._set_aside(workload, old, events) if old is not None else None
-        if old is None:
-            # An interrupted redeploy (the agent stopped mid-way) left the previous one aside.
-            leftover = f"{plan.name}{ASIDE_SUFFIX}"
-            old = await self._bridge.call(f"inspect {leftover}", lambda c: _exact(c, leftover))
-            if old is not None:
-                aside = leftover
-                await events.log(
-                    LogLevel.WARNING,
-                    f"Found the previous container kept aside as {leftover}; kept until the new one runs",
-                )
+            await self._engine.call(f"network {network}", _network_ensurer(network))
+        old, aside = await self._previous(workload, plan, events)
         new_id: str | None = None
         try:
-            new_id = await self._bridge.call(f"create {plan.name}", lambda c: _create(c, plan))
-            if workload.import_container is not None and import_image is not None:
-                await pulls.result(import_image, None, workload.id)
-                await self._run_import(workload, import_image, mounts, events)
-            for init, init_image in zip(workload.init_containers, init_images, strict=True):
-                await pulls.result(init_image, self._auth_for(workload, image, init_image), workload.id)
-                await self._run_init(
-                    workload, init, image=init_image, parent=plan, mounts=mounts, events=events
-                )
-            cid = new_id
-            await self._bridge.call(f"start {plan.name}", lambda c: c.api.start(cid))
-            attrs = await self._bridge.call(f"inspect {plan.name}", lambda c: c.api.inspect_container(cid))
-            raw = str(attrs["State"]["Status"])
-            await events.instance(workload.id, state_of(raw), raw)
-            await events.log(LogLevel.INFO, f"Started container: {plan.name}")
-            await self._wait_expected(workload, cid, plan.name, attrs)
-            if _expects_running(workload):
-                await self._health.wait(workload.id, cid, plan.name, events, attrs)
+            new_id = await self._engine.call(f"create {plan.name}", lambda c: _create(c, plan))
+            await self._run_helpers(
+                workload, image=image, helpers=helpers, pulls=pulls, plan=plan, mounts=mounts, events=events
+            )
+            await self._start(workload, new_id, plan.name, events)
         except BaseException as err:
             await self._undo(
                 workload, name=plan.name, new_id=new_id, aside=aside, old=old, events=events, cause=err
             )
             raise
         if aside is not None:
-            try:
-                await self._bridge.call(f"remove {aside}", lambda c: c.api.remove_container(aside, v=False))
-            except RuntimeFailure as err:  # the new container runs: the deployment succeeded
-                await events.log(LogLevel.WARNING, f"Could not remove the previous container {aside}: {err}")
-            else:
-                await events.log(LogLevel.INFO, f"Removed previous container: {old_id12(old)}")
+            await self._remove_aside(aside, old, events)
+
+    def _request_helper_images(
+        self, workload: WorkloadSpec, image: ImageReference, pulls: PullSet
+    ) -> _HelperImages:
+        """Start pulling the init containers' and the import container's images now."""
+        helpers = _HelperImages(inits=[self._init_image(init) for init in workload.init_containers])
+        for init_image in helpers.inits:
+            pulls.request(init_image, self._auth_for(workload, image, init_image), workload.id)
+        if workload.import_container is not None:
+            helpers.importer = ImageReference.parse(self._settings.import_container_image)
+            pulls.request(helpers.importer, None, workload.id)
+        return helpers
+
+    async def _prepare_mounts(self, workload: WorkloadSpec) -> MountPlan:
+        def prepare() -> MountPlan:
+            mounts = plan_mounts(self._settings, workload.prefix, workload.name, workload.volumes)
+            mounts.ensure_directories()
+            return mounts
+
+        try:
+            return await asyncio.to_thread(prepare) if workload.volumes else MountPlan()
+        except OSError as err:
+            raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
+
+    async def _previous(
+        self, workload: WorkloadSpec, plan: ContainerPlan, events: DeployEvents
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """The container being replaced, set aside (stopped and renamed), and its aside name."""
+        old = await self._engine.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
+        if old is not None:
+            return old, await self._set_aside(workload, old, events)
+        # An interrupted redeploy (the agent stopped mid-way) left the previous one aside.
+        leftover = f"{plan.name}{ASIDE_SUFFIX}"
+        old = await self._engine.call(f"inspect {leftover}", lambda c: _exact(c, leftover))
+        if old is None:
+            return None, None
+        await events.log(
+            LogLevel.WARNING,
+            f"Found the previous container kept aside as {leftover}; kept until the new one runs",
+        )
+        return old, leftover
+
+    async def _run_helpers(
+        self,
+        workload: WorkloadSpec,
+        *,
+        image: ImageReference,
+        helpers: _HelperImages,
+        pulls: PullSet,
+        plan: ContainerPlan,
+        mounts: MountPlan,
+        events: DeployEvents,
+    ) -> None:
+        """The import container, then the init containers, each once its image is there."""
+        if workload.import_container is not None and helpers.importer is not None:
+            await pulls.result(helpers.importer, None, workload.id)
+            await self._run_import(workload, helpers.importer, mounts, events)
+        for init, init_image in zip(workload.init_containers, helpers.inits, strict=True):
+            await pulls.result(init_image, self._auth_for(workload, image, init_image), workload.id)
+            await self._run_init(workload, init, image=init_image, parent=plan, mounts=mounts, events=events)
+
+    async def _start(self, workload: WorkloadSpec, cid: str, name: str, events: DeployEvents) -> None:
+        """Start the new container and wait for its expected state and health."""
+        await self._engine.call(f"start {name}", lambda c: c.api.start(cid))
+        attrs = await self._engine.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
+        raw = str(attrs["State"]["Status"])
+        await events.instance(workload.id, state_of(raw), raw)
+        await events.log(LogLevel.INFO, f"Started container: {name}")
+        await self._wait_expected(workload, cid, name, attrs)
+        if _expects_running(workload):
+            await self._health.wait(workload.id, cid, name, events, attrs)
+
+    async def _remove_aside(self, aside: str, old: dict[str, Any] | None, events: DeployEvents) -> None:
+        try:
+            await self._engine.call(f"remove {aside}", lambda c: c.api.remove_container(aside, v=False))
+        except RuntimeFailure as err:  # the new container runs: the deployment succeeded
+            await events.log(LogLevel.WARNING, f"Could not remove the previous container {aside}: {err}")
+        else:
+            await events.log(LogLevel.INFO, f"Removed previous container: {old_id12(old)}")
 
     # -- redeploy safety ----------------------------------------------------------------------
 
     async def _set_aside(self, workload: WorkloadSpec, old: dict[str, Any], events: DeployEvents) -> str:
         """Stop the existing container and rename it aside; it stays recoverable."""
-        await self._bridge.call(f"check {workload.ref}", lambda c: self._guard.check_now(c, old, "replace"))
+        await self._engine.call(f"check {workload.ref}", lambda c: self._guard.check_now(c, old, "replace"))
         owner = (old.get("Config") or {}).get("Labels", {}).get(PREFIX_LABEL)
         if owner is not None and owner != workload.prefix:
             # <p>+"b-c" and <p>-b+"c" share a name: never take over another prefix's container.
@@ -262,16 +304,16 @@ class Deployer:
         cid = str(old["Id"])
         if raw in _STOPPABLE:
             await events.log(LogLevel.INFO, f"Stopping container: {cid[:12]}")
-            await self._bridge.call(f"stop {workload.ref}", lambda c: c.api.stop(cid))
+            await self._engine.call(f"stop {workload.ref}", lambda c: c.api.stop(cid))
         aside = f"{workload.ref.key}{ASIDE_SUFFIX}"
-        taken = await self._bridge.call(f"inspect {aside}", lambda c: _exact(c, aside))
+        taken = await self._engine.call(f"inspect {aside}", lambda c: _exact(c, aside))
         if taken is not None:
             aside = f"{aside}-{int(time.time())}"
         try:
-            await self._bridge.call(f"rename {workload.ref}", lambda c: c.api.rename(cid, aside))
+            await self._engine.call(f"rename {workload.ref}", lambda c: c.api.rename(cid, aside))
         except RuntimeFailure:
             if raw in _STOPPABLE:  # put it back as it was before failing
-                await self._bridge.call(f"start {workload.ref}", lambda c: c.api.start(cid))
+                await self._engine.call(f"start {workload.ref}", lambda c: c.api.start(cid))
             raise
         await events.instance(workload.id, ContainerState.WAITING, "replacing")
         await events.log(
@@ -295,14 +337,14 @@ class Deployer:
         try:
             if new_id is not None:
                 nid = new_id
-                await self._bridge.call(f"remove {name}", lambda c: c.api.remove_container(nid, force=True))
+                await self._engine.call(f"remove {name}", lambda c: c.api.remove_container(nid, force=True))
                 await events.log(LogLevel.WARNING, f"Removed the new container {name} after the failure")
             if aside is not None and old is not None:
                 oid = str(old["Id"])
-                await self._bridge.call(f"rename {aside}", lambda c: c.api.rename(oid, name))
+                await self._engine.call(f"rename {aside}", lambda c: c.api.rename(oid, name))
                 if str(old["State"]["Status"]) in _STOPPABLE:
-                    await self._bridge.call(f"start {name}", lambda c: c.api.start(oid))
-                raw = await self._bridge.call(f"inspect {name}", lambda c: _raw_state(c, oid))
+                    await self._engine.call(f"start {name}", lambda c: c.api.start(oid))
+                raw = await self._engine.call(f"inspect {name}", lambda c: _raw_state(c, oid))
                 await events.instance(workload.id, state_of(raw), raw)
                 await events.log(
                     LogLevel.WARNING, f"Restored the previous container {name} ({oid[:12]}), {raw}"
@@ -341,7 +383,7 @@ class Deployer:
                 )
             await asyncio.sleep(interval)
             interval = min(interval * 2, _POLL_MAX_S)
-            attrs = await self._bridge.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
+            attrs = await self._engine.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
 
     # -- import and init containers (§6.4) ----------------------------------------------------
 
@@ -431,7 +473,7 @@ class Deployer:
         timeout_s = self._settings.default_expected_timeout_s
 
         def start() -> str:
-            client = self._bridge.client()
+            client = self._engine.client()
             with translated(f"run {name}"):
                 stale = _exact(client, name)
                 if stale is not None:
@@ -443,18 +485,18 @@ class Deployer:
                 client.api.start(cid)
                 return cid
 
-        cid = await asyncio.to_thread(start)
+        cid = await self._engine.threads.call(start)
         try:
 
             def wait() -> tuple[int, bytes]:
-                client = self._bridge.client()
+                client = self._engine.client()
                 with translated(f"wait for {name}"):
                     result = client.api.wait(cid, timeout=timeout_s)
                     output: bytes = client.api.logs(cid, stdout=True, stderr=True)
                     return int(result.get("StatusCode", -1)), output
 
             try:
-                code, output = await self._bridge.in_stream_pool(wait)
+                code, output = await self._engine.in_stream_pool(wait)
             except RuntimeFailure as err:
                 if "timed out" in str(err).lower() or "read timeout" in str(err).lower():
                     raise PermanentCommandError(f"{name} did not finish within {timeout_s} s") from err
@@ -466,15 +508,15 @@ class Deployer:
                 raise PermanentCommandError(f"{name} exited with code {code}")
             await events.log(LogLevel.INFO, f"{name} exited with code 0")
         finally:
-            await self._bridge.call(f"remove {name}", lambda c: c.api.remove_container(cid, force=True))
+            await self._engine.call(f"remove {name}", lambda c: c.api.remove_container(cid, force=True))
 
 
-# -- blocking helpers (run in threads through the bridge) -------------------------------------
+# -- blocking helpers (run in threads through the engine) -------------------------------------
 
 
 def _names_a_folder(prefix: str) -> bool:
     try:
-        check_rfc1123_label("prefix", prefix)
+        checked_label("prefix", prefix)
     except InvalidSpec:
         return False
     return True

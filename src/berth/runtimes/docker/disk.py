@@ -16,7 +16,7 @@ import docker
 import structlog
 
 from berth.errors import PermanentCommandError
-from berth.runtimes.docker.imageref import ImageReference
+from berth.imageref import ImageReference
 from berth.runtimes.docker.manifest_size import SizeUnknown, image_download_size
 from berth.settings import ResilienceSettings
 

@@ -21,7 +21,7 @@ import structlog
 from berth.errors import PermanentCommandError, RuntimeFailure
 from berth.model import ContainerState, LogLevel
 from berth.runtimes.base import DeployEvents
-from berth.runtimes.docker.bridge import EngineBridge
+from berth.runtimes.docker.engine import Engine
 from berth.settings import ResilienceSettings
 
 log = structlog.get_logger(__name__)
@@ -95,8 +95,8 @@ def last_output_lines(attrs: dict[str, Any], limit: int = OUTPUT_LINES) -> list[
 
 
 class HealthGate:
-    def __init__(self, bridge: EngineBridge, settings: ResilienceSettings) -> None:
-        self._bridge = bridge
+    def __init__(self, engine: Engine, settings: ResilienceSettings) -> None:
+        self._engine = engine
         self._settings = settings
 
     async def wait(
@@ -178,13 +178,13 @@ class HealthGate:
         raise PermanentCommandError(reason)
 
     async def _inspect(self, name: str, cid: str) -> dict[str, Any]:
-        attrs: dict[str, Any] = await self._bridge.call(
+        attrs: dict[str, Any] = await self._engine.call(
             f"inspect {name}", lambda c: c.api.inspect_container(cid)
         )
         return attrs
 
     async def _subscribe(self, cid: str, changed: asyncio.Event) -> _EventPump:
-        pump = _EventPump(self._bridge, cid, changed)
+        pump = _EventPump(self._engine, cid, changed)
         try:
             await pump.start()
         except RuntimeFailure as err:  # the safety poll still sees every change, a little later
@@ -195,8 +195,8 @@ class HealthGate:
 class _EventPump:
     """Sets ``changed`` on every engine event of one container, from a stream thread."""
 
-    def __init__(self, bridge: EngineBridge, cid: str, changed: asyncio.Event) -> None:
-        self._bridge = bridge
+    def __init__(self, engine: Engine, cid: str, changed: asyncio.Event) -> None:
+        self._engine = engine
         self._cid = cid
         self.changed = changed
         self.exit_code: str | None = None
@@ -206,10 +206,10 @@ class _EventPump:
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
         filters = {"type": "container", "container": self._cid}
-        stream = await self._bridge.call(
+        stream = await self._engine.call(
             "subscribe to health events", lambda c: c.api.events(decode=True, filters=filters)
         )
-        self._bridge.track(stream)
+        self._engine.track(stream)
         self._stream = stream
 
         def died(code: str) -> None:
@@ -227,10 +227,10 @@ class _EventPump:
             except Exception as err:  # closed by aclose, or the engine went away
                 log.debug("health_events_ended", error=str(err))
 
-        self._pumping = asyncio.wrap_future(self._bridge.submit_stream(pump))
+        self._pumping = asyncio.wrap_future(self._engine.submit_stream(pump))
 
     async def aclose(self) -> None:
         if self._stream is not None:
-            self._bridge.untrack(self._stream)
+            self._engine.untrack(self._stream)
         if self._pumping is not None:
             await asyncio.gather(self._pumping, return_exceptions=True)

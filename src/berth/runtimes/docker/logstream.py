@@ -4,8 +4,6 @@ restarts (or is replaced), through a bounded buffer that counts what a flood for
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections import deque
 from collections.abc import AsyncIterator, Iterable
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -14,96 +12,15 @@ import structlog
 from docker.types.daemon import CancellableStream
 
 from berth.errors import NotFound, RuntimeFailure
-from berth.model import ContainerRef, LogGap, LogItem
-from berth.runtimes.docker.bridge import EngineBridge
+from berth.model import ContainerRef, LogItem
+from berth.runtimes.common.buffer import BoundedBuffer
+from berth.runtimes.docker.engine import Engine
 from berth.runtimes.docker.logwire import open_log_stream
 from berth.runtimes.docker.lookup import find_container
 
 log = structlog.get_logger(__name__)
 
 RESTART_POLL_S: Final = 0.5
-BACKPRESSURE_S: Final = 0.05
-
-
-class _Gap:
-    __slots__ = ("dropped",)
-
-    def __init__(self) -> None:
-        self.dropped = 0
-
-
-class LineBuffer:
-    """Lines from a reader thread to the event loop. Holds at most ``capacity`` lines. When it is
-    full the reader waits a moment (``BACKPRESSURE_S``, absorbing a short stall of the consumer);
-    a line that still does not fit is dropped and counted, and the consumer sees a ``LogGap``
-    where it was, so a flood keeps the view current instead of lagging without bound."""
-
-    def __init__(self, capacity: int, loop: asyncio.AbstractEventLoop) -> None:
-        self._capacity = capacity
-        self._loop = loop
-        self._items: deque[str | _Gap] = deque()
-        self._lines = 0
-        self._lock = threading.Lock()
-        self._drained = threading.Condition(self._lock)
-        self._closed = False
-        self._waiting = False
-        self._wakeup = asyncio.Event()
-        self.dropped_total = 0
-
-    # producer side (thread)
-    def push(self, lines: list[str]) -> None:
-        wake = False
-        with self._lock:
-            room = self._capacity - self._lines
-            if len(lines) > room and not self._closed:
-                self._drained.wait(BACKPRESSURE_S)
-                room = self._capacity - self._lines
-            if len(lines) <= room:
-                self._items.extend(lines)
-                self._lines += len(lines)
-            else:
-                if room > 0:
-                    self._items.extend(lines[:room])
-                    self._lines += room
-                gap = self._items[-1] if self._items else None
-                if not isinstance(gap, _Gap):
-                    gap = _Gap()
-                    self._items.append(gap)
-                dropped = len(lines) - max(room, 0)
-                gap.dropped += dropped
-                self.dropped_total += dropped
-            if self._waiting and self._items:
-                self._waiting = False
-                wake = True
-        if wake:
-            self._loop.call_soon_threadsafe(self._wakeup.set)
-
-    def close(self) -> None:
-        with self._lock:
-            self._closed = True
-            wake, self._waiting = self._waiting, False
-            self._drained.notify_all()
-        if wake:
-            self._loop.call_soon_threadsafe(self._wakeup.set)
-
-    # consumer side (event loop)
-    async def next_batch(self) -> list[LogItem] | None:
-        """What arrived since the last call (waiting for something); ``None`` at the end."""
-        while True:
-            with self._lock:
-                batch = list(self._items)
-                self._items.clear()
-                self._lines = 0
-                self._drained.notify_all()
-                closed = self._closed
-                if not batch and not closed:
-                    self._waiting = True
-                    self._wakeup.clear()
-            if batch:
-                return [LogGap(item.dropped) if isinstance(item, _Gap) else item for item in batch]
-            if closed:
-                return None
-            await self._wakeup.wait()
 
 
 def split_lines(data: bytes) -> tuple[list[str], bytes]:
@@ -117,7 +34,7 @@ def split_lines(data: bytes) -> tuple[list[str], bytes]:
     return [part + "\n" for part in parts], data[cut + 1 :]
 
 
-def pump_lines(stream: Iterable[bytes], buffer: LineBuffer) -> None:
+def pump_lines(stream: Iterable[bytes], buffer: BoundedBuffer[str]) -> None:
     """Blocking: split the engine's chunks into lines until the stream ends."""
     pending = b""
     try:
@@ -153,12 +70,12 @@ def since_after(line: str) -> str | None:
 
 
 class LogFollower:
-    def __init__(self, bridge: EngineBridge, buffer_lines: int) -> None:
-        self._bridge = bridge
+    def __init__(self, engine: Engine, buffer_lines: int) -> None:
+        self._engine = engine
         self._buffer_lines = buffer_lines
 
     async def _find(self, ref: ContainerRef) -> dict[str, Any] | None:
-        return await self._bridge.call(f"find {ref}", lambda c: find_container(c, ref))
+        return await self._engine.call(f"find {ref}", lambda c: find_container(c, ref))
 
     async def lines(self, ref: ContainerRef, *, follow: bool, tail_lines: int) -> AsyncIterator[LogItem]:
         attrs = await self._find(ref)
@@ -166,7 +83,7 @@ class LogFollower:
             raise NotFound(f"container not found: {ref}")
         cid = str(attrs["Id"])
         if not follow:
-            data: bytes = await self._bridge.call(
+            data: bytes = await self._engine.call(
                 f"logs of {ref}",
                 lambda c: c.api.logs(cid, stdout=True, stderr=True, timestamps=True, tail=max(0, tail_lines)),
             )
@@ -186,7 +103,7 @@ class LogFollower:
                         yield item
                     last = next((i for i in reversed(batch) if isinstance(i, str)), last)
             finally:
-                self._bridge.untrack(stream)
+                self._engine.untrack(stream)
                 await asyncio.gather(pumping, return_exceptions=True)
             if last is not None:
                 since = since_after(last) or since
@@ -196,7 +113,7 @@ class LogFollower:
 
     async def _open(
         self, attrs: dict[str, Any], ref: ContainerRef, tail_lines: int, since: str | None
-    ) -> tuple[CancellableStream[bytes], LineBuffer, asyncio.Future[None]]:
+    ) -> tuple[CancellableStream[bytes], BoundedBuffer[str], asyncio.Future[None]]:
         """One follow request, read by a thread of the stream pool into a bounded buffer."""
         cid = str(attrs["Id"])
         tty = bool((attrs.get("Config") or {}).get("Tty"))
@@ -206,15 +123,15 @@ class LogFollower:
         else:
             params["tail"] = "all"
             params["since"] = since
-        stream = await self._bridge.call(
+        stream = await self._engine.call(
             f"follow logs of {ref}", lambda c: open_log_stream(c, cid, tty=tty, params=params)
         )
-        self._bridge.track(stream)
-        buffer = LineBuffer(self._buffer_lines, asyncio.get_running_loop())
+        self._engine.track(stream)
+        buffer: BoundedBuffer[str] = BoundedBuffer(self._buffer_lines, asyncio.get_running_loop())
         try:
-            pumping = asyncio.wrap_future(self._bridge.submit_stream(lambda: pump_lines(stream, buffer)))
+            pumping = asyncio.wrap_future(self._engine.submit_stream(lambda: pump_lines(stream, buffer)))
         except BaseException:
-            self._bridge.untrack(stream)
+            self._engine.untrack(stream)
             raise
         return stream, buffer, pumping
 

@@ -14,7 +14,7 @@ import urllib.parse
 import urllib.request
 from typing import Any, Final
 
-from berth.runtimes.docker.imageref import DOCKER_HUB, ImageReference
+from berth.imageref import DOCKER_HUB, ImageReference
 
 TIMEOUT_S: Final = 5.0
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024

@@ -9,7 +9,6 @@ still names the same image. Images Berth did not pull are never touched.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -21,11 +20,11 @@ import docker.errors
 import structlog
 
 from berth.errors import PersistenceError, RuntimeFailure
+from berth.imageref import ImageReference
 from berth.model import LogLevel
 from berth.runtimes.base import DeployEvents
-from berth.runtimes.docker.bridge import EngineBridge, translated
 from berth.runtimes.docker.disk import human_bytes
-from berth.runtimes.docker.imageref import ImageReference
+from berth.runtimes.docker.engine import Engine, translated
 from berth.runtimes.docker.records import write_atomic
 from berth.settings import DockerSettings
 
@@ -115,15 +114,15 @@ def candidates(entries: list[LedgerEntry], deployed: list[Deployed], keep: int) 
 
 
 class ImagePruner:
-    def __init__(self, bridge: EngineBridge, settings: DockerSettings) -> None:
-        self._bridge = bridge
+    def __init__(self, engine: Engine, settings: DockerSettings) -> None:
+        self._engine = engine
         self._settings = settings
         self.pruned_bytes_total = 0
 
     async def after_success(self, prefix: str, deployed: list[Deployed], events: DeployEvents) -> None:
         """Record what runs now and prune; never fails the deployment (a problem is a warning)."""
         try:
-            result = await asyncio.to_thread(self._run, prefix, deployed)
+            result = await self._engine.threads.call(self._run, prefix, deployed)
         except (RuntimeFailure, PersistenceError, OSError) as err:
             log.warning("image_prune_failed", prefix=prefix, error=str(err))
             await events.log(LogLevel.WARNING, f"Could not prune superseded images: {err}")
@@ -157,7 +156,7 @@ class ImagePruner:
     def _prune(
         self, root: Path, prefix: str, entries: list[LedgerEntry], chosen: list[LedgerEntry]
     ) -> PruneResult:
-        client = self._bridge.client()
+        client = self._engine.client()
         with translated("list containers for pruning"):
             used = {str(c.get("ImageID", "")) for c in client.api.containers(all=True)}
         elsewhere = _known_to_other_prefixes(root, prefix)

@@ -7,18 +7,18 @@ import asyncio
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 import docker
 import docker.errors
 import structlog
 
 from berth.errors import PermanentCommandError, RuntimeFailure, TemporaryCommandError
+from berth.imageref import DOCKER_HUB, ImageReference, local_has_digest
 from berth.model import LogLevel, RegistryAuth
 from berth.runtimes.base import DeployEvents
-from berth.runtimes.docker.bridge import EngineBridge, explanation, translated
 from berth.runtimes.docker.disk import enospc_failure
-from berth.runtimes.docker.imageref import DOCKER_HUB, ImageReference, local_has_digest
+from berth.runtimes.docker.engine import Engine, explanation, translated
 
 log = structlog.get_logger(__name__)
 
@@ -35,6 +35,7 @@ _UNREACHABLE_WORDS: Final = (
     "server misbehaving",
 )
 _QUEUE_SIZE: Final = 256
+PullRefusal = Literal["access", "missing"]
 
 
 def auth_config(auth: RegistryAuth | None, image: ImageReference) -> dict[str, str] | None:
@@ -66,8 +67,8 @@ BeforePull = Callable[[docker.DockerClient, ImageReference, dict[str, str] | Non
 
 
 class ImagePuller:
-    def __init__(self, bridge: EngineBridge, before_pull: BeforePull | None = None) -> None:
-        self._bridge = bridge
+    def __init__(self, engine: Engine, before_pull: BeforePull | None = None) -> None:
+        self._engine = engine
         self._before_pull = before_pull
 
     async def ensure(
@@ -100,7 +101,7 @@ class ImagePuller:
             finally:
                 offer(None)
 
-        job = asyncio.create_task(asyncio.to_thread(work), name=f"docker-pull-{image}")
+        job = asyncio.create_task(self._engine.threads.call(work), name=f"docker-pull-{image}")
         try:
             while (note := await notes.get()) is not None:
                 if note.kind == "progress":
@@ -118,8 +119,8 @@ class ImagePuller:
     def _ensure_blocking(
         self, image: ImageReference, credentials: dict[str, str] | None, offer: Any
     ) -> PullOutcome:
-        client = self._bridge.client()
-        local = self._local(client, image)
+        client = self._engine.client()
+        local = local_image(client, image)
         if local is not None and image.digest and local_has_digest(local, image, image.digest):
             return self._outcome(local, pulled=False)
         remote_digest: str | None = None
@@ -142,7 +143,7 @@ class ImagePuller:
         if self._before_pull is not None and not check_problem:  # a registry that answered
             self._before_pull(client, image, credentials)
         try:
-            self._pull(client, image, credentials, offer)
+            pull_image(client, image, credentials, offer)
         except RuntimeFailure as err:
             classified = _classify(image, err, credentials)
             if classified is not None:
@@ -155,75 +156,74 @@ class ImagePuller:
                 )
                 return outcome
             raise
-        pulled = self._local(client, image)
+        pulled = local_image(client, image)
         if pulled is None:
             raise PermanentCommandError(f"image {image} is missing after its pull")
         return self._outcome(pulled, pulled=True)
-
-    @staticmethod
-    def _local(client: docker.DockerClient, image: ImageReference) -> dict[str, Any] | None:
-        with translated(f"inspect image {image}"):
-            try:
-                attrs: dict[str, Any] = client.api.inspect_image(  # type: ignore[no-untyped-call]
-                    str(image)
-                )
-            except docker.errors.ImageNotFound:
-                return None
-            except docker.errors.NotFound:
-                return None
-            return attrs
 
     @staticmethod
     def _outcome(attrs: Mapping[str, Any], *, pulled: bool) -> PullOutcome:
         labels = (attrs.get("Config") or {}).get("Labels") or {}
         return PullOutcome(image_id=str(attrs.get("Id", "")), labels=dict(labels), pulled=pulled)
 
-    @staticmethod
-    def _pull(
-        client: docker.DockerClient,
-        image: ImageReference,
-        credentials: dict[str, str] | None,
-        offer: Any,
-    ) -> None:
-        offer(_Note("progress", "Pulling", 0.0))
-        layers: dict[str, float] = {}
-        last_sent = 0.0
-        with translated(f"pull {image}"):
-            stream = client.api.pull(
-                image.name,
-                tag=image.digest or image.tag,
-                stream=True,
-                decode=True,
-                auth_config=credentials,
-            )
-            for message in stream:
-                if "error" in message:
-                    detail = message.get("errorDetail", {}).get("message") or message["error"]
-                    raise enospc_failure(f"pull {image}", detail) or PermanentCommandError(
-                        f"pull {image}: {detail}"
-                    )
-                status = str(message.get("status", ""))
-                layer = message.get("id")
-                if not layer or status.startswith(("Pulling from", "Digest:", "Status:")):
-                    continue
-                if status in _LAYER_EVENTS:
-                    done = status in ("Pull complete", "Already exists")
-                    layers[layer] = 1.0 if done else layers.get(layer, 0.0)
-                    finished = sum(1 for v in layers.values() if v >= 1.0)
-                    counts = f"layers: {finished}/{len(layers)}"
-                    offer(_Note("log", f"Pull {image} status: {counts}, {layer} {status}"))
-                else:
-                    detail = message.get("progressDetail") or {}
-                    total, current = detail.get("total"), detail.get("current")
-                    if total and current is not None and status == "Downloading":
-                        layers[layer] = min(0.99, current / total) * 0.9
-                    elif status == "Extracting" and total and current is not None:
-                        layers[layer] = 0.9 + min(0.99, current / total) * 0.1
-                now = time.monotonic()
-                if layers and now - last_sent >= PROGRESS_INTERVAL_S:
-                    last_sent = now
-                    offer(_Note("progress", "Pulling", sum(layers.values()) / len(layers)))
-        offer(_Note("progress", "Pull complete", 1.0))
+
+def local_image(client: docker.DockerClient, image: ImageReference | str) -> dict[str, Any] | None:
+    """Blocking: the local image's inspect document, ``None`` when there is none."""
+    with translated(f"inspect image {image}"):
+        try:
+            attrs: dict[str, Any] = client.api.inspect_image(str(image))  # type: ignore[no-untyped-call]
+        except docker.errors.NotFound:  # ImageNotFound included
+            return None
+        return attrs
+
+
+def pull_image(
+    client: docker.DockerClient,
+    image: ImageReference,
+    credentials: dict[str, str] | None,
+    offer: Callable[[_Note], None] = lambda _: None,
+) -> None:
+    """Blocking: pull ``image`` with ``credentials``, offering progress notes; a failure raises
+    (``classify`` says whether it was a refusal or a missing image)."""
+    offer(_Note("progress", "Pulling", 0.0))
+    layers: dict[str, float] = {}
+    last_sent = 0.0
+    with translated(f"pull {image}"):
+        stream = client.api.pull(
+            image.name,
+            tag=image.digest or image.tag,
+            stream=True,
+            decode=True,
+            auth_config=credentials,
+        )
+        for message in stream:
+            if "error" in message:
+                detail = message.get("errorDetail", {}).get("message") or message["error"]
+                raise enospc_failure(f"pull {image}", detail) or PermanentCommandError(
+                    f"pull {image}: {detail}"
+                )
+            status = str(message.get("status", ""))
+            layer = message.get("id")
+            if not layer or status.startswith(("Pulling from", "Digest:", "Status:")):
+                continue
+            if status in _LAYER_EVENTS:
+                done = status in ("Pull complete", "Already exists")
+                layers[layer] = 1.0 if done else layers.get(layer, 0.0)
+                finished = sum(1 for v in layers.values() if v >= 1.0)
+                counts = f"layers: {finished}/{len(layers)}"
+                offer(_Note("log", f"Pull {image} status: {counts}, {layer} {status}"))
+            else:
+                detail = message.get("progressDetail") or {}
+                total, current = detail.get("total"), detail.get("current")
+                if total and current is not None and status == "Downloading":
+                    layers[layer] = min(0.99, current / total) * 0.9
+                elif status == "Extracting" and total and current is not None:
+                    layers[layer] = 0.9 + min(0.99, current / total) * 0.1
+            now = time.monotonic()
+            if layers and now - last_sent >= PROGRESS_INTERVAL_S:
+                last_sent = now
+                offer(_Note("progress", "Pulling", sum(layers.values()) / len(layers)))
+    offer(_Note("progress", "Pull complete", 1.0))
 
 
 def _unreachable(text: str) -> bool:
@@ -231,10 +231,9 @@ def _unreachable(text: str) -> bool:
     return any(word in lowered for word in _UNREACHABLE_WORDS)
 
 
-def _classify(
-    image: ImageReference, err: RuntimeFailure, credentials: dict[str, str] | None
-) -> RuntimeFailure | None:
-    """A clear error for credentials and missing images; ``None`` when the caller may fall back."""
+def refusal(err: RuntimeFailure) -> tuple[PullRefusal, str] | None:
+    """Whether a failed pull (or registry check) was the registry refusing access or not having
+    the image, with the registry's words; ``None`` for anything else (a caller may fall back)."""
     if isinstance(err, TemporaryCommandError):
         return None
     cause = err.__cause__
@@ -242,8 +241,21 @@ def _classify(
     text = explanation(cause) if isinstance(cause, docker.errors.APIError) else str(err)
     lowered = text.lower()
     if code in (401, 403) or any(word in lowered for word in _AUTH_WORDS):
-        who = "the request's registry credentials" if credentials else "no registry credentials"
-        return PermanentCommandError(f"registry refused access to {image} with {who}: {text}")
+        return "access", text
     if code == 404 or "manifest unknown" in lowered or "not found" in lowered:
-        return PermanentCommandError(f"image {image} does not exist in its registry: {text}")
+        return "missing", text
     return None
+
+
+def _classify(
+    image: ImageReference, err: RuntimeFailure, credentials: dict[str, str] | None
+) -> RuntimeFailure | None:
+    """A clear error for credentials and missing images; ``None`` when the caller may fall back."""
+    match refusal(err):
+        case ("access", text):
+            who = "the request's registry credentials" if credentials else "no registry credentials"
+            return PermanentCommandError(f"registry refused access to {image} with {who}: {text}")
+        case ("missing", text):
+            return PermanentCommandError(f"image {image} does not exist in its registry: {text}")
+        case _:
+            return None

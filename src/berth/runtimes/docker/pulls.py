@@ -6,9 +6,9 @@ from __future__ import annotations
 import asyncio
 from typing import Final
 
+from berth.imageref import ImageReference
 from berth.model import RegistryAuth
 from berth.runtimes.base import DeployEvents
-from berth.runtimes.docker.imageref import ImageReference
 from berth.runtimes.docker.pull import ImagePuller, PullOutcome
 
 PULL_CONCURRENCY: Final = 3

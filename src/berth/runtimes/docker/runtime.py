@@ -15,29 +15,20 @@ import docker.errors
 import structlog
 
 from berth.errors import InvalidSpec, NotFound, PermanentCommandError, RuntimeFailure
-from berth.model import (
-    SECRET_KEYS_LABEL,
-    ContainerRef,
-    DeleteOutcome,
-    DeploymentSpec,
-    LogItem,
-    PrefixTarget,
-    RuntimeInfo,
-    StateUpdate,
-    Target,
-)
+from berth.model import SECRET_KEYS_LABEL, ContainerRef, DeleteOutcome, PrefixTarget, RuntimeInfo
+from berth.names import checked_label
 from berth.runtimes.base import DeployEvents, DiskFigures
-from berth.runtimes.docker.bridge import EngineBridge, translated
+from berth.runtimes.docker.engine import Engine, translated
 from berth.runtimes.docker.guard import ContainerGuard, mask_secrets
 from berth.runtimes.docker.logstream import LogFollower
 from berth.runtimes.docker.lookup import find_container, prefix_container_ids
 from berth.runtimes.docker.records import read_shared_secret_keys
 from berth.runtimes.docker.traefik import TRAEFIK_IMAGE, TRAEFIK_NAME, boot_container_config
-from berth.runtimes.docker.validation import check_rfc1123_label
 from berth.runtimes.docker.watcher import StateWatcher
 from berth.settings import DockerSettings
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # names only the signatures use
+    from berth.model import DeploymentSpec, LogItem, StateUpdate, Target
     from berth.runtimes.docker.deployer import Deployer
 
 log = structlog.get_logger(__name__)
@@ -60,19 +51,19 @@ class DockerRuntime:
     ) -> None:
         """``own_container`` names the agent's own container (tests); else it is discovered."""
         self._settings = settings
-        self._bridge = EngineBridge(base_url)
+        self._engine = Engine(base_url)
         self._guard = ContainerGuard(
             traefik_enabled=settings.traefik_enabled,
             managed_only=settings.managed_only,
             own_container=own_container,
         )
         self._deployer: Deployer | None = None  # built on the first deploy: an idle agent skips its imports
-        self._logs = LogFollower(self._bridge, settings.log_buffer_lines)
+        self._logs = LogFollower(self._engine, settings.log_buffer_lines)
 
     # -- startup ------------------------------------------------------------------------------
 
     async def preflight(self) -> RuntimeInfo:
-        info = await self._bridge.call("engine version", lambda c: c.version())
+        info = await self._engine.call("engine version", lambda c: c.version())
         components = {str(c.get("Name", "")): str(c.get("Version", "")) for c in info.get("Components") or ()}
         podman = next((v for n, v in components.items() if "podman" in n.lower()), None)
         kind = "podman" if podman is not None else "docker"
@@ -88,7 +79,7 @@ class DockerRuntime:
             warnings.append(
                 f"{kind} {version} is older than the recommended {'.'.join(map(str, recommended))}"
             )
-        await self._bridge.call("list containers", lambda c: c.api.containers(limit=1))
+        await self._engine.call("list containers", lambda c: c.api.containers(limit=1))
         if self._settings.traefik_enabled:
             await self._start_traefik()
         return RuntimeInfo(
@@ -107,7 +98,7 @@ class DockerRuntime:
         def start() -> None:
             for folder in folders:
                 folder.mkdir(parents=True, exist_ok=True)
-            client = self._bridge.client()
+            client = self._engine.client()
             with translated("start Traefik"):
                 existing = find_container(client, ContainerRef("", TRAEFIK_NAME))
                 if existing is not None:
@@ -123,7 +114,7 @@ class DockerRuntime:
                 created = client.api.create_container(host_config=host, **create)
                 client.api.start(created["Id"])
 
-        await asyncio.to_thread(start)
+        await self._engine.threads.call(start)
         log.info("traefik_started", image=TRAEFIK_IMAGE)
 
     # -- deploy -------------------------------------------------------------------------------
@@ -132,13 +123,13 @@ class DockerRuntime:
         if self._deployer is None:
             from berth.runtimes.docker.deployer import Deployer
 
-            self._deployer = Deployer(self._bridge, self._settings, self._guard)
+            self._deployer = Deployer(self._engine, self._settings, self._guard)
         await self._deployer.deploy(deployment, events)
 
     # -- container commands -------------------------------------------------------------------
 
     async def _require(self, ref: ContainerRef) -> dict[str, Any]:
-        attrs = await self._bridge.call(f"find {ref}", lambda c: find_container(c, ref))
+        attrs = await self._engine.call(f"find {ref}", lambda c: find_container(c, ref))
         if attrs is None:
             raise NotFound(f"container not found: {ref}")
         return attrs
@@ -146,25 +137,25 @@ class DockerRuntime:
     async def _allowed(self, ref: ContainerRef, action: str) -> str:
         """The id of the target, once the guard allows ``action`` on it."""
         attrs = await self._require(ref)
-        await self._bridge.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, action))
+        await self._engine.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, action))
         return str(attrs["Id"])
 
     async def start(self, ref: ContainerRef) -> None:
         cid = await self._allowed(ref, "start")
-        await self._bridge.call(f"start {ref}", lambda c: c.api.start(cid))
+        await self._engine.call(f"start {ref}", lambda c: c.api.start(cid))
 
     async def stop(self, ref: ContainerRef) -> None:
         cid = await self._allowed(ref, "stop")
-        await self._bridge.call(f"stop {ref}", lambda c: c.api.stop(cid))
+        await self._engine.call(f"stop {ref}", lambda c: c.api.stop(cid))
 
     async def restart(self, ref: ContainerRef) -> None:
         cid = await self._allowed(ref, "restart")
-        await self._bridge.call(f"restart {ref}", lambda c: c.api.restart(cid))
+        await self._engine.call(f"restart {ref}", lambda c: c.api.restart(cid))
 
     async def inspect(self, ref: ContainerRef) -> str:
         attrs = await self._require(ref)
         if self._settings.managed_only:
-            await self._bridge.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, "inspect"))
+            await self._engine.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, "inspect"))
         return json.dumps(mask_secrets(attrs))
 
     # -- delete -------------------------------------------------------------------------------
@@ -174,7 +165,7 @@ class DockerRuntime:
             if not target.prefix:
                 raise InvalidSpec("target", "no target container or prefix")
             prefix = target.prefix
-            summaries = await self._bridge.call(
+            summaries = await self._engine.call(
                 f"list prefix {prefix}", lambda c: prefix_container_ids(c, prefix)
             )
             results = await asyncio.gather(
@@ -191,7 +182,7 @@ class DockerRuntime:
             return DeleteOutcome(tuple(notes))
         if not target.name:
             raise InvalidSpec("target", "no target container or prefix")
-        attrs = await self._bridge.call(f"find {target}", lambda c: find_container(c, target))
+        attrs = await self._engine.call(f"find {target}", lambda c: find_container(c, target))
         if attrs is None:
             return DeleteOutcome((f"{target.key} does not exist; nothing to delete",))
         note = await self._delete_one(str(attrs["Id"]), target.key)
@@ -203,7 +194,7 @@ class DockerRuntime:
         grace_s = self._settings.stop_grace_s
 
         def delete() -> str:
-            client = self._bridge.client()
+            client = self._engine.client()
             note = ""
             with translated(f"delete {name}"):
                 try:
@@ -221,7 +212,7 @@ class DockerRuntime:
                     return note  # already gone: success
             return note
 
-        return await asyncio.to_thread(delete)
+        return await self._engine.threads.call(delete)
 
     # -- logs and state -----------------------------------------------------------------------
 
@@ -234,25 +225,25 @@ class DockerRuntime:
         self, ref: ContainerRef, *, follow: bool, tail_lines: int
     ) -> AsyncIterator[LogItem]:
         attrs = await self._require(ref)
-        await self._bridge.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, "read the logs of"))
+        await self._engine.call(f"check {ref}", lambda c: self._guard.check_now(c, attrs, "read the logs of"))
         async for item in self._logs.lines(ref, follow=follow, tail_lines=tail_lines):
             yield item
 
     def watch(self, prefix: str | None) -> AsyncIterator[StateUpdate]:
-        return StateWatcher(self._bridge, prefix, self._settings.resync_interval_s).updates()
+        return StateWatcher(self._engine, prefix, self._settings.resync_interval_s).updates()
 
     async def list_state(self, prefix: str | None) -> StateUpdate:
-        return await StateWatcher(self._bridge, prefix, self._settings.resync_interval_s).list_once()
+        return await StateWatcher(self._engine, prefix, self._settings.resync_interval_s).list_once()
 
     # -- secrets ------------------------------------------------------------------------------
 
     async def secret_keys(self, target: Target) -> list[str]:
         if isinstance(target, PrefixTarget):
-            check_rfc1123_label("prefix", target.prefix)
+            checked_label("prefix", target.prefix)
             root = self._settings.internal_mount_path
             return await asyncio.to_thread(read_shared_secret_keys, root, target.prefix)
         try:
-            attrs = await self._bridge.call(f"find {target}", lambda c: find_container(c, target))
+            attrs = await self._engine.call(f"find {target}", lambda c: find_container(c, target))
         except NotFound:
             return []
         if attrs is None:
@@ -267,6 +258,6 @@ class DockerRuntime:
 
     async def aclose(self) -> None:
         try:
-            await self._bridge.aclose()
+            await self._engine.aclose()
         except RuntimeFailure as err:
             log.warning("docker_runtime_close_failed", error=str(err))

@@ -24,18 +24,20 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import docker
-import docker.errors
-import requests.exceptions
 import structlog
 
-from berth.errors import UpdateRefused
-from berth.imagetag import check_update_tag
+from berth.errors import InvalidSpec, NotFound, RuntimeFailure, UpdateRefused
+from berth.imageref import ImageReference, with_tag
+from berth.model import RegistryAuth
+from berth.runtimes.docker.engine import Engine
+from berth.runtimes.docker.pull import auth_config, local_image, pull_image, refusal
 from berth.settings import DockerSettings
 
 log = structlog.get_logger("berth.selfupdate")
+T = TypeVar("T")
 
 UPDATE_SUFFIX: Final = "-update"
 POLL_INTERVAL_S: Final = 1.0
@@ -88,16 +90,6 @@ def _read(path: str) -> str:
 
 
 # -- the successor's create configuration -----------------------------------------------------------
-
-
-def new_image_reference(current: str, tag: str) -> str:
-    """The same repository with ``tag``: the tag follows the last ``:`` after the last ``/``; a
-    digest is dropped."""
-    check_update_tag(tag)
-    name = current.split("@", 1)[0]
-    if name.rfind(":") > name.rfind("/"):
-        name = name[: name.rfind(":")]
-    return f"{name}:{tag}"
 
 
 def _without_image_entries(values: list[str] | None, image_values: list[str] | None) -> list[str] | None:
@@ -209,25 +201,13 @@ class _Pending:
 class DockerSelfUpdater:
     """``berth.runtimes.base.SelfUpdater`` for an agent running in a Docker (or Podman) container."""
 
-    def __init__(
-        self,
-        settings: DockerSettings,
-        *,
-        client_factory: Callable[[], docker.DockerClient] | None = None,
-        own_container: str | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
+    def __init__(self, settings: DockerSettings, *, own_container: str | None = None) -> None:
         """``own_container`` (a name or id) skips self-discovery; tests use it to act as the agent
-        of a container they started."""
+        of a container they started. Every engine call goes through an ``Engine``, the runtime's
+        way to the SDK (its client, threads and error translation), with a fixed API version."""
         self._settings = settings
-        self._client_factory = client_factory or (
-            lambda: docker.from_env(
-                version=API_VERSION, timeout=CLIENT_TIMEOUT_S, environment=dict(self._environ)
-            )
-        )
-        self._client: docker.DockerClient | None = None
+        self._engine = Engine(api_version=API_VERSION, timeout_s=CLIENT_TIMEOUT_S)
         self._own_hint = own_container
-        self._environ = os.environ if environ is None else environ
         self._own_name: str | None = None
         self._pending: _Pending | None = None
         self._settled: asyncio.Event | None = None
@@ -240,17 +220,14 @@ class DockerSelfUpdater:
         container. The first call asks the engine once (a local inspect, milliseconds; bounded by
         a short timeout) and the answer is cached."""
         if self._own_name is None:
+            probe = Engine(api_version=API_VERSION, timeout_s=DISCOVERY_TIMEOUT_S)
             try:
-                client = docker.from_env(
-                    version=API_VERSION, timeout=DISCOVERY_TIMEOUT_S, environment=dict(self._environ)
-                )
-                try:
-                    found = self._find_own(client)
-                finally:
-                    client.close()
-            except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as err:
+                found = self._find_own(probe)
+            except RuntimeFailure as err:
                 log.info("own_container_unknown", reason=str(err))
                 return None
+            finally:
+                probe.close()
             if found is None:
                 return None
             self._own_name = str(found["Name"]).lstrip("/")
@@ -264,23 +241,18 @@ class DockerSelfUpdater:
             accepted = asyncio.Event()
             self._settled = settled = asyncio.Event()
             try:
-                pending = await asyncio.to_thread(self._start_successor, tag, timeout_s, accepted)
+                pending = await self._engine.threads.call(self._start_successor, tag, timeout_s, accepted)
                 self._pending = pending
             finally:
                 settled.set()
-            log.info(
-                "update_successor_started",
-                container=pending.name,
-                image=pending.image,
-                aside=pending.aside_name,
-                timeout_s=timeout_s,
-            )
+            update_log = log.bind(container=pending.name, image=pending.image)
+            update_log.info("update_successor_started", aside=pending.aside_name, timeout_s=timeout_s)
             try:
                 await self._wait_for_acceptance(pending)
             except asyncio.CancelledError:
                 # The agent is shutting down mid-update: leave the old agent under its own name.
                 if not pending.accepted.is_set() and not pending.rolled_back:
-                    await asyncio.shield(asyncio.to_thread(self._roll_back, pending))
+                    await asyncio.shield(self._engine.threads.call(self._roll_back, pending))
                 raise
             finally:
                 self._pending = None
@@ -301,37 +273,30 @@ class DockerSelfUpdater:
         pending.accepted.set()
         log.info("update_accepted_removing_old_agent", container=pending.aside_name)
         # Removing the own container ends this process; when it returns, we were not inside it.
-        await asyncio.to_thread(self._remove, pending.own_id)
+        await self._engine.threads.call(self._remove, pending.own_id)
         return True
 
     # -- steps (blocking, run in threads) ---------------------------------------------------------
 
-    @property
-    def client(self) -> docker.DockerClient:
-        if self._client is None:
-            self._client = self._client_factory()
-        return self._client
-
-    def _find_own(self, client: docker.DockerClient) -> dict[str, Any] | None:
+    def _find_own(self, engine: Engine) -> dict[str, Any] | None:
         if self._own_hint:
             candidates = [self._own_hint]
         else:
             candidates = container_id_candidates(
-                _read("/proc/self/cgroup"), _read("/proc/self/mountinfo"), self._environ.get("HOSTNAME")
+                _read("/proc/self/cgroup"), _read("/proc/self/mountinfo"), os.environ.get("HOSTNAME")
             )
         for candidate in candidates:
             try:
-                attrs: dict[str, Any] = client.api.inspect_container(candidate)
-            except docker.errors.NotFound:
+                return engine.run(f"inspect {candidate}", _inspector(candidate))
+            except NotFound:
                 continue
-            return attrs
         return None
 
     def _start_successor(self, tag: str, timeout_s: int, accepted: asyncio.Event) -> _Pending:
         try:
-            own = self._find_own(self.client)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-            raise UpdateRefused(f"Update failed: the container engine is not reachable ({err})") from err
+            own = self._find_own(self._engine)
+        except RuntimeFailure as err:
+            raise UpdateRefused(f"Update failed: cannot find the agent's own container: {err}") from err
         if own is None:
             raise UpdateRefused(
                 "Update failed: the agent cannot find its own container (an agent outside a "
@@ -346,7 +311,7 @@ class DockerSelfUpdater:
                 + ", ".join(problems)
                 + ", which two agents cannot hold at once; re-run the install script instead"
             )
-        image = new_image_reference(str(own["Config"]["Image"]), tag)
+        image = with_tag(str(own["Config"]["Image"]), tag)
         new_image_id = self._pull(image)
         if new_image_id == own["Image"]:
             raise UpdateRefused(f"Update failed: {image} is the image already running")
@@ -354,12 +319,12 @@ class DockerSelfUpdater:
         body, extra_networks = successor_config(own, old_image, image)
 
         aside = self._free_name(name + UPDATE_SUFFIX)
-        self._call("rename the agent container", self.client.api.rename, own["Id"], aside)
+        self._step("rename the agent container", lambda c: c.api.rename(own["Id"], aside))
         try:
-            created = self._call(
-                "create the new agent container", self.client.api.create_container_from_config, body, name
+            created = self._step(
+                "create the new agent container",
+                lambda c: c.api.create_container_from_config(body, name),  # type: ignore[no-untyped-call]
             )
-            successor_id = str(created["Id"])
         except UpdateRefused:
             self._rename_back(own["Id"], name)
             raise
@@ -367,90 +332,86 @@ class DockerSelfUpdater:
             own_id=str(own["Id"]),
             name=name,
             aside_name=aside,
-            successor_id=successor_id,
+            successor_id=str(created["Id"]),
             image=image,
             deadline=time.monotonic() + timeout_s - min(DEADLINE_MARGIN_MAX_S, timeout_s * 0.1),
             accepted=accepted,
         )
         try:
-            for network, endpoint in extra_networks.items():
-                self._call(
-                    f"connect the new agent to network {network}",
-                    self.client.api.connect_container_to_network,
-                    successor_id,
-                    network,
-                    aliases=endpoint.get("Aliases"),
-                    links=endpoint.get("Links"),
-                    driver_opt=endpoint.get("DriverOpts"),
-                )
-            self._call("start the new agent container", self.client.api.start, successor_id)
+            self._connect_and_start(pending.successor_id, extra_networks)
         except UpdateRefused:
             self._roll_back(pending)
             raise
         return pending
 
+    def _connect_and_start(self, successor_id: str, extra_networks: Mapping[str, dict[str, Any]]) -> None:
+        for network, endpoint in extra_networks.items():
+            self._step(
+                f"connect the new agent to network {network}", _connector(successor_id, network, endpoint)
+            )
+        self._step("start the new agent container", lambda c: c.api.start(successor_id))
+
     def _pull(self, image: str) -> str:
-        """Pull ``image`` (with the configured credentials); a failed pull is fine when the image
-        is already present locally (air-gapped hosts, locally built tags)."""
-        auth = None
-        if self._settings.update_registry_user:
-            auth = {
-                "username": self._settings.update_registry_user,
-                "password": self._settings.update_registry_password,
-            }
-        repository, _, tag = image.rpartition(":")
+        """Pull ``image`` (with the configured credentials) with the runtime's pull; a failed pull
+        is fine when the image is already present locally (air-gapped hosts, locally built tags)."""
         try:
-            for event in self.client.api.pull(
-                repository, tag=tag, auth_config=auth, stream=True, decode=True
-            ):
-                if isinstance(event, dict) and event.get("error"):
-                    raise docker.errors.APIError(str(event["error"]), explanation=str(event["error"]))
-        except docker.errors.APIError as err:
-            text = _explanation(err).lower()
-            try:
-                return str(self.client.images.get(image).id)
-            except docker.errors.NotFound:
-                pass
-            if "unauthorized" in text or "no basic auth" in text or "authentication required" in text:
-                raise UpdateRefused("Update failed: registry access: unauthorized") from err
-            if "not found" in text or "manifest unknown" in text:
-                raise UpdateRefused("Update failed: image cannot be found") from err
-            raise UpdateRefused(f"Update failed: pulling {image}: {text}") from err
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-            raise UpdateRefused(f"Update failed: the container engine is not reachable ({err})") from err
+            reference = ImageReference.parse(image)
+        except InvalidSpec as err:
+            raise UpdateRefused(f"Update failed: {err}") from err
+        auth = RegistryAuth(
+            name="update",
+            url=reference.registry,
+            user=self._settings.update_registry_user,
+            password=self._settings.update_registry_password,
+        )
+        credentials = auth_config(auth, reference)
+        try:
+            self._engine.run(f"pull {image}", lambda c: pull_image(c, reference, credentials))
+        except RuntimeFailure as err:
+            local = self._engine.run(f"inspect image {image}", lambda c: local_image(c, image))
+            if local is not None:
+                return str(local["Id"])
+            match refusal(err):
+                case ("access", _):
+                    raise UpdateRefused("Update failed: registry access: unauthorized") from err
+                case ("missing", _):
+                    raise UpdateRefused("Update failed: image cannot be found") from err
+                case _:
+                    raise UpdateRefused(f"Update failed: {err}") from err
         log.info("update_image_pulled", image=image)
         return str(self._inspect_image(image)["Id"])
 
     def _inspect_image(self, image: str) -> dict[str, Any]:
-        try:
-            attrs: dict[str, Any] = self.client.images.get(image).attrs
-        except docker.errors.NotFound as err:
-            raise UpdateRefused("Update failed: image cannot be found") from err
+        attrs = self._step(f"inspect image {image}", lambda c: local_image(c, image))
+        if attrs is None:
+            raise UpdateRefused("Update failed: image cannot be found")
         return attrs
 
     def _free_name(self, base: str) -> str:
         candidate, n = base, 0
         while True:
             try:
-                self.client.api.inspect_container(candidate)
-            except docker.errors.NotFound:
+                self._engine.run(f"inspect {candidate}", _inspector(candidate))
+            except NotFound:
                 return candidate
+            except RuntimeFailure as err:
+                raise UpdateRefused(f"Update failed: cannot {err}") from err
             n += 1
             candidate = f"{base}{n}"
 
-    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    def _step(self, what: str, fn: Callable[[docker.DockerClient], T]) -> T:
+        """One engine call, translated by the runtime; a failure refuses the update (the agent
+        sends it as AbortUpdate)."""
         try:
-            return fn(*args, **kwargs)
-        except docker.errors.APIError as err:
-            raise UpdateRefused(f"Update failed: cannot {what}: {_explanation(err)}") from err
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
-            raise UpdateRefused(f"Update failed: cannot {what}: the engine is not reachable ({err})") from err
+            return self._engine.run(what, fn)
+        except RuntimeFailure as err:
+            raise UpdateRefused(f"Update failed: cannot {err}") from err
 
     async def _wait_for_acceptance(self, pending: _Pending) -> None:
         while True:
             remaining = pending.deadline - time.monotonic()
             if remaining <= 0:
-                await asyncio.to_thread(self._roll_back, pending)
+                await self._engine.threads.call(self._roll_back, pending)
                 raise UpdateRefused(
                     f"Update failed: the new agent ({pending.image}) was not accepted by the platform "
                     "before the deadline; rolled back to the running agent"
@@ -461,9 +422,9 @@ class DockerSelfUpdater:
                 pass
             else:
                 return
-            problem = await asyncio.to_thread(self._successor_problem, pending)
+            problem = await self._engine.threads.call(self._successor_problem, pending)
             if problem is not None and not pending.accepted.is_set():
-                await asyncio.to_thread(self._roll_back, pending)
+                await self._engine.threads.call(self._roll_back, pending)
                 raise UpdateRefused(
                     f"Update failed: the new agent ({pending.image}) {problem} before the platform "
                     "accepted it; rolled back to the running agent"
@@ -471,10 +432,10 @@ class DockerSelfUpdater:
 
     def _successor_problem(self, pending: _Pending) -> str | None:
         try:
-            state = self.client.api.inspect_container(pending.successor_id)["State"]
-        except docker.errors.NotFound:
+            state = self._engine.run("inspect the new agent", _inspector(pending.successor_id))["State"]
+        except NotFound:
             return "was removed"
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+        except RuntimeFailure as err:
             log.warning("update_successor_inspect_failed", error=str(err))
             return None
         if state.get("Restarting") or state.get("Status") in ("exited", "dead"):
@@ -489,21 +450,32 @@ class DockerSelfUpdater:
 
     def _remove(self, container_id: str) -> None:
         try:
-            self.client.api.remove_container(container_id, force=True)
-        except docker.errors.NotFound:
+            self._engine.run(
+                f"remove {container_id[:12]}", lambda c: c.api.remove_container(container_id, force=True)
+            )
+        except NotFound:
             pass
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+        except RuntimeFailure as err:
             log.error("update_remove_failed", container=container_id[:12], error=str(err))
 
     def _rename_back(self, own_id: str, name: str) -> None:
         try:
-            self.client.api.rename(own_id, name)
-        except (docker.errors.DockerException, requests.exceptions.RequestException) as err:
+            self._engine.run(f"rename back to {name}", lambda c: c.api.rename(own_id, name))
+        except RuntimeFailure as err:
             log.error("update_rename_back_failed", name=name, error=str(err))
 
 
-def _explanation(err: docker.errors.APIError) -> str:
-    text = err.explanation
-    if isinstance(text, bytes):
-        text = text.decode(errors="replace")
-    return str(text or err)
+def _inspector(container: str) -> Callable[[docker.DockerClient], dict[str, Any]]:
+    return lambda client: client.api.inspect_container(container)
+
+
+def _connector(
+    container: str, network: str, endpoint: Mapping[str, Any]
+) -> Callable[[docker.DockerClient], None]:
+    return lambda client: client.api.connect_container_to_network(
+        container,
+        network,
+        aliases=endpoint.get("Aliases"),
+        links=endpoint.get("Links"),
+        driver_opt=endpoint.get("DriverOpts"),
+    )

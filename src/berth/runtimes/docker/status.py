@@ -6,8 +6,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final
 
+from berth.imageref import split_name_tag
 from berth.model import ContainerRef, ContainerState, ContainerStatus, PortMapping, frozen_map
-from berth.runtimes.docker.imageref import split_name_tag
 
 _STATES: Final = {
     "running": ContainerState.RUNNING,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Final
 
 from berth.errors import InvalidSpec
-from berth.model import ExposeStrategy, WorkloadSpec
+from berth.model import ExposeStrategy, Routing, WorkloadSpec
 from berth.runtimes.docker.mounts import size_in_bytes
 from berth.settings import DockerSettings
 
@@ -25,33 +25,14 @@ def routing_labels(workload: WorkloadSpec, settings: DockerSettings) -> dict[str
         return {}
     svc = f"{workload.prefix}-{workload.name}"
     routing = workload.routing
-    host = routing.domain if routing and routing.domain else None
-    if host is None and settings.root_domain:
-        host = f"{workload.name}.{workload.prefix}.{settings.root_domain}"
     path = routing.path if routing and routing.path else None
-    rules = []
-    if host:
-        rules.append(f"Host(`{host}`)")
-    if path:
-        rules.append(f"PathPrefix(`{path}`)")
-    if not rules:
-        raise InvalidSpec(
-            "routing", "not enough configuration to be routable (no domain, path or ROOT_DOMAIN)"
-        )
-    rule = " && ".join(rules)
+    rule = _rule(workload, settings, path)
     labels = {
         "traefik.enable": "true",
         f"traefik.http.routers.{svc}.rule": rule,
         f"traefik.http.routers.{svc}.entrypoints": "web",
     }
-    middlewares: list[str] = []
-    if routing and routing.strip_path and path:
-        labels[f"traefik.http.middlewares.{svc}-stripper.stripprefix.prefixes"] = path
-        middlewares.append(f"{svc}-stripper")
-    if routing and routing.upload_limit:
-        limit = size_in_bytes("routing uploadLimit", routing.upload_limit)
-        labels[f"traefik.http.middlewares.{svc}-limit.buffering.maxRequestBodyBytes"] = str(limit)
-        middlewares.append(f"{svc}-limit")
+    middlewares = _middlewares(svc, routing, path, labels)
     if routing and routing.port:
         if routing.port not in {p.internal for p in workload.ports}:
             raise InvalidSpec("routing port", f"{routing.port} is not one of the workload's ports")
@@ -66,6 +47,37 @@ def routing_labels(workload: WorkloadSpec, settings: DockerSettings) -> dict[str
         if middlewares:
             labels[f"traefik.http.routers.{svc}-secure.middlewares"] = ",".join(middlewares)
     return labels
+
+
+def _rule(workload: WorkloadSpec, settings: DockerSettings, path: str | None) -> str:
+    """The router rule: the workload's domain (or one under ``ROOT_DOMAIN``) and its path."""
+    routing = workload.routing
+    host = routing.domain if routing and routing.domain else None
+    if host is None and settings.root_domain:
+        host = f"{workload.name}.{workload.prefix}.{settings.root_domain}"
+    rules = []
+    if host:
+        rules.append(f"Host(`{host}`)")
+    if path:
+        rules.append(f"PathPrefix(`{path}`)")
+    if not rules:
+        raise InvalidSpec(
+            "routing", "not enough configuration to be routable (no domain, path or ROOT_DOMAIN)"
+        )
+    return " && ".join(rules)
+
+
+def _middlewares(svc: str, routing: Routing | None, path: str | None, labels: dict[str, str]) -> list[str]:
+    """The path stripper and upload limit, declared in ``labels``; their names in order."""
+    middlewares: list[str] = []
+    if routing and routing.strip_path and path:
+        labels[f"traefik.http.middlewares.{svc}-stripper.stripprefix.prefixes"] = path
+        middlewares.append(f"{svc}-stripper")
+    if routing and routing.upload_limit:
+        limit = size_in_bytes("routing uploadLimit", routing.upload_limit)
+        labels[f"traefik.http.middlewares.{svc}-limit.buffering.maxRequestBodyBytes"] = str(limit)
+        middlewares.append(f"{svc}-limit")
+    return middlewares
 
 
 def boot_container_config(settings: DockerSettings) -> dict[str, Any]:

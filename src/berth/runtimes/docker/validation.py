@@ -2,32 +2,21 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Final
 
 from berth.errors import InvalidSpec
 from berth.model import DeploymentSpec, WorkloadSpec
+from berth.names import checked_label
 
-_LABEL: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
 MAX_PORT: Final = 65535
-
-
-def check_rfc1123_label(field: str, value: str) -> None:
-    if not _LABEL.match(value):
-        raise InvalidSpec(
-            field,
-            f"{value!r} is not an RFC 1123 label (1-63 of a-z, 0-9 and '-', alphanumeric at both ends)",
-        )
 
 
 def container_name(prefix: str, name: str) -> str:
     """``<prefix>-<name>``, both checked (§6.3 #1: an empty prefix is invalid for deploy)."""
-    check_rfc1123_label("prefix", prefix)
-    full = f"{prefix}-{name}"
-    check_rfc1123_label("container name", full)
-    return full
+    checked_label("prefix", prefix)
+    return checked_label("container name", f"{prefix}-{name}")
 
 
 def _check_port(field: str, port: int, *, allow_zero: bool = False) -> None:

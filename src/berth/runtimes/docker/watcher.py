@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import Any, Final
 
 import docker
@@ -16,13 +16,15 @@ import structlog
 
 from berth.errors import RuntimeFailure, TemporaryCommandError
 from berth.model import PREFIX_LABEL, ContainerState, ContainerStatus, StateUpdate
-from berth.runtimes.docker.backoff import Backoff
-from berth.runtimes.docker.bridge import EngineBridge
+from berth.runtimes.common.backoff import Backoff
+from berth.runtimes.docker.engine import Engine
 from berth.runtimes.docker.status import status_from_summary
 
 log = structlog.get_logger(__name__)
 
 EVENT_QUEUE_SIZE: Final = 1024
+RESUBSCRIBE_INITIAL_S: Final = 0.2
+RESUBSCRIBE_CAP_S: Final = 60.0
 # Filtered here, not by the engine: Podman filters on its own names ("died") but reports
 # Docker's ("die"), and says "remove" where Docker says "destroy".
 WATCHED_ACTIONS: Final = frozenset(
@@ -71,14 +73,14 @@ def list_statuses(
 
 
 class StateWatcher:
-    def __init__(self, bridge: EngineBridge, prefix: str | None, resync_interval_s: float) -> None:
-        self._bridge = bridge
+    def __init__(self, engine: Engine, prefix: str | None, resync_interval_s: float) -> None:
+        self._engine = engine
         self._prefix = prefix or None
         self._resync_interval_s = resync_interval_s
         self._known: dict[str, ContainerStatus] = {}
 
     async def updates(self) -> AsyncIterator[StateUpdate]:
-        backoff = Backoff()
+        backoff = Backoff(RESUBSCRIBE_INITIAL_S, RESUBSCRIBE_CAP_S)
         while True:
             try:
                 # closed here, not by the garbage collector: closing this stream ends the subscription
@@ -92,81 +94,62 @@ class StateWatcher:
             await asyncio.sleep(backoff.next_delay_s())
 
     async def list_once(self) -> StateUpdate:
-        current = await self._bridge.call("list containers", lambda c: list_statuses(c, self._prefix))
+        current = await self._engine.call("list containers", lambda c: list_statuses(c, self._prefix))
         return StateUpdate(tuple(current.values()), initial=True)
 
     # -- one subscription ---------------------------------------------------------------------
 
     async def _session(self) -> AsyncGenerator[StateUpdate]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[object] = asyncio.Queue(EVENT_QUEUE_SIZE)
-        overflowed = False
-
-        def offer(item: object) -> None:
-            nonlocal overflowed
-            try:
-                queue.put_nowait(item)
-            except asyncio.QueueFull:
-                overflowed = True  # a full resync replaces what was dropped
-                if item is _END:
-                    queue.get_nowait()
-                    queue.put_nowait(_END)
-
+        feed = _EventFeed(asyncio.get_running_loop())
         filters = {"type": "container", **label_filters(self._prefix)}
-        stream = await self._bridge.call(
+        stream = await self._engine.call(
             "subscribe to container events", lambda c: c.api.events(decode=True, filters=filters)
         )
-        self._bridge.track(stream)
-
-        def pump() -> None:
-            try:
-                for event in stream:
-                    if _action(event) in WATCHED_ACTIONS:
-                        loop.call_soon_threadsafe(offer, event)
-            except Exception as err:  # the engine went away mid-read
-                log.debug("docker_events_read_failed", error=str(err))
-            finally:
-                loop.call_soon_threadsafe(offer, _END)
-
-        pumping = asyncio.wrap_future(self._bridge.submit_stream(pump))
+        self._engine.track(stream)
         try:
-            current = await self._bridge.call("list containers", lambda c: list_statuses(c, self._prefix))
-            current_refs = {status.ref for status in current.values()}
-            vanished = [s.ref for s in self._known.values() if s.ref not in current_refs]
-            self._known = current
-            yield StateUpdate(tuple(current.values()), initial=True)
-            if vanished:  # removed while the subscription was down (after an engine restart)
-                yield StateUpdate(tuple(ContainerStatus.removed(ref) for ref in vanished))
+            pumping = asyncio.wrap_future(self._engine.submit_stream(lambda: feed.pump(stream)))
+        except BaseException:
+            self._engine.untrack(stream)
+            raise
+        try:
+            for update in await self._full_list():
+                yield update
             next_resync = time.monotonic() + self._resync_interval_s
             while True:
-                try:
-                    first = await asyncio.wait_for(queue.get(), max(0.0, next_resync - time.monotonic()))
-                except TimeoutError:
-                    first = None
+                first = await feed.next(max(0.0, next_resync - time.monotonic()))
                 if first is _END:
-                    raise TemporaryCommandError("the Docker event stream ended")
-                if first is None or overflowed:
-                    overflowed = False
+                    raise _stream_ended()
+                if first is None or feed.overflowed:  # a full resync replaces what was dropped
+                    feed.overflowed = False
                     next_resync = time.monotonic() + self._resync_interval_s
                     changes = await self._resync()
                 else:
-                    batch = [first]
-                    while not queue.empty():
-                        batch.append(queue.get_nowait())
-                    ended = any(item is _END for item in batch)
+                    batch = feed.with_queued(first)
                     changes = await self._apply_events([e for e in batch if isinstance(e, dict)])
-                    if ended:
+                    if any(item is _END for item in batch):
                         if changes:
                             yield StateUpdate(tuple(changes))
-                        raise TemporaryCommandError("the Docker event stream ended")
+                        raise _stream_ended()
                 if changes:
                     yield StateUpdate(tuple(changes))
         finally:
-            self._bridge.untrack(stream)
+            self._engine.untrack(stream)
             await asyncio.gather(pumping, return_exceptions=True)
 
+    async def _full_list(self) -> list[StateUpdate]:
+        """The full list (``initial``), then REMOVED for what vanished while the subscription was
+        down (after an engine restart)."""
+        current = await self._engine.call("list containers", lambda c: list_statuses(c, self._prefix))
+        current_refs = {status.ref for status in current.values()}
+        vanished = [s.ref for s in self._known.values() if s.ref not in current_refs]
+        self._known = current
+        updates = [StateUpdate(tuple(current.values()), initial=True)]
+        if vanished:
+            updates.append(StateUpdate(tuple(ContainerStatus.removed(ref) for ref in vanished)))
+        return updates
+
     async def _resync(self) -> list[ContainerStatus]:
-        current = await self._bridge.call("list containers", lambda c: list_statuses(c, self._prefix))
+        current = await self._engine.call("list containers", lambda c: list_statuses(c, self._prefix))
         return self._diff(current, set(self._known) | set(current))
 
     async def _apply_events(self, events: list[dict[str, Any]]) -> list[ContainerStatus]:
@@ -178,7 +161,7 @@ class StateWatcher:
         if not last_action:
             return []
         ids = list(last_action)
-        current = await self._bridge.call("list containers", _lister(self._prefix, ids))
+        current = await self._engine.call("list containers", _lister(self._prefix, ids))
         for cid, action in last_action.items():
             listed = current.get(cid)
             # Docker emits "die" before its container list shows the exit: the process is gone,
@@ -205,6 +188,53 @@ class StateWatcher:
                 changes.append(after)
             self._known[cid] = after
         return changes
+
+
+class _EventFeed:
+    """Engine events from the reading thread to the loop, through a bounded queue. On overflow
+    events are dropped (``overflowed`` asks for a full resync) but the end marker always gets in."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[object] = asyncio.Queue(EVENT_QUEUE_SIZE)
+        self.overflowed = False
+
+    def pump(self, stream: Iterable[dict[str, Any]]) -> None:
+        """Blocking, in a stream thread, until the stream ends or is closed."""
+        try:
+            for event in stream:
+                if _action(event) in WATCHED_ACTIONS:
+                    self._loop.call_soon_threadsafe(self._offer, event)
+        except Exception as err:  # the engine went away mid-read
+            log.debug("docker_events_read_failed", error=str(err))
+        finally:
+            self._loop.call_soon_threadsafe(self._offer, _END)
+
+    def _offer(self, item: object) -> None:
+        try:
+            self._queue.put_nowait(item)
+        except asyncio.QueueFull:
+            self.overflowed = True
+            if item is _END:
+                self._queue.get_nowait()
+                self._queue.put_nowait(_END)
+
+    async def next(self, timeout_s: float) -> object | None:
+        """The next event or the end marker; ``None`` when ``timeout_s`` passes first."""
+        try:
+            return await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+
+    def with_queued(self, first: object) -> list[object]:
+        batch = [first]
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+
+def _stream_ended() -> TemporaryCommandError:
+    return TemporaryCommandError("the Docker event stream ended")
 
 
 def _lister(

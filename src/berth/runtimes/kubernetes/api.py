@@ -26,6 +26,7 @@ log = structlog.get_logger(__name__)
 Obj = dict[str, Any]
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
 MERGE_CONTENT_TYPE = "application/merge-patch+json"
+STRATEGIC_MERGE_CONTENT_TYPE = "application/strategic-merge-patch+json"
 
 
 class KubeApi:
@@ -153,23 +154,21 @@ class KubeApi:
         )
 
     def merge_patch(self, kind: Kind, namespace: str | None, name: str, patch: Mapping[str, Any]) -> Obj:
-        return self.call(
-            Request("patch", kind, namespace, name),
-            "PATCH",
-            kind.path(namespace, name),
-            query=[("fieldManager", self._settings.field_manager)],
-            body=dict(patch),
-            content_type=MERGE_CONTENT_TYPE,
-        )
+        return self._patch(kind, namespace, name, patch, MERGE_CONTENT_TYPE)
 
     def strategic_patch(self, kind: Kind, namespace: str | None, name: str, patch: Mapping[str, Any]) -> Obj:
+        return self._patch(kind, namespace, name, patch, STRATEGIC_MERGE_CONTENT_TYPE)
+
+    def _patch(
+        self, kind: Kind, namespace: str | None, name: str, patch: Mapping[str, Any], content_type: str
+    ) -> Obj:
         return self.call(
             Request("patch", kind, namespace, name),
             "PATCH",
             kind.path(namespace, name),
             query=[("fieldManager", self._settings.field_manager)],
             body=dict(patch),
-            content_type="application/strategic-merge-patch+json",
+            content_type=content_type,
         )
 
     def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:

@@ -14,10 +14,10 @@ import structlog
 from berth.errors import PermanentCommandError, RuntimeFailure
 from berth.model import ContainerState, DeploymentSpec, LogLevel, WorkloadSpec
 from berth.runtimes.base import DeployEvents
+from berth.runtimes.common.bridge import ThreadBridge
 from berth.runtimes.kubernetes import manifests, resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Forbidden
-from berth.runtimes.kubernetes.bridge import Bridge
 from berth.runtimes.kubernetes.compat import ignored_fields, rollout_timeout_s
 from berth.runtimes.kubernetes.manifests import APP_LABEL, MANAGED, WorkloadObjects
 from berth.runtimes.kubernetes.permissions import require_apply_permissions
@@ -33,7 +33,7 @@ MONITORING_API = "monitoring.coreos.com/v1"
 
 class Deployer:
     def __init__(
-        self, api: KubeApi, bridge: Bridge, settings: KubernetesSettings, waits: WaitBoard | None = None
+        self, api: KubeApi, bridge: ThreadBridge, settings: KubernetesSettings, waits: WaitBoard | None = None
     ) -> None:
         self._api = api
         self._bridge = bridge
@@ -58,6 +58,28 @@ class Deployer:
     async def _deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
         # build every object first: an invalid request changes nothing in the cluster
         built = [(w, manifests.build(w, deployment.id, self._settings)) for w in deployment.workloads]
+        monitoring = await self._prepare(deployment, built, events)
+        total = max(len(built), 1)
+        rolled: set[str] = set()  # workloads whose template this deploy changed
+        for index, (workload, objects) in enumerate(built):
+            if await self._apply_workload(workload, objects, events, monitoring):
+                rolled.add(workload.id)
+            await events.progress(workload.id, "applied", (index + 1) / total * 0.5)
+        if not self._settings.wait_for_rollout:
+            for workload, _ in built:
+                await events.instance(workload.id, ContainerState.WAITING, "applied; rollout wait is off")
+                await events.progress(workload.id, "applied", 1.0)
+            return
+        await self._wait_all(deployment.prefix, [w for w, _ in built], rolled, events)
+
+    async def _prepare(
+        self,
+        deployment: DeploymentSpec,
+        built: list[tuple[WorkloadSpec, WorkloadObjects]],
+        events: DeployEvents,
+    ) -> bool:
+        """Check the cluster (reachable, permissions, the ServiceMonitor CRD when metrics are
+        asked for), apply the namespaces and shared secrets; whether monitoring is installed."""
         version = await self._bridge.call(self._api.version)
         await events.log(LogLevel.INFO, f"Kubernetes API server {version.get('gitVersion', '?')} reachable")
         for workload, _ in built:
@@ -72,30 +94,24 @@ class Deployer:
             await self._apply(manifests.namespace(ns), events)
         if deployment.shared_secrets:
             await self._apply(manifests.shared_secret(deployment.prefix, deployment.shared_secrets), events)
-        monitoring = await self._bridge.call(self._api.has_api, MONITORING_API)
+        monitoring = bool(await self._bridge.call(self._api.has_api, MONITORING_API))
         if any(objects.service_monitor is not None for _, objects in built) and not monitoring:
             raise PermanentCommandError(
                 f"metrics were requested but the ServiceMonitor CRD ({MONITORING_API}) is not installed"
             )
-        total = max(len(built), 1)
-        rolled: set[str] = set()  # workloads whose template this deploy changed
-        for index, (workload, objects) in enumerate(built):
-            if await self._apply_workload(workload, objects, events, monitoring):
-                rolled.add(workload.id)
-            await events.progress(workload.id, "applied", (index + 1) / total * 0.5)
-        if not self._settings.wait_for_rollout:
-            for workload, _ in built:
-                await events.instance(workload.id, ContainerState.WAITING, "applied; rollout wait is off")
-                await events.progress(workload.id, "applied", 1.0)
-            return
+        return monitoring
+
+    async def _wait_all(
+        self, prefix: str, workloads: list[WorkloadSpec], rolled: set[str], events: DeployEvents
+    ) -> None:
+        """Wait for every rollout (a newer command for the same workloads supersedes the wait);
+        roll back the workloads this deploy changed when any rollout fails."""
         waits = [
-            asyncio.create_task(self._wait(w, events), name=f"kube-rollout-{w.ref.key}") for w, _ in built
+            asyncio.create_task(self._wait(w, events), name=f"kube-rollout-{w.ref.key}") for w in workloads
         ]
-        names = frozenset(w.name for w, _ in built)
+        names = frozenset(w.name for w in workloads)
         try:
-            outcomes = await self._waits.run(
-                deployment.prefix, names, asyncio.gather(*waits, return_exceptions=True)
-            )
+            outcomes = await self._waits.run(prefix, names, asyncio.gather(*waits, return_exceptions=True))
         except Superseded as err:
             await events.log(LogLevel.WARNING, f"Stopped waiting for the rollout: {err}")
             raise
@@ -103,7 +119,7 @@ class Deployer:
             for task in waits:
                 task.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
-        failures = [(w, o) for (w, _), o in zip(built, outcomes, strict=True) if isinstance(o, BaseException)]
+        failures = [(w, o) for w, o in zip(workloads, outcomes, strict=True) if isinstance(o, BaseException)]
         for workload, _ in failures:
             if workload.id in rolled:
                 await self._roll_back(workload, events)
@@ -143,46 +159,38 @@ class Deployer:
     async def _apply_workload(
         self, workload: WorkloadSpec, objects: WorkloadObjects, events: DeployEvents, monitoring: bool
     ) -> bool:
-        """Apply every object of the workload; ``True`` when an existing Deployment changed (a
-        new rollout that can be rolled back)."""
-        ns, name = workload.prefix, workload.name
+        """Apply every object of the workload, remove the ones it no longer has; ``True`` when an
+        existing Deployment changed (a new rollout that can be rolled back)."""
         if objects.config_map is not None:
             await self._apply(objects.config_map, events)
         for pvc in objects.pvcs:
             await self._ensure_pvc(pvc, events)
         await self._apply(objects.secret, events)
-        if objects.service is not None:
-            await self._apply(objects.service, events)
-        if objects.pull_secret is not None:
-            await self._apply(objects.pull_secret, events)
+        for optional in (objects.service, objects.pull_secret):
+            if optional is not None:
+                await self._apply(optional, events)
+        changed = await self._apply_deployment(workload.prefix, workload.name, objects.deployment, events)
+        for optional in (objects.ingress, objects.service_monitor):
+            if optional is not None:
+                await self._apply(optional, events)
+        for kind, obj_name in _stale(objects, workload.name, monitoring=monitoring):
+            await self._remove_stale(kind, workload.prefix, obj_name, events)
+        return changed
+
+    async def _apply_deployment(self, ns: str, name: str, deployment: Obj, events: DeployEvents) -> bool:
+        """Apply the Deployment (first removing what a server-side apply would keep); whether an
+        existing one changed."""
         before = await self._bridge.call(self._api.get_or_none, resources.DEPLOYMENT, ns, name)
-        removal = manifests.removal_patch(before, objects.deployment) if before is not None else None
+        removal = manifests.removal_patch(before, deployment) if before is not None else None
         if removal is not None:
             await self._bridge.call(self._api.strategic_patch, resources.DEPLOYMENT, ns, name, removal)
-        after = await self._apply(objects.deployment, events)
-        changed = before is not None and before["metadata"].get("generation") != after["metadata"].get(
-            "generation"
-        )
-        if before is not None and not changed:
+        after = await self._apply(deployment, events)
+        if before is None:
+            return False
+        changed = before["metadata"].get("generation") != after["metadata"].get("generation")
+        if not changed:
             await events.log(LogLevel.INFO, f"Deployment {ns}/{name} unchanged (no rollout needed)")
-        if objects.ingress is not None:
-            await self._apply(objects.ingress, events)
-        if objects.service_monitor is not None:
-            await self._apply(objects.service_monitor, events)
-        stale: list[tuple[resources.Kind, str]] = []
-        if objects.config_map is None:
-            stale.append((resources.CONFIG_MAP, name))
-        if objects.service is None:
-            stale.append((resources.SERVICE, name))
-        if objects.pull_secret is None:
-            stale.append((resources.SECRET, f"{name}-reg"))
-        if objects.ingress is None:
-            stale.append((resources.INGRESS, name))
-        if objects.service_monitor is None and monitoring:
-            stale.append((resources.SERVICE_MONITOR, name))
-        for kind, obj_name in stale:
-            await self._remove_stale(kind, ns, obj_name, events)
-        return changed
+        return bool(changed)
 
     async def _ensure_pvc(self, pvc: Obj, events: DeployEvents) -> None:
         """PVCs are created once and never resized or replaced (§15.5)."""
@@ -208,6 +216,22 @@ class Deployer:
             return  # not ours: leave it alone
         await self._bridge.call(self._api.delete, kind, ns, name)
         await events.log(LogLevel.INFO, f"Removed {kind.kind} {ns}/{name} (no longer part of the workload)")
+
+
+def _stale(objects: WorkloadObjects, name: str, *, monitoring: bool) -> list[tuple[resources.Kind, str]]:
+    """(kind, name) of the optional objects the workload no longer has."""
+    stale: list[tuple[resources.Kind, str]] = []
+    if objects.config_map is None:
+        stale.append((resources.CONFIG_MAP, name))
+    if objects.service is None:
+        stale.append((resources.SERVICE, name))
+    if objects.pull_secret is None:
+        stale.append((resources.SECRET, f"{name}-reg"))
+    if objects.ingress is None:
+        stale.append((resources.INGRESS, name))
+    if objects.service_monitor is None and monitoring:
+        stale.append((resources.SERVICE_MONITOR, name))
+    return stale
 
 
 def _apply_targets(

@@ -7,20 +7,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
-from collections import deque
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import structlog
 
 from berth.errors import InvalidSpec, NotFound, RuntimeFailure
 from berth.model import ContainerRef, LogGap, LogItem
+from berth.runtimes.common.bridge import ThreadBridge
+from berth.runtimes.common.buffer import BoundedBuffer
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
-from berth.runtimes.kubernetes.bridge import Bridge
 from berth.runtimes.kubernetes.manifests import APP_LABEL
+from berth.runtimes.kubernetes.streams import OpenStreams
 
 log = structlog.get_logger(__name__)
 Obj = dict[str, Any]
@@ -45,7 +46,7 @@ def with_pod(line: str, pod: str) -> str:
 
 
 class LogReader:
-    def __init__(self, api: KubeApi, bridge: Bridge, buffer_lines: int = BUFFER_LINES) -> None:
+    def __init__(self, api: KubeApi, bridge: ThreadBridge, buffer_lines: int = BUFFER_LINES) -> None:
         self._api = api
         self._bridge = bridge
         self._buffer_lines = buffer_lines
@@ -90,97 +91,95 @@ class LogReader:
 
     async def _follow(self, ref: ContainerRef, pods: list[Obj], tail_lines: int) -> AsyncGenerator[LogItem]:
         loop = asyncio.get_running_loop()
-        buffer: deque[tuple[str, str | LogGap]] = deque()
-        dropped = 0
-        wakeup = asyncio.Event()
-        stop = threading.Event()
-        responses: set[Any] = set()
-        followed: dict[str, asyncio.Task[None]] = {}
-        restarts: dict[str, int] = {}
-        last_stamp: dict[str, str] = {}
-        initial = {p["metadata"]["name"] for p in pods}
-
-        def offer(pod: str, line: str) -> None:  # runs in the loop
-            nonlocal dropped
-            if len(buffer) >= self._buffer_lines:
-                dropped += 1
-            else:
-                if dropped:  # the gap sits where the lines were lost
-                    buffer.append((pod, LogGap(dropped)))
-                    dropped = 0
-                buffer.append((pod, line))
-            wakeup.set()
-
-        def stream_blocking(pod: str, query: list[tuple[str, str]]) -> None:
-            request = Request("get", resources.POD, ref.prefix, f"{pod}/log")
-            try:
-                response = self._api.open_stream(request, resources.POD.path(ref.prefix, pod, "log"), query)
-            except RuntimeFailure as err:
-                log.info("kube_log_follow_refused", pod=pod, error=str(err))
-                return
-            responses.add(response)
-            try:
-                if stop.is_set():  # stopped while opening: the owner's shutdown() missed it
-                    return
-                for raw in response:
-                    if stop.is_set():
-                        return
-                    loop.call_soon_threadsafe(offer, pod, raw.decode("utf-8", "replace"))
-            except Exception as err:  # closed on cancel, or a broken connection
-                if not stop.is_set():
-                    log.info("kube_log_follow_ended", pod=pod, error=type(err).__name__)
-            finally:
-                responses.discard(response)
-                response.release_conn()
-
-        def start(pod: Obj) -> None:
-            name = pod["metadata"]["name"]
-            query = [("container", ref.name), ("follow", "true"), ("timestamps", "true")]
-            if name in last_stamp:
-                query.append(("sinceTime", last_stamp[name]))
-            elif name in initial:
-                query.append(("tailLines", str(max(tail_lines, 0))))
-            followed[name] = asyncio.create_task(
-                self._bridge.stream(stream_blocking, name, query), name=f"kube-log-{ref.prefix}-{name}"
-            )
-
+        buffer: BoundedBuffer[tuple[str, str]] = BoundedBuffer(self._buffer_lines, loop)
+        initial = frozenset(p["metadata"]["name"] for p in pods)
+        follow = _PodFollows(self._api, self._bridge, ref, tail_lines, buffer, initial)
         try:
             while True:
-                current = await self._pods(ref)
-                names = {p["metadata"]["name"] for p in current}
-                for pod in current:
-                    name = pod["metadata"]["name"]
-                    task = followed.get(name)
-                    count = _started(pod, ref.name)
-                    if count is None or (task is not None and not task.done()):
-                        continue
-                    if task is None or restarts.get(name) != count:  # new pod, or a restarted container
-                        restarts[name] = count
-                        start(pod)
-                for name in list(followed):
-                    if name not in names and followed[name].done():
-                        del followed[name]
-                several = len(names) > 1
+                several = follow.update(await self._pods(ref))
                 deadline = loop.time() + POD_POLL_S
                 while (remaining := deadline - loop.time()) > 0:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(wakeup.wait(), remaining)
-                    wakeup.clear()
-                    while buffer:
-                        pod_name, entry = buffer.popleft()
-                        if isinstance(entry, LogGap):
-                            yield entry
-                            continue
-                        last_stamp[pod_name] = entry.partition(" ")[0]
-                        yield with_pod(entry, pod_name) if several else entry
-                    if dropped:
-                        gap, dropped = dropped, 0
-                        yield LogGap(gap)
+                    try:
+                        batch = await asyncio.wait_for(follow.buffer.next_batch(), remaining)
+                    except TimeoutError:
+                        break
+                    for item in batch or ():
+                        yield follow.shown(item, several=several)
         finally:
-            stop.set()
-            for response in list(responses):
-                with contextlib.suppress(OSError):  # it may close itself meanwhile
-                    response.shutdown()
-            for task in followed.values():
-                task.cancel()
-            await asyncio.gather(*followed.values(), return_exceptions=True)
+            await follow.aclose()
+
+
+@dataclass
+class _PodFollows:
+    """One follow stream per started pod of a workload, all read into one bounded buffer."""
+
+    api: KubeApi
+    bridge: ThreadBridge
+    ref: ContainerRef
+    tail_lines: int
+    buffer: BoundedBuffer[tuple[str, str]]
+    initial: frozenset[str]  # the pods when the follow began: they start at ``tail_lines``
+    streams: OpenStreams = field(default_factory=OpenStreams)
+    followed: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    restarts: dict[str, int] = field(default_factory=dict)
+    last_stamp: dict[str, str] = field(default_factory=dict)
+
+    def update(self, current: list[Obj]) -> bool:
+        """Follow new pods and restarted containers, forget ended follows of vanished pods;
+        whether the workload has several pods. A follow that could not start (every stream
+        thread taken) ends the whole stream with its error."""
+        for follow in self.followed.values():
+            if follow.done() and not follow.cancelled() and (refused := follow.exception()) is not None:
+                raise refused
+        for pod in current:
+            name = pod["metadata"]["name"]
+            task = self.followed.get(name)
+            count = _started(pod, self.ref.name)
+            if count is None or (task is not None and not task.done()):
+                continue
+            if task is None or self.restarts.get(name) != count:  # new pod, or a restarted container
+                self.restarts[name] = count
+                self._start(name)
+        names = {p["metadata"]["name"] for p in current}
+        for name in list(self.followed):
+            if name not in names and self.followed[name].done():
+                del self.followed[name]
+        return len(names) > 1
+
+    def shown(self, item: tuple[str, str] | LogGap, *, several: bool) -> LogItem:
+        if isinstance(item, LogGap):
+            return item
+        pod, line = item
+        self.last_stamp[pod] = line.partition(" ")[0]
+        return with_pod(line, pod) if several else line
+
+    def _start(self, pod: str) -> None:
+        query = [("container", self.ref.name), ("follow", "true"), ("timestamps", "true")]
+        if pod in self.last_stamp:
+            query.append(("sinceTime", self.last_stamp[pod]))
+        elif pod in self.initial:
+            query.append(("tailLines", str(max(self.tail_lines, 0))))
+        self.followed[pod] = asyncio.create_task(
+            self.bridge.stream(self._read, pod, query), name=f"kube-log-{self.ref.prefix}-{pod}"
+        )
+
+    def _read(self, pod: str, query: list[tuple[str, str]]) -> None:
+        """Blocking, in a stream thread: one pod's follow into the buffer."""
+        ns = self.ref.prefix
+        request = Request("get", resources.POD, ns, f"{pod}/log")
+        try:
+            with self.streams.open(self.api, request, resources.POD.path(ns, pod, "log"), query) as lines:
+                for raw in lines:
+                    self.buffer.push([(pod, raw.decode("utf-8", "replace"))])
+        except RuntimeFailure as err:
+            log.info("kube_log_follow_refused", pod=pod, error=str(err))
+        except Exception as err:  # closed on cancel, or a broken connection
+            if not self.streams.stop.is_set():
+                log.info("kube_log_follow_ended", pod=pod, error=type(err).__name__)
+
+    async def aclose(self) -> None:
+        self.streams.shutdown()
+        self.buffer.close()
+        for task in self.followed.values():
+            task.cancel()
+        await asyncio.gather(*self.followed.values(), return_exceptions=True)

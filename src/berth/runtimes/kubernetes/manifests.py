@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from berth.errors import InvalidSpec
+from berth.imageref import expand, is_pinned
 from berth.model import (
     MANAGED_LABEL,
     DeploymentStrategy,
@@ -23,7 +24,7 @@ from berth.model import (
     VolumeType,
     WorkloadSpec,
 )
-from berth.runtimes.kubernetes.images import expand, is_pinned
+from berth.names import checked_label
 from berth.settings import KubernetesSettings
 
 Obj = dict[str, Any]
@@ -36,16 +37,9 @@ PROBE_INITIAL_DELAY_S: Final = 30
 CORS_HEADERS: Final = "X-Forwarded-For, X-Forwarded-Host, X-Forwarded-Server, X-Real-IP, X-Requested-With"
 NGINX: Final = "nginx.ingress.kubernetes.io"
 
-_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _QUANTITY = re.compile(
     r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei|[eE][+-]?[0-9]+)?$"
 )
-
-
-def dns_label(field_name: str, value: str) -> str:
-    if len(value) > 63 or not _DNS_LABEL.match(value):
-        raise InvalidSpec(field_name, f"{value!r} is not a DNS-1123 label (lower case, digits, '-', max 63)")
-    return value
 
 
 def quantity(field_name: str, value: str) -> str:
@@ -69,7 +63,7 @@ def namespace(name: str) -> Obj:
     return {
         "apiVersion": "v1",
         "kind": "Namespace",
-        "metadata": {"name": dns_label("prefix", name), "labels": dict(MANAGED)},
+        "metadata": {"name": checked_label("prefix", name), "labels": dict(MANAGED)},
     }
 
 
@@ -88,24 +82,24 @@ def shared_secret(prefix: str, secrets: Mapping[str, str]) -> Obj:
     return opaque_secret(f"{prefix}-shared", prefix, secrets)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class WorkloadObjects:
     """What a workload is made of, in apply order (§15.2 pipeline)."""
 
-    deployment: Obj
-    secret: Obj
     config_map: Obj | None = None
-    pull_secret: Obj | None = None
     pvcs: tuple[Obj, ...] = ()
+    secret: Obj
     service: Obj | None = None
+    pull_secret: Obj | None = None
+    deployment: Obj
     ingress: Obj | None = None
     service_monitor: Obj | None = None
     notes: tuple[str, ...] = field(default=())
 
 
 def build(spec: WorkloadSpec, deployment_id: str, settings: KubernetesSettings) -> WorkloadObjects:
-    ns = dns_label("prefix", spec.prefix)
-    name = dns_label("name", spec.name)
+    ns = checked_label("prefix", spec.prefix)
+    name = checked_label("name", spec.name)
     env = dict(spec.environment)
     config_map = (
         {
@@ -234,22 +228,10 @@ def ingress_host(domain: str | None, name: str, prefix: str, root_domain: str) -
     return f"{name}.{prefix}.{root}"
 
 
-def _ingress(
-    spec: WorkloadSpec, ns: str, name: str, ports: list[int], settings: KubernetesSettings
-) -> Obj | None:
-    if spec.expose not in (ExposeStrategy.EXPOSE, ExposeStrategy.EXPOSE_WITH_TLS):
-        return None
-    if not ports:
-        raise InvalidSpec("expose", "exposing a workload needs at least one port")
-    opts = spec.kubernetes
-    routing = spec.routing
-    port = routing.port if routing and routing.port else ports[0]
-    if port not in ports:
-        raise InvalidSpec("routing.port", f"{port} is not one of the workload's ports")
-    host = ingress_host(routing.domain if routing else None, name, ns, settings.root_domain)
-    path = (routing.path if routing and routing.path else "/").strip() or "/"
-    if not path.startswith("/"):
-        path = f"/{path}"
+def _ingress_path(spec: WorkloadSpec, path: str) -> tuple[str, dict[str, str]]:
+    """The ingress path (a regex when the prefix is stripped) and the NGINX annotations for
+    stripping, the upload limit and the proxy headers."""
+    routing, opts = spec.routing, spec.kubernetes
     annotations: dict[str, str] = {}
     if routing and routing.strip_path and path != "/":
         path = f"{path.rstrip('/')}/?(.*)"
@@ -267,6 +249,26 @@ def _ingress(
                 f"{NGINX}/cors-allow-headers": headers,
             }
         )
+    return path, annotations
+
+
+def _ingress(
+    spec: WorkloadSpec, ns: str, name: str, ports: list[int], settings: KubernetesSettings
+) -> Obj | None:
+    if spec.expose not in (ExposeStrategy.EXPOSE, ExposeStrategy.EXPOSE_WITH_TLS):
+        return None
+    if not ports:
+        raise InvalidSpec("expose", "exposing a workload needs at least one port")
+    opts = spec.kubernetes
+    routing = spec.routing
+    port = routing.port if routing and routing.port else ports[0]
+    if port not in ports:
+        raise InvalidSpec("routing.port", f"{port} is not one of the workload's ports")
+    host = ingress_host(routing.domain if routing else None, name, ns, settings.root_domain)
+    path = (routing.path if routing and routing.path else "/").strip() or "/"
+    if not path.startswith("/"):
+        path = f"/{path}"
+    path, annotations = _ingress_path(spec, path)
     rule: Obj = {
         "http": {
             "paths": [
@@ -325,7 +327,7 @@ _PVC_TYPES: Final = {VolumeType.RO, VolumeType.RWO, VolumeType.RWX, VolumeType.U
 
 
 def _pvc_name(workload: str, volume: str) -> str:
-    return dns_label("volumes.name", f"{workload}-{volume}")
+    return checked_label("volumes.name", f"{workload}-{volume}")
 
 
 def _access_mode(vtype: VolumeType | None, settings: KubernetesSettings) -> tuple[str, bool]:
@@ -363,7 +365,7 @@ def _pod_volumes(spec: WorkloadSpec, name: str, settings: KubernetesSettings) ->
     volumes: list[Obj] = []
     mounts: list[Obj] = []
     for volume in spec.volumes:
-        vol_name = dns_label("volumes.name", volume.name)
+        vol_name = checked_label("volumes.name", volume.name)
         read_only = False
         if volume.type in (VolumeType.MEM, VolumeType.TMP):
             size = quantity(f"volumes[{volume.name}].size", volume.size or settings.default_volume_size)
@@ -496,7 +498,7 @@ def _init_containers(spec: WorkloadSpec, settings: KubernetesSettings, env_from:
         containers.append(container)
     for init in spec.init_containers:
         container = {
-            "name": dns_label("initContainers.name", init.name),
+            "name": checked_label("initContainers.name", init.name),
             "image": _image(init.image, "", settings),
             "imagePullPolicy": "Always",
         }
@@ -527,6 +529,37 @@ def _image(image_name: str, tag: str, settings: KubernetesSettings, registry: st
     )
 
 
+def _main_container(
+    spec: WorkloadSpec,
+    name: str,
+    *,
+    image: str,
+    settings: KubernetesSettings,
+    ports: list[int],
+    env_from: list[Obj],
+    mounts: list[Obj],
+) -> Obj:
+    container: Obj = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": "IfNotPresent" if is_pinned(image) else "Always",
+        "resources": _resources(spec, settings),
+        **_probes(spec, ports),
+    }
+    optional: Obj = {
+        "command": list(spec.commands),
+        "args": list(spec.args),
+        "envFrom": env_from,
+        "ports": [{"name": f"port-{p}", "containerPort": p, "protocol": "TCP"} for p in ports],
+        "tty": spec.tty or None,
+        "workingDir": spec.working_directory,
+        "securityContext": {"runAsUser": spec.user} if spec.user is not None else None,
+        "volumeMounts": mounts,
+    }
+    container.update({key: value for key, value in optional.items() if value})
+    return container
+
+
 def _deployment(
     spec: WorkloadSpec,
     ns: str,
@@ -543,29 +576,9 @@ def _deployment(
     ports = _service_ports(spec)
     env_from = _env_from(config_map, secret)
     volumes, mounts = _pod_volumes(spec, name, settings)
-    container: Obj = {
-        "name": name,
-        "image": image,
-        "imagePullPolicy": "IfNotPresent" if is_pinned(image) else "Always",
-        "resources": _resources(spec, settings),
-        **_probes(spec, ports),
-    }
-    if spec.commands:
-        container["command"] = list(spec.commands)
-    if spec.args:
-        container["args"] = list(spec.args)
-    if env_from:
-        container["envFrom"] = env_from
-    if ports:
-        container["ports"] = [{"name": f"port-{p}", "containerPort": p, "protocol": "TCP"} for p in ports]
-    if spec.tty:
-        container["tty"] = True
-    if spec.working_directory:
-        container["workingDir"] = spec.working_directory
-    if spec.user is not None:
-        container["securityContext"] = {"runAsUser": spec.user}
-    if mounts:
-        container["volumeMounts"] = mounts
+    container = _main_container(
+        spec, name, image=image, settings=settings, ports=ports, env_from=env_from, mounts=mounts
+    )
     pod_labels = {**(_user_labels(opts.labels.deployment) if opts.labels else {}), APP_LABEL: name}
     pod_annotations = {**(dict(opts.annotations.deployment) if opts.annotations else {})}
     pod_annotations[DEPLOYMENT_ID_ANNOTATION] = deployment_id

@@ -8,9 +8,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
+from berth.runtimes.common.bridge import ThreadBridge
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Forbidden, Request, permission_text
-from berth.runtimes.kubernetes.bridge import Bridge
 from berth.runtimes.kubernetes.resources import Kind
 
 # Server-side apply needs both: create for a new object, patch for an existing one.
@@ -18,7 +18,7 @@ APPLY_VERBS = ("create", "patch")
 
 
 async def require_apply_permissions(
-    api: KubeApi, bridge: Bridge, targets: Iterable[tuple[Kind, str]]
+    api: KubeApi, bridge: ThreadBridge, targets: Iterable[tuple[Kind, str]]
 ) -> None:
     """Raise ``Forbidden`` naming every (verb, kind, namespace) the account lacks."""
     checks = sorted(

@@ -11,10 +11,10 @@ import structlog
 
 from berth.model import LogLevel
 from berth.runtimes.base import DeployEvents
+from berth.runtimes.common.bridge import ThreadBridge
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Request
-from berth.runtimes.kubernetes.bridge import Bridge
 
 log = structlog.get_logger(__name__)
 Obj = dict[str, Any]
@@ -55,7 +55,9 @@ def _images(template: Obj) -> str:
     return ", ".join(str(c.get("image", "?")) for c in (template.get("spec") or {}).get("containers") or [])
 
 
-async def roll_back(api: KubeApi, bridge: Bridge, namespace: str, name: str, events: DeployEvents) -> bool:
+async def roll_back(
+    api: KubeApi, bridge: ThreadBridge, namespace: str, name: str, events: DeployEvents
+) -> bool:
     """Put the previous ReplicaSet's template back; ``False`` (and a warning) when there is none."""
     deployment = await bridge.call(api.get, resources.DEPLOYMENT, namespace, name)
     selector = (deployment.get("spec") or {}).get("selector", {}).get("matchLabels") or {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import structlog
 
@@ -21,10 +21,10 @@ from berth.model import (
     Target,
 )
 from berth.runtimes.base import DeployEvents
+from berth.runtimes.common.bridge import ThreadBridge
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Forbidden
-from berth.runtimes.kubernetes.bridge import Bridge
 from berth.runtimes.kubernetes.deploy import Deployer
 from berth.runtimes.kubernetes.logs import LogReader
 from berth.runtimes.kubernetes.manifests import APP_LABEL, RESTARTED_AT_ANNOTATION
@@ -33,6 +33,8 @@ from berth.runtimes.waits import WaitBoard
 from berth.settings import KubernetesSettings
 
 log = structlog.get_logger(__name__)
+# Watches and log follows carry no client timeout (§17 #41): they get their own bounded threads.
+STREAM_THREADS: Final = 32
 
 # what deleting one workload removes (PVCs stay, §15.10); NotFound counts as success (§17 #33)
 WORKLOAD_OBJECTS = (
@@ -65,7 +67,7 @@ class KubernetesRuntime:
     def __init__(self, settings: KubernetesSettings) -> None:
         self._settings = settings
         self._api = KubeApi(settings)
-        self._bridge = Bridge()
+        self._bridge = ThreadBridge("kube", STREAM_THREADS)
         self.waits = WaitBoard()  # rollout waits a newer command supersedes (SupersedableWaits)
         self._deployer = Deployer(self._api, self._bridge, settings, self.waits)
         self._logs = LogReader(self._api, self._bridge)

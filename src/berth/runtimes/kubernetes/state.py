@@ -7,8 +7,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from berth.imageref import split_name_tag
 from berth.model import ContainerRef, ContainerState, ContainerStatus, PortMapping, frozen_map
-from berth.runtimes.kubernetes.images import split_name_tag
 from berth.runtimes.kubernetes.manifests import APP_LABEL
 
 Obj = dict[str, Any]

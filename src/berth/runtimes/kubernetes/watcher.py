@@ -7,8 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import random
-import threading
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -17,17 +15,21 @@ import structlog
 
 from berth.errors import RuntimeFailure
 from berth.model import ContainerRef, ContainerStatus, StateUpdate
+from berth.runtimes.common.backoff import Backoff
+from berth.runtimes.common.bridge import ThreadBridge
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Gone, Request
-from berth.runtimes.kubernetes.bridge import Bridge
 from berth.runtimes.kubernetes.state import app_of, derive
+from berth.runtimes.kubernetes.streams import OpenStreams
 
 log = structlog.get_logger(__name__)
 Obj = dict[str, Any]
 Key = tuple[str, str]
+WatchEvent = tuple[str, str, Obj]  # kind, event type, object
 WATCHED: Final = (resources.DEPLOYMENT, resources.POD, resources.SERVICE)
 QUEUE_SIZE: Final = 1024
+BACKOFF_INITIAL_S: Final = 1.0
 BACKOFF_MAX_S: Final = 30.0
 RELIST: Final = "relist"
 
@@ -79,14 +81,34 @@ class Snapshot:
 class Channel:
     """What the watch threads of one cycle share with the loop."""
 
-    queue: asyncio.Queue[tuple[str, str, Obj] | str]
+    queue: asyncio.Queue[WatchEvent | str]
     loop: asyncio.AbstractEventLoop
-    stop: threading.Event = field(default_factory=threading.Event)
-    responses: set[Any] = field(default_factory=set)
+    streams: OpenStreams = field(default_factory=OpenStreams)
+
+    def refused(self, task: asyncio.Task[None]) -> None:
+        """A watch that could not start (every stream thread taken) ends the cycle as an error."""
+        if task.cancelled() or task.exception() is None:
+            return
+        log.warning("kube_watch_not_started", error=str(task.exception()))
+        with contextlib.suppress(asyncio.QueueFull):  # a full queue: events flow, the resync repairs
+            self.queue.put_nowait("error")
+
+    def put(self, item: WatchEvent | str) -> None:
+        """From a watch thread: wait for room in the queue, unless the cycle stops meanwhile."""
+        future = asyncio.run_coroutine_threadsafe(self.queue.put(item), self.loop)
+        while not self.streams.stop.is_set():
+            try:
+                future.result(timeout=0.5)
+                return
+            except TimeoutError:
+                continue
+        future.cancel()
 
 
 class StateWatcher:
-    def __init__(self, api: KubeApi, bridge: Bridge, namespace: str | None, resync_interval_s: float) -> None:
+    def __init__(
+        self, api: KubeApi, bridge: ThreadBridge, namespace: str | None, resync_interval_s: float
+    ) -> None:
         self._api = api
         self._bridge = bridge
         self._namespace = namespace or None
@@ -107,14 +129,13 @@ class StateWatcher:
         only what changed."""
         emitted: dict[ContainerRef, ContainerStatus] = {}
         full_list = True
-        failures = 0
+        backoff = Backoff(BACKOFF_INITIAL_S, BACKOFF_MAX_S)
         while True:
             try:
                 snap = await self.snapshot()
             except RuntimeFailure as err:
-                failures += 1
                 full_list = True
-                delay = _backoff_s(failures)
+                delay = backoff.next_delay_s()
                 log.warning(
                     "kube_state_list_failed",
                     namespace=self._namespace,
@@ -143,19 +164,17 @@ class StateWatcher:
             if outcome == RELIST:
                 log.info("kube_watch_relist", namespace=self._namespace, reason="410 Gone")
             elif outcome == "error":
-                failures += 1
                 full_list = True
-                await asyncio.sleep(_backoff_s(failures))
+                await asyncio.sleep(backoff.next_delay_s())
             else:
-                failures = 0
+                backoff.reset()
 
     async def _watch(
         self, snap: Snapshot, emitted: dict[ContainerRef, ContainerStatus]
     ) -> AsyncGenerator[StateUpdate | str]:
         """Watch until the resync deadline, a 410 (re-list) or an error. ``emitted`` is updated."""
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, str, Obj] | str] = asyncio.Queue(QUEUE_SIZE)
-        channel = Channel(queue, loop)
+        channel = Channel(asyncio.Queue(QUEUE_SIZE), loop)
         tasks = [
             asyncio.create_task(
                 self._bridge.stream(self._watch_blocking, kind, snap.versions[kind.kind], channel),
@@ -163,123 +182,117 @@ class StateWatcher:
             )
             for kind in WATCHED
         ]
+        for task in tasks:
+            task.add_done_callback(channel.refused)
         deadline = loop.time() + self._resync_s
         try:
-            while True:
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    return
+            while (remaining := deadline - loop.time()) > 0:
                 try:
-                    first = await asyncio.wait_for(queue.get(), remaining)
+                    first = await asyncio.wait_for(channel.queue.get(), remaining)
                 except TimeoutError:
                     return
-                batch = [first]
-                while not queue.empty() and len(batch) < QUEUE_SIZE:
-                    batch.append(queue.get_nowait())
-                affected: set[Key] = set()
-                end: str | None = None
-                for event in batch:
-                    if isinstance(event, str):
-                        end = event
-                        break
-                    kind, event_type, obj = event
-                    key = snap.apply(kind, event_type, obj)
-                    if key is not None:
-                        affected.add(key)
-                changes = []
-                for key in sorted(affected):
-                    ref = ContainerRef(*key)
-                    status = snap.status(key)
-                    if status is None:
-                        if emitted.pop(ref, None) is not None:
-                            changes.append(ContainerStatus.removed(ref))
-                    elif emitted.get(ref) != status:
-                        emitted[ref] = status
-                        changes.append(status)
+                affected, end = _apply_batch(snap, _drain(channel.queue, first))
+                changes = _changes(snap, emitted, affected)
                 if changes:
                     yield StateUpdate(tuple(changes))
                 if end is not None:
                     yield end
                     return
         finally:
-            channel.stop.set()
-            for response in list(channel.responses):
-                with contextlib.suppress(OSError):  # it may close itself meanwhile
-                    response.shutdown()
+            channel.streams.shutdown()
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
-    def _watch_blocking(
-        self,
-        kind: resources.Kind,
-        version: str,
-        channel: Channel,
-    ) -> None:
+    def _watch_blocking(self, kind: resources.Kind, version: str, channel: Channel) -> None:
         """One watch, resumed from the last resourceVersion when the server ends it; ends the
         cycle with ``relist`` on 410 Gone or ``error`` on anything else."""
-
-        stop, responses = channel.stop, channel.responses
-
-        def put(item: tuple[str, str, Obj] | str) -> None:
-            future = asyncio.run_coroutine_threadsafe(channel.queue.put(item), channel.loop)
-            while not stop.is_set():
-                try:
-                    future.result(timeout=0.5)
-                    return
-                except TimeoutError:
-                    continue
-            future.cancel()
-
-        request = Request("watch", kind, self._namespace)
+        stop = channel.streams.stop
         while not stop.is_set():
-            query = [
-                ("watch", "true"),
-                ("resourceVersion", version),
-                ("allowWatchBookmarks", "true"),
-                ("timeoutSeconds", str(int(self._resync_s) + 5)),
-            ]
-            try:
-                response = self._api.open_stream(request, kind.path(self._namespace), query)
-            except Gone:
-                put(RELIST)
-                return
-            except RuntimeFailure as err:
+            end, version = self._read_watch(kind, version, channel)
+            if end is not None:
                 if not stop.is_set():
-                    log.warning("kube_watch_failed", kind=kind.kind, error=str(err))
-                    put("error")
+                    channel.put(end)
                 return
-            responses.add(response)
-            try:
-                if stop.is_set():  # stopped while opening: the owner's shutdown() missed it
-                    return
-                for line in response:
-                    if stop.is_set():
-                        return
+
+    def _read_watch(self, kind: resources.Kind, version: str, channel: Channel) -> tuple[str | None, str]:
+        """One watch request: how the cycle ends (``None``: the server ended it, resume) and the
+        last resourceVersion seen."""
+        query = [
+            ("watch", "true"),
+            ("resourceVersion", version),
+            ("allowWatchBookmarks", "true"),
+            ("timeoutSeconds", str(int(self._resync_s) + 5)),
+        ]
+        streams = channel.streams
+        try:
+            request = Request("watch", kind, self._namespace)
+            with streams.open(self._api, request, kind.path(self._namespace), query) as lines:
+                for line in lines:
                     event = json.loads(line)
                     event_type, obj = event.get("type"), event.get("object") or {}
                     if event_type == "ERROR":
-                        gone = obj.get("code") == 410
-                        if not gone:
-                            log.warning("kube_watch_error", kind=kind.kind, message=obj.get("message"))
-                        put(RELIST if gone else "error")
-                        return
+                        return _watch_error(kind, obj), version
                     version = str(obj.get("metadata", {}).get("resourceVersion") or version)
                     if event_type != "BOOKMARK":
-                        put((kind.kind, str(event_type), obj))
-            except Exception as err:  # a closed or broken connection: any urllib3/ssl/socket error
-                if not stop.is_set():
-                    log.warning("kube_watch_broken", kind=kind.kind, error=type(err).__name__)
-                    put("error")
-                return
-            finally:
-                responses.discard(response)
-                response.release_conn()
+                        channel.put((kind.kind, str(event_type), obj))
+        except Gone:
+            return RELIST, version
+        except RuntimeFailure as err:  # the watch could not be opened
+            if not streams.stop.is_set():
+                log.warning("kube_watch_failed", kind=kind.kind, error=str(err))
+            return "error", version
+        except Exception as err:  # a closed or broken connection: any urllib3/ssl/socket error
+            if not streams.stop.is_set():
+                log.warning("kube_watch_broken", kind=kind.kind, error=type(err).__name__)
+            return "error", version
+        return None, version
 
 
-def _backoff_s(failures: int) -> float:
-    """Full jitter, capped."""
-    return random.uniform(0, min(BACKOFF_MAX_S, 0.5 * 2.0**failures))  # noqa: S311 - jitter, not crypto
+def _watch_error(kind: resources.Kind, obj: Obj) -> str:
+    """An ERROR event in the stream: 410 Gone asks for a re-list, anything else is an error."""
+    if obj.get("code") == 410:
+        return RELIST
+    log.warning("kube_watch_error", kind=kind.kind, message=obj.get("message"))
+    return "error"
+
+
+def _drain(queue: asyncio.Queue[WatchEvent | str], first: WatchEvent | str) -> list[WatchEvent | str]:
+    """``first`` and what else is queued already, up to the queue's size."""
+    batch = [first]
+    while not queue.empty() and len(batch) < QUEUE_SIZE:
+        batch.append(queue.get_nowait())
+    return batch
+
+
+def _apply_batch(snap: Snapshot, batch: list[WatchEvent | str]) -> tuple[set[Key], str | None]:
+    """Apply the events up to the first end marker: the Deployments they affect, and the end."""
+    affected: set[Key] = set()
+    for event in batch:
+        if isinstance(event, str):
+            return affected, event
+        kind, event_type, obj = event
+        key = snap.apply(kind, event_type, obj)
+        if key is not None:
+            affected.add(key)
+    return affected, None
+
+
+def _changes(
+    snap: Snapshot, emitted: dict[ContainerRef, ContainerStatus], affected: set[Key]
+) -> list[ContainerStatus]:
+    """The statuses of ``affected`` that differ from what was emitted; ``emitted`` is updated."""
+    changes = []
+    for key in sorted(affected):
+        ref = ContainerRef(*key)
+        status = snap.status(key)
+        if status is None:
+            if emitted.pop(ref, None) is not None:
+                changes.append(ContainerStatus.removed(ref))
+        elif emitted.get(ref) != status:
+            emitted[ref] = status
+            changes.append(status)
+    return changes
 
 
 def _diff(

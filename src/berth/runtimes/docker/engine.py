@@ -1,5 +1,6 @@
-"""The one way into the Docker SDK: a lazily created client, blocking calls in threads, long
-follows/watches in their own bounded pool, and SDK errors translated into ``berth.errors``."""
+"""The one way into the Docker SDK: a lazily created client, blocking calls through the runtimes'
+thread bridge (long follows and watches in its bounded stream pool), the open streams that closing
+must unblock, and SDK errors translated into ``berth.errors``."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import requests.exceptions
 import structlog
 
 from berth.errors import NotFound, PermanentCommandError, RuntimeFailure, TemporaryCommandError
+from berth.runtimes.common.bridge import ThreadBridge
 
 log = structlog.get_logger(__name__)
 
@@ -26,7 +28,7 @@ class Closeable(Protocol):
     def close(self) -> None: ...
 
 
-STREAM_THREADS: Final = 64  # concurrent log follows + state watches + pulls
+STREAM_THREADS: Final = 64  # log follows, state and health event streams, helper container waits
 CONNECTION_POOL: Final = STREAM_THREADS + 16
 REQUEST_TIMEOUT_S: Final = 120
 
@@ -63,15 +65,24 @@ def status_code(err: BaseException) -> int | None:
     return None
 
 
-class EngineBridge:
-    """Owns the SDK client and the stream thread pool. Safe to create at import time of the
-    agent: nothing connects until the first call."""
+class Engine:
+    """Owns the SDK client, the thread bridge and the open streams. Safe to create at import time
+    of the agent: nothing connects until the first call. ``api_version`` ``"auto"`` asks the
+    engine; a fixed one skips that probe."""
 
-    def __init__(self, base_url: str | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str | None = None,
+        *,
+        api_version: str = "auto",
+        timeout_s: int = REQUEST_TIMEOUT_S,
+    ) -> None:
         self._base_url = base_url
+        self._api_version = api_version
+        self._timeout_s = timeout_s
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
-        self._streams: concurrent.futures.ThreadPoolExecutor | None = None
+        self.threads = ThreadBridge("docker", STREAM_THREADS)
         self._closed = False
         self._open_streams: set[Closeable] = set()
 
@@ -87,44 +98,34 @@ class EngineBridge:
                     if self._base_url:
                         self._client = docker.DockerClient(
                             base_url=self._base_url,
-                            version="auto",
-                            timeout=REQUEST_TIMEOUT_S,
+                            version=self._api_version,
+                            timeout=self._timeout_s,
                             max_pool_size=CONNECTION_POOL,
                         )
                     else:
                         self._client = docker.from_env(
-                            version="auto", timeout=REQUEST_TIMEOUT_S, max_pool_size=CONNECTION_POOL
+                            version=self._api_version, timeout=self._timeout_s, max_pool_size=CONNECTION_POOL
                         )
             return self._client
 
     # -- calls --------------------------------------------------------------------------------
 
     async def call(self, what: str, fn: Callable[[docker.DockerClient], T]) -> T:
-        """A one-shot blocking SDK call in the default thread pool, errors translated."""
-        return await asyncio.to_thread(self._invoke, what, fn)
+        """A one-shot blocking SDK call in a thread, errors translated."""
+        return await self.threads.call(self.run, what, fn)
 
-    def _invoke(self, what: str, fn: Callable[[docker.DockerClient], T]) -> T:
+    def run(self, what: str, fn: Callable[[docker.DockerClient], T]) -> T:
+        """The same, blocking: for code that already runs in a thread."""
         client = self.client()
         with translated(what):
             return fn(client)
 
     async def in_stream_pool(self, fn: Callable[[], T]) -> T:
-        """A long-running blocking function (a follow, a watch) in the dedicated bounded pool."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._stream_pool(), fn)
+        """A long-running blocking function (a follow, a watch) on a stream thread."""
+        return await self.threads.stream(fn)
 
     def submit_stream(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
-        return self._stream_pool().submit(fn)
-
-    def _stream_pool(self) -> concurrent.futures.ThreadPoolExecutor:
-        with self._lock:
-            if self._closed:
-                raise TemporaryCommandError("the Docker runtime is closed")
-            if self._streams is None:
-                self._streams = concurrent.futures.ThreadPoolExecutor(
-                    max_workers=STREAM_THREADS, thread_name_prefix="berth-docker-stream"
-                )
-            return self._streams
+        return self.threads.submit_stream(fn)
 
     def track(self, stream: Closeable) -> None:
         """Remember an open SDK stream so ``aclose`` can unblock its thread."""
@@ -140,20 +141,21 @@ class EngineBridge:
         close_quietly(stream)
 
     async def aclose(self) -> None:
+        await asyncio.to_thread(self.close)
+
+    def close(self) -> None:
+        """Blocking (closes the client's sessions)."""
         with self._lock:
             self._closed = True
             streams, self._open_streams = list(self._open_streams), set()
+            client, self._client = self._client, None
         for stream in streams:
             close_quietly(stream)
-        with self._lock:
-            client, self._client = self._client, None
-            pool, self._streams = self._streams, None
-        if pool is not None:
-            # Tracked streams are closed above, so their threads end at once; a helper container's
-            # wait (bounded by its own timeout) is not waited for: shutdown must stay quick.
-            pool.shutdown(wait=False, cancel_futures=True)
+        # Tracked streams are closed above, so their threads end at once; a helper container's
+        # wait (bounded by its own timeout) is not waited for: shutdown must stay quick.
+        self.threads.close()
         if client is not None:
-            await asyncio.to_thread(client.close)
+            client.close()
 
 
 def close_quietly(stream: Closeable) -> None:
