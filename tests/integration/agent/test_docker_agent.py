@@ -15,7 +15,7 @@ import docker
 import pysequoia
 import pytest
 from fakeplatform import FakePlatform, PlatformServer, RunningAgent, agent_settings, running_agent
-from waiting import wait_event
+from waiting import wait_event, wait_for
 
 from berth.proto import agent_pb2, common_pb2
 from berth.settings import DockerSettings
@@ -113,11 +113,16 @@ async def test_deploy_list_inspect_logs_delete_on_docker(docker_agent: DockerAge
     inspect = await platform.wait_unary("ContainerInspect", within_s=10)
     assert json.loads(inspect.message.data)["Name"] == f"/{prefix}-web"
 
-    await platform.send(
-        agent_pb2.AgentCommand(containerLog=agent_pb2.ContainerLogRequest(container=target, tail=10))
-    )
-    logs = await platform.wait_unary("ContainerLog", within_s=10)
-    assert any(line.rstrip().endswith("secret=from-the-platform") for line in logs.message.logs)
+    async def logged() -> bool:
+        """The container prints its line as it starts, which a busy engine may not have logged yet."""
+        asked = len(platform.calls("ContainerLog"))
+        await platform.send(
+            agent_pb2.AgentCommand(containerLog=agent_pb2.ContainerLogRequest(container=target, tail=10))
+        )
+        logs = await platform.wait_unary("ContainerLog", count=asked + 1, within_s=10)
+        return any(line.rstrip().endswith("secret=from-the-platform") for line in logs.message.logs)
+
+    await wait_for(logged, 10, "the container's line in the agent's log answer", interval_s=0.2)
 
     await platform.send(
         agent_pb2.AgentCommand(
