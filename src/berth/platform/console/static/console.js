@@ -250,27 +250,75 @@
       el("td", {}, el("div", { class: "row-actions" }, actions)));
   }
 
+  // Rows and groups are kept while their containers do not change: an update of another
+  // container must not replace the row (and the button) under the user's pointer.
+  const kept = new WeakMap();
+
+  function keptFor(box) {
+    if (!kept.has(box)) kept.set(box, { rows: new Map(), groups: new Map() });
+    return kept.get(box);
+  }
+
+  function cachedRow(box, item, prefix, name, seen) {
+    const rows = keptFor(box).rows;
+    const key = `${prefix}/${item.id.prefix}/${item.id.name}`;
+    seen.add(key);
+    const signature = JSON.stringify([item, prefix, name]);
+    const old = rows.get(key);
+    if (old && old.signature === signature) return old.row;
+    const row = containerRow(item, prefix, name);
+    rows.set(key, { signature, row });
+    return row;
+  }
+
+  function setChildren(parent, children) {
+    const same = children.length === parent.children.length && children.every((child, i) => parent.children[i] === child);
+    if (!same) parent.replaceChildren(...children);
+  }
+
+  const count = (n) => `${n} container${n === 1 ? "" : "s"}`;
+
+  function groupSection(box, key, make) {
+    const groups = keptFor(box).groups;
+    if (!groups.has(key)) {
+      const tbody = el("tbody", {});
+      const label = el("span", { class: "muted small" });
+      groups.set(key, { section: make(tbody, label), tbody, label });
+    }
+    return groups.get(key);
+  }
+
   function renderContainers(nodeId, box, containers) {
-    const groups = new Map();
+    const byPrefix = new Map();
     const others = [];
+    const seen = new Set();
     for (const item of [...containers.values()].sort((a, b) => a.id.name.localeCompare(b.id.name))) {
       const { prefix, name } = place(item);
-      if (!prefix) { others.push(containerRow(item, "", name)); continue; }
-      if (!groups.has(prefix)) groups.set(prefix, []);
-      groups.get(prefix).push(containerRow(item, prefix, name));
+      const row = cachedRow(box, item, prefix, name, seen);
+      if (!prefix) { others.push(row); continue; }
+      if (!byPrefix.has(prefix)) byPrefix.set(prefix, []);
+      byPrefix.get(prefix).push(row);
     }
-    const count = (n) => `${n} container${n === 1 ? "" : "s"}`;
-    const sections = [...groups.keys()].sort().map((prefix) => el("div", { class: "prefix-group", "data-group": prefix },
-      el("h3", {}, el("code", {}, prefix), el("span", { class: "muted small" }, count(groups.get(prefix).length))),
-      el("table", { class: "table" }, el("tbody", {}, groups.get(prefix)))));
-    if (sections.length === 0) sections.push(el("p", { class: "empty" }, "No deployed containers on this node yet."));
+    const rows = keptFor(box).rows;
+    for (const key of [...rows.keys()]) if (!seen.has(key)) rows.delete(key);
+    const sections = [...byPrefix.keys()].sort().map((prefix) => {
+      const group = groupSection(box, `prefix:${prefix}`, (tbody, label) => el("div", { class: "prefix-group", "data-group": prefix },
+        el("h3", {}, el("code", {}, prefix), label), el("table", { class: "table" }, tbody)));
+      group.label.textContent = count(byPrefix.get(prefix).length);
+      setChildren(group.tbody, byPrefix.get(prefix));
+      return group.section;
+    });
+    if (sections.length === 0) {
+      sections.push(groupSection(box, "empty", () => el("p", { class: "empty" }, "No deployed containers on this node yet.")).section);
+    }
     if (others.length) {
-      const wasOpen = box.querySelector("details.others")?.open;
-      sections.push(el("details", { class: "others prefix-group", open: wasOpen || undefined },
-        el("summary", {}, `Other containers on this node (${others.length}), not deployed through a prefix`),
-        el("table", { class: "table" }, el("tbody", {}, others))));
+      const group = groupSection(box, "others", (tbody, label) => el("details", { class: "others prefix-group" },
+        el("summary", {}, label), el("table", { class: "table" }, tbody)));
+      group.label.textContent = `Other containers on this node (${others.length}), not deployed through a prefix`;
+      setChildren(group.tbody, others);
+      sections.push(group.section);
     }
-    box.replaceChildren(...sections);
+    setChildren(box, sections);
   }
 
   function openLogs(nodeId, prefix, name) {
