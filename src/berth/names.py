@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Final
 
@@ -61,6 +62,15 @@ def checked_label(field: str, value: str) -> str:
     if problem:
         raise InvalidSpec(field, f"{value!r} {problem}")
     return value
+
+
+def check_unique(field: str, values: Iterable[str]) -> None:
+    """On a node, ``InvalidSpec`` naming ``field`` when a value appears twice."""
+    seen: set[str] = set()
+    for value in values:
+        if value in seen:
+            raise InvalidSpec(field, f"{value!r} appears twice")
+        seen.add(value)
 
 
 def volume_name_problem(name: str) -> str | None:

@@ -179,6 +179,14 @@ async def test_delete_removes_a_workload_and_a_missing_one_is_success(rig: Rig) 
     assert again.notes, "deleting what is gone says so"
 
 
+async def test_a_delete_without_a_name_is_refused_and_removes_nothing(rig: Rig) -> None:
+    await deploy(rig, rig.workload("web"))
+    with pytest.raises(InvalidSpec):
+        await rig.runtime.delete(ContainerRef(rig.prefix, ""))
+    await reaches(rig, "web", rig.expect.deployed)
+    assert list(await listed(rig)) == ["web"]
+
+
 async def test_delete_of_a_prefix_removes_all_its_workloads(rig: Rig) -> None:
     await deploy(rig, rig.workload("a"), rig.workload("b"))
     await rig.runtime.delete(PrefixTarget(rig.prefix))
@@ -354,13 +362,9 @@ async def test_a_missing_image(rig: Rig, events: RecordedEvents) -> None:
 
 async def test_a_workload_named_twice(rig: Rig) -> None:
     twice = (rig.workload("web"), rig.workload("web", id="wl-other"))
-    if rig.expect.duplicate_names_refused:
-        with pytest.raises(InvalidSpec):
-            await deploy(rig, *twice)
-        assert await listed(rig) == {}
-    else:
+    with pytest.raises(InvalidSpec):
         await deploy(rig, *twice)
-        assert list(await listed(rig)) == ["web"]
+    assert await listed(rig) == {}
 
 
 async def test_an_invalid_prefix_is_refused(rig: Rig) -> None:

@@ -37,7 +37,6 @@ class Expectations:
     kinds: frozenset[str]  # RuntimeInfo.kind from preflight
     deployed: ContainerState = ContainerState.RUNNING  # right after a successful deploy
     missing_image_fails_the_deploy: bool = True  # else the API accepts it and the node fails the pull
-    duplicate_names_refused: bool = True  # one request naming a workload twice
     unfiltered_refs_use_full_names: bool = True  # watching everything: ("", "<prefix>-<name>")
     logs_outlive_a_stop: bool = True  # or a stop removes what printed them
     why: tuple[str, ...] = ()
@@ -50,7 +49,6 @@ EXPECTED: dict[str, Expectations] = {
         frozenset({"kubernetes"}),
         deployed=ContainerState.WAITING,
         missing_image_fails_the_deploy=False,
-        duplicate_names_refused=False,
         unfiltered_refs_use_full_names=False,
         logs_outlive_a_stop=False,
         why=(
@@ -60,8 +58,6 @@ EXPECTED: dict[str, Expectations] = {
             "unfiltered refs: a workload is (namespace, Deployment name) whatever is watched; the "
             "§7 full-name form is Docker's container naming",
             "logs after a stop: a stop scales the Deployment to 0, its pods go and their logs with them",
-            "duplicate names: a gap, not a design: the Kubernetes deployer applies the second "
-            "workload over the first where Docker refuses the request before anything changes",
         ),
     ),
 }

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import PurePosixPath
 from typing import Final
 
 from berth.errors import InvalidSpec
 from berth.model import DeploymentSpec, WorkloadSpec
-from berth.names import checked_label
+from berth.names import check_unique, checked_label
 
 MAX_PORT: Final = 65535
 
@@ -53,12 +52,12 @@ def check_workload(workload: WorkloadSpec) -> None:
                 f"{binding.external.start}-{binding.external.end}:"
                 f"{binding.internal.start}-{binding.internal.end} have different lengths",
             )
-    _check_unique("volume", (v.name for v in workload.volumes))
+    check_unique("volume", (v.name for v in workload.volumes))
     for volume in workload.volumes:
         check_volume_name(volume.name)
         if not volume.path.startswith("/"):
             raise InvalidSpec("volume path", f"{volume.path!r} of {volume.name!r} is not absolute")
-    _check_unique("init container", (i.name for i in workload.init_containers))
+    check_unique("init container", (i.name for i in workload.init_containers))
     for init in workload.init_containers:
         container_name(workload.prefix, f"{workload.name}-{init.name}")
         for link in init.volumes:
@@ -68,14 +67,6 @@ def check_workload(workload: WorkloadSpec) -> None:
 
 def check_deployment(deployment: DeploymentSpec) -> None:
     """Every workload of the request, plus duplicate names (two workloads, one container)."""
-    _check_unique("container name", (w.ref.key for w in deployment.workloads))
+    check_unique("container name", (w.ref.key for w in deployment.workloads))
     for workload in deployment.workloads:
         check_workload(workload)
-
-
-def _check_unique(field: str, names: Iterable[str]) -> None:
-    seen: set[str] = set()
-    for name in names:
-        if name in seen:
-            raise InvalidSpec(field, f"{name!r} appears twice")
-        seen.add(name)

@@ -16,7 +16,7 @@ from typing import Any
 
 import structlog
 
-from berth.errors import NotFound, PermanentCommandError
+from berth.errors import InvalidSpec, NotFound, PermanentCommandError
 from berth.runtimes.kubernetes.api_errors import ApiStatus, Request, translate, unreachable
 from berth.runtimes.kubernetes.resources import NAMESPACE, Kind, kind_of
 from berth.settings import KubernetesSettings
@@ -173,6 +173,8 @@ class KubeApi:
 
     def delete(self, kind: Kind, namespace: str | None, name: str) -> bool:
         """Delete with background propagation; ``False`` when it was already gone."""
+        if not name:  # without a name the path is the collection: never delete a whole kind
+            raise InvalidSpec(kind.kind, "an object to delete needs a name")
         try:
             self.call(
                 Request("delete", kind, namespace, name),

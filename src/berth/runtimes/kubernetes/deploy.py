@@ -13,6 +13,7 @@ import structlog
 
 from berth.errors import PermanentCommandError, RuntimeFailure
 from berth.model import ContainerState, DeploymentSpec, LogLevel, WorkloadSpec
+from berth.names import check_unique
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.common.bridge import ThreadBridge
 from berth.runtimes.kubernetes import manifests, resources
@@ -56,7 +57,8 @@ class Deployer:
         )
 
     async def _deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
-        # build every object first: an invalid request changes nothing in the cluster
+        # check and build every object first: an invalid request changes nothing in the cluster
+        check_unique("workload name", (w.ref.key for w in deployment.workloads))
         built = [(w, manifests.build(w, deployment.id, self._settings)) for w in deployment.workloads]
         monitoring = await self._prepare(deployment, built, events)
         total = max(len(built), 1)

@@ -20,6 +20,7 @@ from berth.model import (
     StateUpdate,
     Target,
 )
+from berth.names import checked_label
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.common.bridge import ThreadBridge
 from berth.runtimes.kubernetes import resources
@@ -112,6 +113,8 @@ class KubernetesRuntime:
             gone = await self._bridge.call(self._api.delete, resources.NAMESPACE, None, target.prefix)
             note = f"namespace {target.prefix} " + ("deleted" if gone else "was already gone")
             return DeleteOutcome(notes=(note,))
+        # an empty name would address the whole collection of each kind in the namespace
+        checked_label("container name", target.name)
         notes = []
         for kind, suffix in WORKLOAD_OBJECTS:
             name = f"{target.name}{suffix}"
