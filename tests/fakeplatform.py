@@ -229,20 +229,26 @@ class FakePlatform(agent_pb2_grpc.AgentServicer):
         if claims["sub"] != self.node_id:
             return grpc.StatusCode.NOT_FOUND, "Node not found"
         if claims.get("type") == "install":
-            if self.stored_nonce is not None or self.installer_token is None:
-                return grpc.StatusCode.UNAUTHENTICATED, "No installer"
-            if self.installer_expired:
-                return grpc.StatusCode.FAILED_PRECONDITION, "Installer expired"
-            if record.token != self.installer_token:
-                return grpc.StatusCode.UNAUTHENTICATED, "Token mismatch"
-            return None
+            return self._decide_install(record)
         if claims.get("type") == "connection":
-            if claims.get("nonce") != self.stored_nonce:
-                return grpc.StatusCode.UNAUTHENTICATED, "Invalid token"
-            if self._connection is not None:
-                return grpc.StatusCode.ALREADY_EXISTS, "Node already connected"
-            return None
+            return self._decide_connection(claims)
         return grpc.StatusCode.UNAUTHENTICATED, "Invalid token type"
+
+    def _decide_install(self, record: ConnectRecord) -> tuple[grpc.StatusCode, str] | None:
+        if self.stored_nonce is not None or self.installer_token is None:
+            return grpc.StatusCode.UNAUTHENTICATED, "No installer"
+        if self.installer_expired:
+            return grpc.StatusCode.FAILED_PRECONDITION, "Installer expired"
+        if record.token != self.installer_token:
+            return grpc.StatusCode.UNAUTHENTICATED, "Token mismatch"
+        return None
+
+    def _decide_connection(self, claims: dict[str, Any]) -> tuple[grpc.StatusCode, str] | None:
+        if claims.get("nonce") != self.stored_nonce:
+            return grpc.StatusCode.UNAUTHENTICATED, "Invalid token"
+        if self._connection is not None:
+            return grpc.StatusCode.ALREADY_EXISTS, "Node already connected"
+        return None
 
     async def Connect(  # type: ignore[override]
         self, request: agent_pb2.AgentInfo, context: grpc.aio.ServicerContext[Any, Any]

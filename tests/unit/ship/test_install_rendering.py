@@ -124,38 +124,43 @@ def powershell_tokens(text: str) -> list[tuple[str, str]]:
             tokens.append(("comment", text[i:end]))
             i = end
         elif char in _PS_SINGLE:
-            value: list[str] = []
-            i += 1
-            while True:
-                if text[i] in _PS_SINGLE:
-                    if i + 1 < len(text) and text[i + 1] in _PS_SINGLE:
-                        value.append(text[i])
-                        i += 2
-                        continue
-                    i += 1
-                    break
-                value.append(text[i])
-                i += 1
-            tokens.append(("single", "".join(value)))
+            value, i = _single_quoted(text, i + 1)
+            tokens.append(("single", value))
         elif char in _PS_DOUBLE:
-            start = i
-            i += 1
-            while True:
-                if text[i] == "`":
-                    i += 2
-                elif text[i] in _PS_DOUBLE:
-                    if i + 1 < len(text) and text[i + 1] in _PS_DOUBLE:
-                        i += 2
-                        continue
-                    i += 1
-                    break
-                else:
-                    i += 1
+            start, i = i, _double_quoted_end(text, i + 1)
             tokens.append(("double", text[start:i]))
         else:
             tokens.append(("code", char))
             i += 1
     return tokens
+
+
+def _single_quoted(text: str, i: int) -> tuple[str, int]:
+    """The value of a single-quoted string whose body starts at ``i``, and the index after it."""
+    value: list[str] = []
+    while True:
+        if text[i] in _PS_SINGLE:
+            if i + 1 < len(text) and text[i + 1] in _PS_SINGLE:
+                value.append(text[i])
+                i += 2
+                continue
+            return "".join(value), i + 1
+        value.append(text[i])
+        i += 1
+
+
+def _double_quoted_end(text: str, i: int) -> int:
+    """The index after a double-quoted string whose body starts at ``i``."""
+    while True:
+        if text[i] == "`":
+            i += 2
+        elif text[i] in _PS_DOUBLE:
+            if i + 1 < len(text) and text[i + 1] in _PS_DOUBLE:
+                i += 2
+                continue
+            return i + 1
+        else:
+            i += 1
 
 
 @pytest.mark.parametrize("case", ACCEPTED, ids=case_id)
