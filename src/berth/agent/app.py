@@ -4,34 +4,30 @@
 an agent only pays for the SDK it uses), health endpoints, session and dispatcher; runs until the
 platform or a signal ends it; then stops intake, lets in-flight work finish under
 ``shutdown_grace_s``, cancels the rest and closes everything in reverse order.
+
+Start-up is ordered for the first ``Connect``: it waits only for what ``AgentInfo`` and the
+"engine is up" rule need (key, token, an engine check, the own container's name). On a local
+Docker socket that check needs no SDK (``berth.runtimes.docker.probe``), so the runtime, its SDK,
+the desired state and the command handlers are built while the ``Connect`` is on its way; a
+command that arrives before they are ready waits for them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Final
+import os
+from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
 from berth.agent.backoff import Backoff
+from berth.agent.commands import Command
 from berth.agent.credentials import AgentKey, FileCredentialStore
-from berth.agent.desired import DesiredState, DesiredStateRuntime, Reconciler
-from berth.agent.dispatcher import Dispatcher
-from berth.agent.footprint import release_once_accepted
-from berth.agent.handlers import (
-    CallbackHandler,
-    DeployHandler,
-    Handlers,
-    LifecycleHandler,
-    LogStreamHandler,
-    StateWatchHandler,
-)
 from berth.agent.health import HealthSocket, HealthState, HttpEndpoint
 from berth.agent.metrics import AgentMetrics
 from berth.agent.session import AgentIdentity, Session
 from berth.agent.tokens import NoToken, TokenKeeper
-from berth.desired_state import DesiredStateStore
 from berth.errors import BerthError, ConfigError, TemporaryCommandError
 from berth.model import RuntimeInfo
 from berth.runtimes.base import (
@@ -43,6 +39,11 @@ from berth.runtimes.base import (
     SupersedableWaits,
 )
 from berth.settings import AgentSettings
+
+if TYPE_CHECKING:  # imported when built, after the first Connect is on its way
+    from berth.agent.desired import DesiredState
+    from berth.agent.dispatcher import Dispatcher
+    from berth.runtimes.docker.probe import EngineProbe
 
 log = structlog.get_logger("berth.agent")
 
@@ -106,10 +107,30 @@ def build_self_scaler(settings: AgentSettings) -> SelfScaler | None:
     return scaler
 
 
+def build_engine_probe(settings: AgentSettings) -> EngineProbe | None:
+    """The SDK-free engine check that may gate the first Connect in place of the runtime's own
+    preflight: Docker on a local unix socket only."""
+    if settings.runtime != "docker":
+        return None
+    from berth.runtimes.docker.probe import EngineProbe
+
+    return EngineProbe.for_environment()
+
+
+class Preflight(Protocol):
+    async def preflight(self) -> RuntimeInfo: ...
+
+
 async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
+
+
+async def _cancel_and_settle(task: asyncio.Task[None]) -> None:
+    """Like ``_cancel_and_wait`` for a task whose failure its done-callback already handled."""
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
 
 
 class _Unset:
@@ -149,6 +170,10 @@ class Agent:
         self.keeper: TokenKeeper | None = None
         self.key: AgentKey | None = None
         self.endpoint: HttpEndpoint | None = None
+        self._dispatcher_ready: asyncio.Future[Dispatcher] | None = None
+        self._desired: DesiredState | None = None
+        self._opened: Runtime | None = None  # closed last, whoever built it
+        self._reconcile: asyncio.Task[None] | None = None
 
     # -- Lifecycle port ------------------------------------------------------------------------
 
@@ -169,14 +194,14 @@ class Agent:
 
     # -- run -------------------------------------------------------------------------------------
 
-    async def _preflight(self, runtime: Runtime) -> RuntimeInfo | None:
+    async def _preflight(self, target: Preflight) -> RuntimeInfo | None:
         """The engine may still be starting (or restarting) when the agent starts: wait for it
         with backoff instead of exiting; an unsupported engine is a permanent error."""
         conn = self.settings.connection
         backoff = Backoff(conn.backoff_initial_s, conn.backoff_max_s)
         while True:
             try:
-                return await runtime.preflight()
+                return await target.preflight()
             except TemporaryCommandError as err:
                 delay_s = backoff.next_delay_s()
                 log.warning(
@@ -191,9 +216,8 @@ class Agent:
             if self._stop.is_set():
                 return None
 
-    async def run(self) -> int:
+    async def _load_credentials(self, store: CredentialStore) -> bool:
         settings = self.settings
-        store = self._store if self._store is not None else build_store(settings)
         try:
             self.key = await asyncio.to_thread(AgentKey.load_or_create, store)
             self.keeper = await asyncio.to_thread(
@@ -204,46 +228,83 @@ class Agent:
             )
         except NoToken as err:
             log.error("agent_no_token", reason=str(err))
-            return EXIT_FAILURE
+            return False
         except BerthError as err:
             log.error("agent_credentials_failed", reason=str(err))
-            return EXIT_FAILURE
-        runtime = self._runtime if self._runtime is not None else build_runtime(settings)
+            return False
+        return True
+
+    async def _open_runtime(self) -> tuple[Runtime, RuntimeInfo] | None:
+        """The runtime (built and, on Docker, wrapped to keep the desired state) once its
+        preflight passed; ``None`` when stopped meanwhile. Raises ``BerthError``. Whatever was
+        built is closed by ``_close_runtime``."""
+        settings = self.settings
+        if self._runtime is not None:
+            runtime = self._runtime
+        else:  # the SDK import is the slow part: off the loop, which serves the session meanwhile
+            runtime = await asyncio.to_thread(build_runtime, settings)
+        self.runtime = self._opened = runtime
         desired = await self._desired_state(settings)
         if desired is not None:
+            from berth.agent.desired import DesiredStateRuntime
+
             runtime = DesiredStateRuntime(runtime, desired)
-        self.runtime = runtime
-        updater = build_updater(settings) if isinstance(self._updater, _Unset) else self._updater
-        try:
-            info = await self._preflight(runtime)
-        except BerthError as err:
-            log.error("runtime_unavailable", runtime=settings.runtime, reason=str(err))
-            await runtime.aclose()
-            return EXIT_FAILURE
+            self.runtime = runtime
+        self._desired = desired
+        info = await self._preflight(runtime)
         if info is None:  # stopped while waiting for the engine
-            await runtime.aclose()
-            return EXIT_OK
+            return None
         for warning in info.warnings:
             log.warning("runtime_warning", detail=warning)
+        if isinstance(runtime, ReportsDiskFigures):
+            self.metrics.disk = runtime.disk_figures
+        return runtime, info
+
+    def _log_starting(self, info: RuntimeInfo) -> None:
+        assert self.keeper is not None and self.key is not None
         log.info(
             "agent_starting",
-            node=settings.node_name,
+            node=self.settings.node_name,
             node_id=self.keeper.current.sub,
             platform=self.keeper.current.iss,
             runtime=info.kind,
             runtime_version=info.version,
-            version=settings.connection.version,
+            version=self.settings.connection.version,
             key_fingerprint=self.key.fingerprint,
         )
-        if isinstance(runtime, ReportsDiskFigures):
-            self.metrics.disk = runtime.disk_figures
+
+    async def run(self) -> int:
+        settings = self.settings
+        store = self._store if self._store is not None else build_store(settings)
+        if not await self._load_credentials(store):
+            return EXIT_FAILURE
+        assert self.key is not None and self.keeper is not None
+        # What gates the first Connect: a cheap engine check when the runtime has one, else the
+        # runtime's own preflight (an injected runtime always uses its own).
+        probe = build_engine_probe(settings) if self._runtime is None else None
+        runtime: Runtime | None = None
+        info: RuntimeInfo | None = None
+        try:
+            if probe is not None:
+                info = await self._preflight(probe)
+            else:
+                opened = await self._open_runtime()
+                if opened is not None:
+                    runtime, info = opened
+        except BerthError as err:
+            log.error("runtime_unavailable", runtime=settings.runtime, reason=str(err))
+            await self._close_runtime()
+            return EXIT_FAILURE
+        if info is None:  # stopped while waiting for the engine
+            await self._close_runtime()
+            return EXIT_OK
+        self._log_starting(info)
+        self._dispatcher_ready = asyncio.get_running_loop().create_future()
         async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(runtime.aclose)
+            stack.push_async_callback(self._close_runtime)
             await self._start_health(stack)
-            # Self-discovery asks the engine (a blocking SDK call): off the loop.
-            container_name = (
-                await asyncio.to_thread(updater.own_container_name) if updater is not None else None
-            )
+            updater = build_updater(settings) if isinstance(self._updater, _Unset) and probe is None else None
+            container_name = await self._own_container_name(probe, updater)
             identity = AgentIdentity(
                 version=settings.connection.version,
                 public_key=self.key.public_key,
@@ -260,42 +321,130 @@ class Agent:
             )
             self.session = session
             stack.push_async_callback(session.channel.aclose)
-            release = asyncio.create_task(
-                release_once_accepted(self.health), name="agent-release-startup-memory"
+            session_task = asyncio.create_task(
+                session.run(self._dispatch, self._new_session), name="agent-session"
             )
+            setup = asyncio.create_task(self._complete_setup(session, runtime, updater), name="agent-setup")
+            setup.add_done_callback(self._setup_ended)
+            stack.push_async_callback(_cancel_and_settle, setup)
+            release = asyncio.create_task(self._release_startup_memory(), name="agent-release-startup-memory")
             stack.push_async_callback(_cancel_and_wait, release)
-            if desired is not None and settings.docker.resilience.reconcile_at_start:
-                reconcile = asyncio.create_task(
-                    self._reconcile_if_away(runtime, desired), name="agent-reconcile-at-start"
+            exit_code = await self._run_until_stopped(session_task)
+            if self.dispatcher is not None:
+                log.info(
+                    "agent_draining", in_flight=self.dispatcher.in_flight, grace_s=settings.shutdown_grace_s
                 )
-                stack.push_async_callback(_cancel_and_wait, reconcile)
-            handlers = Handlers(
-                deploy=DeployHandler(runtime, self.key, session.link, desired),
-                state=StateWatchHandler(runtime, session.link),
-                log_stream=LogStreamHandler(runtime, session.link),
-                callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
-                lifecycle=LifecycleHandler(
-                    self.keeper, session.link, self, updater, build_self_scaler(settings)
-                ),
-            )
-            dispatcher = Dispatcher(
-                handlers,
-                session.link,
-                max_concurrent=settings.max_concurrent_commands,
-                metrics=self.metrics,
-                waits=runtime.waits if isinstance(runtime, SupersedableWaits) else None,
-            )
-            self.dispatcher = dispatcher
-            exit_code = await self._run_until_stopped(session, dispatcher)
-            log.info("agent_draining", in_flight=dispatcher.in_flight, grace_s=settings.shutdown_grace_s)
-            await dispatcher.drain(settings.shutdown_grace_s)
+                await self.dispatcher.drain(settings.shutdown_grace_s)
         log.info("agent_stopped", exit_code=exit_code, reason=self.exit_reason)
         return exit_code
+
+    async def _own_container_name(self, probe: EngineProbe | None, updater: SelfUpdater | None) -> str | None:
+        """AgentInfo.containerName: the self-updater finds its own container (a blocking SDK
+        call: off the loop); before the updater is built, the engine probe does the same."""
+        if not isinstance(self._updater, _Unset):
+            updater = self._updater
+        elif probe is not None and self.settings.install_method != "systemd":
+            from berth.runtimes.docker.probe import own_container_hints
+
+            hints = await asyncio.to_thread(own_container_hints, os.environ)
+            try:
+                return await probe.own_container_name(hints)
+            except TemporaryCommandError as err:
+                log.info("own_container_unknown", reason=str(err))
+                return None
+        return await asyncio.to_thread(updater.own_container_name) if updater is not None else None
+
+    async def _complete_setup(
+        self, session: Session, runtime: Runtime | None, updater: SelfUpdater | None
+    ) -> None:
+        """Everything commands need and the first Connect does not: the runtime (when only the
+        engine probe ran), the updater, the desired state and the dispatcher with its handlers."""
+        settings = self.settings
+        assert self.key is not None and self.keeper is not None and self._dispatcher_ready is not None
+        if runtime is None:
+            opened = await self._open_runtime()
+            if opened is None:
+                return
+            runtime = opened[0]
+        if isinstance(self._updater, _Unset):
+            if updater is None:
+                updater = await asyncio.to_thread(build_updater, settings)
+        else:
+            updater = self._updater
+        from berth.agent.dispatcher import Dispatcher
+        from berth.agent.handlers import (
+            CallbackHandler,
+            DeployHandler,
+            Handlers,
+            LifecycleHandler,
+            LogStreamHandler,
+            StateWatchHandler,
+        )
+
+        desired = self._desired
+        if desired is not None and settings.docker.resilience.reconcile_at_start:
+            self._reconcile = asyncio.create_task(
+                self._reconcile_if_away(runtime, desired), name="agent-reconcile-at-start"
+            )
+        handlers = Handlers(
+            deploy=DeployHandler(runtime, self.key, session.link, desired),
+            state=StateWatchHandler(runtime, session.link),
+            log_stream=LogStreamHandler(runtime, session.link),
+            callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
+            lifecycle=LifecycleHandler(self.keeper, session.link, self, updater, build_self_scaler(settings)),
+        )
+        self.dispatcher = Dispatcher(
+            handlers,
+            session.link,
+            max_concurrent=settings.max_concurrent_commands,
+            metrics=self.metrics,
+            waits=runtime.waits if isinstance(runtime, SupersedableWaits) else None,
+        )
+        self._dispatcher_ready.set_result(self.dispatcher)
+
+    def _setup_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, BerthError):
+            log.error("runtime_unavailable", runtime=self.settings.runtime, reason=str(error))
+            self.request_exit(EXIT_FAILURE, "runtime unavailable")
+        elif error is not None:
+            log.error("agent_setup_failed", error=repr(error), exc_info=error)
+            self.request_exit(EXIT_FAILURE, "setup failed")
+
+    async def _dispatch(self, command: Command) -> None:
+        """The session's command callback: waits (once, at start-up) until the handlers exist."""
+        assert self._dispatcher_ready is not None
+        dispatcher = self.dispatcher or await self._dispatcher_ready
+        await dispatcher.dispatch(command)
+
+    def _new_session(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.cancel_streams()
+
+    async def _close_runtime(self) -> None:
+        if self._reconcile is not None:
+            await _cancel_and_wait(self._reconcile)
+        runtime, self._opened = self._opened, None
+        if runtime is not None:
+            await runtime.aclose()
+
+    async def _release_startup_memory(self) -> None:
+        """Once accepted and set up, give start-up's garbage and free heap pages back."""
+        from berth.agent.footprint import release_once_accepted
+
+        assert self._dispatcher_ready is not None
+        await asyncio.shield(self._dispatcher_ready)
+        await release_once_accepted(self.health)
 
     async def _desired_state(self, settings: AgentSettings) -> DesiredState | None:
         """Docker only: a cluster keeps its own desired state."""
         if settings.runtime != "docker" or not settings.docker.resilience.desired_state or self.key is None:
             return None
+        from berth.agent.desired import DesiredState
+        from berth.desired_state import DesiredStateStore
+
         desired = DesiredState(DesiredStateStore(settings.data_dir), self.key)
         try:
             await desired.load()
@@ -306,6 +455,8 @@ class Agent:
     async def _reconcile_if_away(self, runtime: Runtime, desired: DesiredState) -> None:
         """No accepted session within ``reconcile_after_s``: bring the node to its desired state
         without the platform (once per start)."""
+        from berth.agent.desired import Reconciler
+
         resilience = self.settings.docker.resilience
         try:
             await asyncio.wait_for(self.health.wait_accepted(), resilience.reconcile_after_s)
@@ -330,10 +481,7 @@ class Agent:
             stack.push_async_callback(endpoint.close)
             log.info("metrics_endpoint_listening", address=f"{endpoint.host}:{endpoint.port}")
 
-    async def _run_until_stopped(self, session: Session, dispatcher: Dispatcher) -> int:
-        session_task = asyncio.create_task(
-            session.run(dispatcher.dispatch, dispatcher.cancel_streams), name="agent-session"
-        )
+    async def _run_until_stopped(self, session_task: asyncio.Task[int]) -> int:
         stop_task = asyncio.create_task(self._stop.wait(), name="agent-stop-wait")
         try:
             await asyncio.wait({session_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -21,11 +21,11 @@ import requests.exceptions
 from waiting import wait_event, wait_for
 
 from berth.errors import UpdateRefused
+from berth.runtimes.docker.probe import container_id_candidates
 from berth.runtimes.docker.selfupdate import (
     DockerSelfUpdater,
     _Pending,
     collisions,
-    container_id_candidates,
     new_image_reference,
     successor_config,
 )
