@@ -8,8 +8,9 @@ platform or a signal ends it; then stops intake, lets in-flight work finish unde
 Start-up is ordered for the first ``Connect``: it waits only for what ``AgentInfo`` and the
 "engine is up" rule need (key, token, an engine check, the own container's name). On a local
 Docker socket that check needs no SDK (``berth.runtimes.docker.probe``), so the runtime, its SDK,
-the desired state and the command handlers are built while the ``Connect`` is on its way; a
-command that arrives before they are ready waits for them.
+the desired state and the command handlers are built when the first command arrives (or when the
+desired state must be reconciled without the platform): a connected agent with nothing to do
+never loads them, and the first command waits for them once (about 0.1 s).
 """
 
 from __future__ import annotations
@@ -108,9 +109,9 @@ def build_self_scaler(settings: AgentSettings) -> SelfScaler | None:
 
 
 def build_engine_probe(settings: AgentSettings) -> EngineProbe | None:
-    """The SDK-free engine check that may gate the first Connect in place of the runtime's own
-    preflight: Docker on a local unix socket only."""
-    if settings.runtime != "docker":
+    """The SDK-free engine check that gates the first Connect in place of the runtime's own
+    preflight: Docker on a local unix socket, without Traefik (which the preflight starts)."""
+    if settings.runtime != "docker" or settings.docker.traefik_enabled:
         return None
     from berth.runtimes.docker.probe import EngineProbe
 
@@ -125,12 +126,6 @@ async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-
-
-async def _cancel_and_settle(task: asyncio.Task[None]) -> None:
-    """Like ``_cancel_and_wait`` for a task whose failure its done-callback already handled."""
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
 
 
 class _Unset:
@@ -170,10 +165,11 @@ class Agent:
         self.keeper: TokenKeeper | None = None
         self.key: AgentKey | None = None
         self.endpoint: HttpEndpoint | None = None
-        self._dispatcher_ready: asyncio.Future[Dispatcher] | None = None
+        self._ready: asyncio.Future[Dispatcher] | None = None
+        self._setup: asyncio.Task[None] | None = None
+        self._updater_built: SelfUpdater | None = None
         self._desired: DesiredState | None = None
         self._opened: Runtime | None = None  # closed last, whoever built it
-        self._reconcile: asyncio.Task[None] | None = None
 
     # -- Lifecycle port ------------------------------------------------------------------------
 
@@ -234,15 +230,14 @@ class Agent:
             return False
         return True
 
-    async def _open_runtime(self) -> tuple[Runtime, RuntimeInfo] | None:
-        """The runtime (built and, on Docker, wrapped to keep the desired state) once its
-        preflight passed; ``None`` when stopped meanwhile. Raises ``BerthError``. Whatever was
-        built is closed by ``_close_runtime``."""
+    async def _open_runtime(self) -> Runtime:
+        """The runtime, built (the SDK import is the slow part: off the loop, which serves the
+        session meanwhile) and, on Docker, wrapped to keep the desired state. It is closed by
+        ``_close_runtime``."""
         settings = self.settings
-        if self._runtime is not None:
-            runtime = self._runtime
-        else:  # the SDK import is the slow part: off the loop, which serves the session meanwhile
-            runtime = await asyncio.to_thread(build_runtime, settings)
+        runtime = (
+            self._runtime if self._runtime is not None else await asyncio.to_thread(build_runtime, settings)
+        )
         self.runtime = self._opened = runtime
         desired = await self._desired_state(settings)
         if desired is not None:
@@ -251,14 +246,16 @@ class Agent:
             runtime = DesiredStateRuntime(runtime, desired)
             self.runtime = runtime
         self._desired = desired
-        info = await self._preflight(runtime)
-        if info is None:  # stopped while waiting for the engine
-            return None
-        for warning in info.warnings:
-            log.warning("runtime_warning", detail=warning)
         if isinstance(runtime, ReportsDiskFigures):
             self.metrics.disk = runtime.disk_figures
-        return runtime, info
+        return runtime
+
+    async def _checked(self, target: Preflight) -> RuntimeInfo | None:
+        """``_preflight`` and its warnings logged; ``None`` when stopped meanwhile."""
+        info = await self._preflight(target)
+        for warning in info.warnings if info is not None else ():
+            log.warning("runtime_warning", detail=warning)
+        return info
 
     def _log_starting(self, info: RuntimeInfo) -> None:
         assert self.keeper is not None and self.key is not None
@@ -280,17 +277,10 @@ class Agent:
             return EXIT_FAILURE
         assert self.key is not None and self.keeper is not None
         # What gates the first Connect: a cheap engine check when the runtime has one, else the
-        # runtime's own preflight (an injected runtime always uses its own).
+        # runtime itself, built and checked (an injected runtime always is).
         probe = build_engine_probe(settings) if self._runtime is None else None
-        runtime: Runtime | None = None
-        info: RuntimeInfo | None = None
         try:
-            if probe is not None:
-                info = await self._preflight(probe)
-            else:
-                opened = await self._open_runtime()
-                if opened is not None:
-                    runtime, info = opened
+            info = await self._checked(probe if probe is not None else await self._open_runtime())
         except BerthError as err:
             log.error("runtime_unavailable", runtime=settings.runtime, reason=str(err))
             await self._close_runtime()
@@ -299,7 +289,6 @@ class Agent:
             await self._close_runtime()
             return EXIT_OK
         self._log_starting(info)
-        self._dispatcher_ready = asyncio.get_running_loop().create_future()
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self._close_runtime)
             await self._start_health(stack)
@@ -320,15 +309,17 @@ class Agent:
                 backoff=self._backoff,
             )
             self.session = session
+            self._updater_built = updater
             stack.push_async_callback(session.channel.aclose)
             session_task = asyncio.create_task(
                 session.run(self._dispatch, self._new_session), name="agent-session"
             )
-            setup = asyncio.create_task(self._complete_setup(session, runtime, updater), name="agent-setup")
-            setup.add_done_callback(self._setup_ended)
-            stack.push_async_callback(_cancel_and_settle, setup)
+            stack.push_async_callback(self._stop_setup)
             release = asyncio.create_task(self._release_startup_memory(), name="agent-release-startup-memory")
             stack.push_async_callback(_cancel_and_wait, release)
+            if settings.runtime == "docker" and settings.docker.resilience.reconcile_at_start:
+                reconcile = asyncio.create_task(self._reconcile_if_away(), name="agent-reconcile-at-start")
+                stack.push_async_callback(_cancel_and_wait, reconcile)
             exit_code = await self._run_until_stopped(session_task)
             if self.dispatcher is not None:
                 log.info(
@@ -354,21 +345,27 @@ class Agent:
                 return None
         return await asyncio.to_thread(updater.own_container_name) if updater is not None else None
 
-    async def _complete_setup(
-        self, session: Session, runtime: Runtime | None, updater: SelfUpdater | None
-    ) -> None:
-        """Everything commands need and the first Connect does not: the runtime (when only the
-        engine probe ran), the updater, the desired state and the dispatcher with its handlers."""
+    # -- what commands need, built when the first one arrives -----------------------------------
+
+    def _ensure_setup(self) -> asyncio.Future[Dispatcher]:
+        """The dispatcher, built once by the ``agent-setup`` task (started on first need). When
+        the setup fails the agent exits (``_setup_ended``); the future then stays pending."""
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+            self._setup = asyncio.create_task(self._complete_setup(self._ready), name="agent-setup")
+            self._setup.add_done_callback(self._setup_ended)
+        return self._ready
+
+    async def _complete_setup(self, ready: asyncio.Future[Dispatcher]) -> None:
+        """Everything commands need and an idle, connected agent does not: the runtime (when
+        only the engine probe ran), its SDK, the updater, the desired state, the handlers."""
         settings = self.settings
-        assert self.key is not None and self.keeper is not None and self._dispatcher_ready is not None
-        if runtime is None:
-            opened = await self._open_runtime()
-            if opened is None:
-                return
-            runtime = opened[0]
+        session = self.session
+        assert self.key is not None and self.keeper is not None and session is not None
+        runtime = self.runtime if self.runtime is not None else await self._open_runtime()
+        await asyncio.to_thread(self.key.open)  # deploys decrypt on the event loop
         if isinstance(self._updater, _Unset):
-            if updater is None:
-                updater = await asyncio.to_thread(build_updater, settings)
+            updater = self._updater_built or await asyncio.to_thread(build_updater, settings)
         else:
             updater = self._updater
         from berth.agent.dispatcher import Dispatcher
@@ -381,13 +378,8 @@ class Agent:
             StateWatchHandler,
         )
 
-        desired = self._desired
-        if desired is not None and settings.docker.resilience.reconcile_at_start:
-            self._reconcile = asyncio.create_task(
-                self._reconcile_if_away(runtime, desired), name="agent-reconcile-at-start"
-            )
         handlers = Handlers(
-            deploy=DeployHandler(runtime, self.key, session.link, desired),
+            deploy=DeployHandler(runtime, self.key, session.link, self._desired),
             state=StateWatchHandler(runtime, session.link),
             log_stream=LogStreamHandler(runtime, session.link),
             callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
@@ -400,7 +392,7 @@ class Agent:
             metrics=self.metrics,
             waits=runtime.waits if isinstance(runtime, SupersedableWaits) else None,
         )
-        self._dispatcher_ready.set_result(self.dispatcher)
+        ready.set_result(self.dispatcher)
 
     def _setup_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -413,10 +405,17 @@ class Agent:
             log.error("agent_setup_failed", error=repr(error), exc_info=error)
             self.request_exit(EXIT_FAILURE, "setup failed")
 
+    async def _stop_setup(self) -> None:
+        if self._setup is not None:
+            self._setup.cancel()
+            # its failure, if any, was handled by ``_setup_ended``
+            await asyncio.gather(self._setup, return_exceptions=True)
+
     async def _dispatch(self, command: Command) -> None:
-        """The session's command callback: waits (once, at start-up) until the handlers exist."""
-        assert self._dispatcher_ready is not None
-        dispatcher = self.dispatcher or await self._dispatcher_ready
+        """The session's command callback; the first command waits for the setup."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            dispatcher = await asyncio.shield(self._ensure_setup())
         await dispatcher.dispatch(command)
 
     def _new_session(self) -> None:
@@ -424,19 +423,19 @@ class Agent:
             self.dispatcher.cancel_streams()
 
     async def _close_runtime(self) -> None:
-        if self._reconcile is not None:
-            await _cancel_and_wait(self._reconcile)
         runtime, self._opened = self._opened, None
         if runtime is not None:
             await runtime.aclose()
 
     async def _release_startup_memory(self) -> None:
-        """Once accepted and set up, give start-up's garbage and free heap pages back."""
-        from berth.agent.footprint import release_once_accepted
+        """Once accepted while idle, give start-up's garbage and free heap pages back. Not when
+        a command came first: the collection holds the GIL (and the trim the allocator) for tens
+        of milliseconds, which that command would wait for, and its work reuses the pages."""
+        from berth.agent.footprint import release_memory
 
-        assert self._dispatcher_ready is not None
-        await asyncio.shield(self._dispatcher_ready)
-        await release_once_accepted(self.health)
+        await self.health.wait_accepted()
+        if self._setup is None:
+            await asyncio.to_thread(release_memory)
 
     async def _desired_state(self, settings: AgentSettings) -> DesiredState | None:
         """Docker only: a cluster keeps its own desired state."""
@@ -452,17 +451,20 @@ class Agent:
             log.warning("desired_state_unreadable", error=str(err))
         return desired
 
-    async def _reconcile_if_away(self, runtime: Runtime, desired: DesiredState) -> None:
+    async def _reconcile_if_away(self) -> None:
         """No accepted session within ``reconcile_after_s``: bring the node to its desired state
         without the platform (once per start)."""
-        from berth.agent.desired import Reconciler
-
         resilience = self.settings.docker.resilience
         try:
             await asyncio.wait_for(self.health.wait_accepted(), resilience.reconcile_after_s)
         except TimeoutError:
+            await asyncio.shield(self._ensure_setup())
+            if self._desired is None or self.runtime is None:
+                return
+            from berth.agent.desired import Reconciler
+
             log.warning("platform_unreachable_reconciling", after_s=resilience.reconcile_after_s)
-            await Reconciler(runtime, desired, fix_drift=resilience.fix_drift).run()
+            await Reconciler(self.runtime, self._desired, fix_drift=resilience.fix_drift).run()
 
     async def _start_health(self, stack: contextlib.AsyncExitStack) -> None:
         socket = HealthSocket(self.settings.health_socket, self.health)

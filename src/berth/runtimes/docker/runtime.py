@@ -62,6 +62,7 @@ class DockerRuntime:
             own_container=own_container,
         )
         self._deployer: Deployer | None = None  # built on the first deploy: an idle agent skips its imports
+        self._deployer_built = asyncio.Lock()
         self._logs = LogFollower(self._bridge, settings.log_buffer_lines)
 
     # -- startup ------------------------------------------------------------------------------
@@ -104,11 +105,15 @@ class DockerRuntime:
     # -- deploy -------------------------------------------------------------------------------
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
-        if self._deployer is None:
-            from berth.runtimes.docker.deployer import Deployer
-
-            self._deployer = Deployer(self._bridge, self._settings, self._guard)
+        async with self._deployer_built:
+            if self._deployer is None:  # its imports take a while: not on the event loop
+                self._deployer = await asyncio.to_thread(self._new_deployer)
         await self._deployer.deploy(deployment, events)
+
+    def _new_deployer(self) -> Deployer:
+        from berth.runtimes.docker.deployer import Deployer
+
+        return Deployer(self._bridge, self._settings, self._guard)
 
     # -- container commands -------------------------------------------------------------------
 
