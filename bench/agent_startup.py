@@ -10,6 +10,7 @@ against the fake platform of the test suite on 127.0.0.1 and prints:
   stubs imported, one channel, one ``Connect`` with a valid token: process start to its arrival);
 * the agent's resident memory (VmRSS) after it has been connected and idle for a while (a
   restarted agent; ``--fresh-key`` for one that generated its key);
+* Berth's bytecode is compiled first, as an installed wheel has it (see ``compile_berth``);
 * the machine's load average before and after (the figures are wall-clock times on a shared
   machine: compare runs at a similar load).
 
@@ -29,6 +30,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +41,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from fakeplatform import PlatformServer  # noqa: E402
 
+import berth  # noqa: E402
 from berth.agent.credentials import AgentKey, FileCredentialStore  # noqa: E402
 
 CONNECT_TARGET_S = 0.25
@@ -78,6 +81,14 @@ def _threads(pid: int) -> int:
         if line.startswith("Threads:"):
             return int(line.split()[1])
     return 0
+
+
+def compile_berth() -> None:
+    """Berth's bytecode, written once as pip writes it when it installs the wheel: a checkout
+    run with PYTHONDONTWRITEBYTECODE (as this project's machines set it) would otherwise compile
+    every Berth module at every start, which an installed agent never does."""
+    package = Path(berth.__file__).parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
 
 
 def _env(data_dir: Path, token: str, runtime: str) -> dict[str, str]:
@@ -167,6 +178,7 @@ def _seeded(folder: Path, seed: Path | None) -> Path:
 
 
 async def measure(runs: int, idle_s: float, runtime: str, fresh_key: bool) -> int:
+    compile_berth()
     load_before = os.getloadavg()
     times: list[float] = []
     first: list[float] = []

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Final, Protocol
 import structlog
 
 from berth.agent.backoff import Backoff
-from berth.agent.commands import Command
 from berth.agent.credentials import AgentKey, FileCredentialStore
 from berth.agent.health import HealthSocket, HealthState, HttpEndpoint
 from berth.agent.metrics import AgentMetrics
@@ -42,6 +41,7 @@ from berth.runtimes.base import (
 from berth.settings import AgentSettings
 
 if TYPE_CHECKING:  # imported when built, after the first Connect is on its way
+    from berth.agent.commands import Command
     from berth.agent.desired import DesiredState
     from berth.agent.dispatcher import Dispatcher
     from berth.runtimes.docker.probe import EngineProbe
@@ -214,14 +214,16 @@ class Agent:
 
     async def _load_credentials(self, store: CredentialStore) -> bool:
         settings = self.settings
-        try:
-            self.key = await asyncio.to_thread(AgentKey.load_or_create, store)
-            self.keeper = await asyncio.to_thread(
-                TokenKeeper.select,
-                store,
-                settings.connection.grpc_token,
-                skew_s=settings.connection.iat_skew_s,
+
+        def load() -> tuple[AgentKey, TokenKeeper]:  # the store may be an API: one trip to a thread
+            key = AgentKey.load_or_create(store)
+            keeper = TokenKeeper.select(
+                store, settings.connection.grpc_token, skew_s=settings.connection.iat_skew_s
             )
+            return key, keeper
+
+        try:
+            self.key, self.keeper = await asyncio.to_thread(load)
         except NoToken as err:
             log.error("agent_no_token", reason=str(err))
             return False
@@ -273,18 +275,33 @@ class Agent:
     async def run(self) -> int:
         settings = self.settings
         store = self._store if self._store is not None else build_store(settings)
-        if not await self._load_credentials(store):
-            return EXIT_FAILURE
-        assert self.key is not None and self.keeper is not None
-        # What gates the first Connect: a cheap engine check when the runtime has one, else the
-        # runtime itself, built and checked (an injected runtime always is).
+        # What gates the first Connect: a cheap engine check when the runtime has one (run, with
+        # the own container's lookup, while the key and token load), else the runtime itself,
+        # built and checked (an injected runtime always is).
         probe = build_engine_probe(settings) if self._runtime is None else None
+        early = (
+            asyncio.create_task(self._probe_engine(probe), name="agent-engine-probe")
+            if probe is not None
+            else None
+        )
         try:
-            info = await self._checked(probe if probe is not None else await self._open_runtime())
-        except BerthError as err:
-            log.error("runtime_unavailable", runtime=settings.runtime, reason=str(err))
-            await self._close_runtime()
-            return EXIT_FAILURE
+            if not await self._load_credentials(store):
+                return EXIT_FAILURE
+            assert self.key is not None and self.keeper is not None
+            container_name: str | None = None
+            try:
+                if early is not None:
+                    info, container_name = await early
+                else:
+                    info = await self._checked(await self._open_runtime())
+            except BerthError as err:
+                log.error("runtime_unavailable", runtime=settings.runtime, reason=str(err))
+                await self._close_runtime()
+                return EXIT_FAILURE
+        finally:
+            if early is not None and not early.done():
+                early.cancel()
+                await asyncio.gather(early, return_exceptions=True)
         if info is None:  # stopped while waiting for the engine
             await self._close_runtime()
             return EXIT_OK
@@ -293,7 +310,8 @@ class Agent:
             stack.push_async_callback(self._close_runtime)
             await self._start_health(stack)
             updater = build_updater(settings) if isinstance(self._updater, _Unset) and probe is None else None
-            container_name = await self._own_container_name(probe, updater)
+            if probe is None:
+                container_name = await self._own_container_name(None, updater)
             identity = AgentIdentity(
                 version=settings.connection.version,
                 public_key=self.key.public_key,
@@ -328,6 +346,13 @@ class Agent:
                 await self.dispatcher.drain(settings.shutdown_grace_s)
         log.info("agent_stopped", exit_code=exit_code, reason=self.exit_reason)
         return exit_code
+
+    async def _probe_engine(self, probe: EngineProbe) -> tuple[RuntimeInfo | None, str | None]:
+        """The engine check, then (the engine answering) the own container's name."""
+        info = await self._checked(probe)
+        if info is None:
+            return None, None
+        return info, await self._own_container_name(probe, None)
 
     async def _own_container_name(self, probe: EngineProbe | None, updater: SelfUpdater | None) -> str | None:
         """AgentInfo.containerName: the self-updater finds its own container (a blocking SDK
