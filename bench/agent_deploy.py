@@ -130,6 +130,7 @@ async def measure(rounds: int) -> int:
                             floor.append(await asyncio.to_thread(floor_deploy, client, prefix))
                     finally:
                         await asyncio.to_thread(remove_prefix, client, prefix)
+            busy_rss_mb = agent.footprint().rss_mb
     finally:
         client.close()
     load_after = os.getloadavg()
@@ -150,6 +151,7 @@ async def measure(rounds: int) -> int:
         f"(target <= 1.05x, {TARGET_MS:.0f} ms)"
     )
     print(f"the agent's first command after its start (builds the runtime): {first * 1000:.0f} ms")
+    print(f"the agent's RSS after these {rounds + 1} deploys: {busy_rss_mb:.1f} MB")
     return 0 if berth_ms <= TARGET_MS else 1
 
 

@@ -10,7 +10,14 @@ from typing import Any
 from berth.agent import session
 from berth.cli import main
 
-WATCHED = ("docker", "requests", "berth.runtimes.docker.runtime", "berth.agent.dispatcher")
+WATCHED = (
+    "docker",
+    "requests",
+    "pysequoia",
+    "berth.runtimes.docker.runtime",
+    "berth.agent.dispatcher",
+    "berth.agent.commands",
+)
 _original = session.Session._connect_once
 _reported = False
 

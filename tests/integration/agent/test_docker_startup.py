@@ -1,6 +1,7 @@
 """The Docker-runtime agent's start-up, as a process on the real engine: the first ``Connect``
-waits for an SDK-free engine check only (the runtime is built while it is on its way, and commands
-wait for it), and an engine that is down still keeps the agent from connecting."""
+waits for an SDK-free engine check only (no SDK, OpenPGP library, command codec or handlers are
+loaded by then; the first command builds them and waits for them), and an engine that is down
+still keeps the agent from connecting."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from fakeplatform import PlatformServer
 from waiting import wait_event
 
+from berth.agent.credentials import AgentKey, FileCredentialStore
 from berth.proto import agent_pb2
 
 pytestmark = pytest.mark.docker
@@ -60,6 +62,7 @@ async def _stop(process: asyncio.subprocess.Process) -> int:
 
 
 async def test_first_connect_imports_no_sdk_and_commands_wait_for_the_runtime(tmp_path: Path) -> None:
+    AgentKey.load_or_create(FileCredentialStore(tmp_path / "data"))  # a restart: the key is in place
     async with PlatformServer() as server:
         process = await _launch(_env(tmp_path, server.platform.issue_connection_token()))
         try:

@@ -3,8 +3,8 @@
 Importing the SDK (``docker`` → ``requests`` → ``urllib3``) is the largest single cost of the
 agent's start-up, yet all the first ``Connect`` needs from the engine is "it answers, in a
 supported version" and, in a container, the agent's own container name (``AgentInfo``). On the
-usual local socket both are two or three tiny HTTP/1.0 requests, done here with asyncio alone; the
-``DockerRuntime`` (and the SDK) is built while the ``Connect`` is on its way.
+usual local socket both are one or two tiny HTTP/1.0 requests, done here with asyncio alone; the
+``DockerRuntime`` (and the SDK) is built when the first command needs it.
 
 Only a local unix socket is probed this way (``DOCKER_HOST`` unset or ``unix://``); a TCP, TLS or
 SSH engine is left to the SDK (``EngineProbe.for_environment`` returns ``None``).
@@ -150,17 +150,13 @@ class EngineProbe:
         return status, json.loads(body) if body.strip() else None
 
     async def preflight(self) -> RuntimeInfo:
-        """The engine answers ``/version`` in a supported version and lets us list containers."""
-        (version_status, version), (list_status, listed) = await asyncio.gather(
-            self.get("/version"), self.get("/containers/json?limit=1")
-        )
-        for what, status, body in (
-            ("version", version_status, version),
-            ("list containers", list_status, listed),
-        ):
-            if status != 200:
-                message = body.get("message", "") if isinstance(body, dict) else ""
-                raise PermanentCommandError(f"engine {what}: {status} {message}".rstrip())
+        """The engine answers ``/version`` in a supported version. (Not a container list: on an
+        engine with many containers even ``limit=1`` costs it tens of milliseconds, and any
+        refusal shows on the first command's own calls.)"""
+        status, version = await self.get("/version")
+        if status != 200 or not isinstance(version, dict):
+            message = version.get("message", "") if isinstance(version, dict) else ""
+            raise PermanentCommandError(f"engine version: {status} {message}".rstrip())
         return runtime_info(version)
 
     async def own_container_name(self, candidates: list[str]) -> str | None:
