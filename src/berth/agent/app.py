@@ -10,7 +10,7 @@ Start-up is ordered for the first ``Connect``: it waits only for what ``AgentInf
 Docker socket that check needs no SDK (``berth.runtimes.docker.probe``), so the runtime, its SDK,
 the desired state and the command handlers are built when the first command arrives (or when the
 desired state must be reconciled without the platform): a connected agent with nothing to do
-never loads them, and the first command waits for them once (about 0.1 s).
+never loads them, and the first command waits for them once (a few hundred milliseconds).
 """
 
 from __future__ import annotations
