@@ -14,7 +14,8 @@ from berth.settings import AgentSettings
 def test_agent_imports_no_sdk_until_a_runtime_needs_it() -> None:
     code = (
         "import sys, berth.agent.app, berth.agent.session; "
-        "heavy = [m for m in ('docker', 'kubernetes', 'prometheus_client', 'jwt') if m in sys.modules]; "
+        "heavy = ('docker', 'kubernetes', 'prometheus_client', 'jwt', 'pysequoia'); "
+        "heavy = [m for m in heavy if m in sys.modules]; "
         "print(heavy)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

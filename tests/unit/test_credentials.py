@@ -5,6 +5,7 @@ import json
 import os
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import pytest
 from fakeplatform import mint_token
 
 from berth.agent.credentials import (
+    KEY_CACHE_FILE,
     KEY_FILE,
     AgentKey,
     FileCredentialStore,
@@ -162,3 +164,32 @@ def test_corrupt_key_file_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / KEY_FILE).write_text("garbage")
     with pytest.raises(Exception, match=r"secret\.key"):
         AgentKey.load_or_create(FileCredentialStore(tmp_path))
+
+
+def test_a_start_reads_the_public_half_without_the_openpgp_library(tmp_path: Path) -> None:
+    created = AgentKey.load_or_create(FileCredentialStore(tmp_path))
+    assert stat.S_IMODE((tmp_path / KEY_CACHE_FILE).stat().st_mode) == 0o600
+    code = (
+        "import sys; from pathlib import Path; "
+        "from berth.agent.credentials import AgentKey, FileCredentialStore; "
+        f"key = AgentKey.load_or_create(FileCredentialStore(Path({str(tmp_path)!r}))); "
+        "print(key.fingerprint, 'pysequoia' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.split() == [created.fingerprint, "False"]
+    loaded = AgentKey.load_or_create(FileCredentialStore(tmp_path))
+    assert (loaded.public_key, loaded.fingerprint) == (created.public_key, created.fingerprint)
+    cert = pysequoia.Cert.from_bytes(loaded.public_key.encode())
+    assert loaded.decrypt("PW", pysequoia.encrypt(b"opened late", [cert]).decode()) == "opened late"
+
+
+def test_the_public_half_follows_a_replaced_or_damaged_secret_key(tmp_path: Path) -> None:
+    store = FileCredentialStore(tmp_path)
+    first = AgentKey.load_or_create(store)
+    other = AgentKey.generate()
+    store.write(KEY_FILE, other._armored)  # a restored backup, another node's key
+    assert AgentKey.load_or_create(store).fingerprint == other.fingerprint
+    (tmp_path / KEY_CACHE_FILE).write_text("{not json")
+    again = AgentKey.load_or_create(store)
+    assert (again.public_key, again.fingerprint) == (other.public_key, other.fingerprint)
+    assert first.fingerprint != other.fingerprint

@@ -4,33 +4,29 @@
 an agent only pays for the SDK it uses), health endpoints, session and dispatcher; runs until the
 platform or a signal ends it; then stops intake, lets in-flight work finish under
 ``shutdown_grace_s``, cancels the rest and closes everything in reverse order.
+
+Start-up is ordered for the first ``Connect``: it waits only for what ``AgentInfo`` and the
+"engine is up" rule need (key, token, an engine check, the own container's name). On a local
+Docker socket that check needs no SDK (``berth.runtimes.docker.probe``), so the runtime, its SDK,
+the desired state and the command handlers are built when the first command arrives (or when the
+desired state must be reconciled without the platform): a connected agent with nothing to do
+never loads them, and the first command waits for them once (a few hundred milliseconds).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Final
+import os
+from typing import TYPE_CHECKING, Final, Protocol
 
 import structlog
 
 from berth.agent.credentials import AgentKey, FileCredentialStore
-from berth.agent.desired import DesiredState, DesiredStateRuntime, Reconciler
-from berth.agent.dispatcher import Dispatcher
-from berth.agent.footprint import release_once_accepted
-from berth.agent.handlers import (
-    CallbackHandler,
-    DeployHandler,
-    Handlers,
-    LifecycleHandler,
-    LogStreamHandler,
-    StateWatchHandler,
-)
 from berth.agent.health import HealthSocket, HealthState, HttpEndpoint
 from berth.agent.metrics import AgentMetrics
 from berth.agent.session import AgentIdentity, Session, reconnect_backoff
 from berth.agent.tokens import NoToken, TokenKeeper
-from berth.desired_state import DesiredStateStore
 from berth.errors import BerthError, ConfigError, TemporaryCommandError
 from berth.model import RuntimeInfo
 from berth.runtimes.base import (
@@ -43,6 +39,12 @@ from berth.runtimes.base import (
 )
 from berth.runtimes.common.backoff import Backoff
 from berth.settings import AgentSettings
+
+if TYPE_CHECKING:  # imported when built, after the first Connect is on its way
+    from berth.agent.commands import Command
+    from berth.agent.desired import DesiredState
+    from berth.agent.dispatcher import Dispatcher
+    from berth.runtimes.docker.probe import EngineProbe
 
 log = structlog.get_logger("berth.agent")
 
@@ -106,6 +108,20 @@ def build_self_scaler(settings: AgentSettings) -> SelfScaler | None:
     return scaler
 
 
+def build_engine_probe(settings: AgentSettings) -> EngineProbe | None:
+    """The SDK-free engine check that gates the first Connect in place of the runtime's own
+    preflight: Docker on a local unix socket, without Traefik (which the preflight starts)."""
+    if settings.runtime != "docker" or settings.docker.traefik_enabled:
+        return None
+    from berth.runtimes.docker.probe import EngineProbe
+
+    return EngineProbe.for_environment()
+
+
+class Preflight(Protocol):
+    async def preflight(self) -> RuntimeInfo: ...
+
+
 async def _cancel_and_wait(task: asyncio.Task[None]) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -149,6 +165,11 @@ class Agent:
         self.keeper: TokenKeeper | None = None
         self.key: AgentKey | None = None
         self.endpoint: HttpEndpoint | None = None
+        self._ready: asyncio.Future[Dispatcher] | None = None
+        self._setup: asyncio.Task[None] | None = None
+        self._updater_built: SelfUpdater | None = None
+        self._desired: DesiredState | None = None
+        self._opened: Runtime | None = None  # closed last, whoever built it
 
     # -- Lifecycle port ------------------------------------------------------------------------
 
@@ -169,14 +190,14 @@ class Agent:
 
     # -- run -------------------------------------------------------------------------------------
 
-    async def _preflight(self, runtime: Runtime) -> RuntimeInfo | None:
+    async def _preflight(self, target: Preflight) -> RuntimeInfo | None:
         """The engine may still be starting (or restarting) when the agent starts: wait for it
         with backoff instead of exiting; an unsupported engine is a permanent error."""
         conn = self.settings.connection
         backoff = reconnect_backoff(conn)
         while True:
             try:
-                return await runtime.preflight()
+                return await target.preflight()
             except TemporaryCommandError as err:
                 delay_s = backoff.next_delay_s()
                 log.warning(
@@ -191,59 +212,106 @@ class Agent:
             if self._stop.is_set():
                 return None
 
-    async def run(self) -> int:
+    async def _load_credentials(self, store: CredentialStore) -> bool:
         settings = self.settings
-        store = self._store if self._store is not None else build_store(settings)
-        try:
-            self.key = await asyncio.to_thread(AgentKey.load_or_create, store)
-            self.keeper = await asyncio.to_thread(
-                TokenKeeper.select,
-                store,
-                settings.connection.grpc_token,
-                skew_s=settings.connection.iat_skew_s,
+
+        def load() -> tuple[AgentKey, TokenKeeper]:  # the store may be an API: one trip to a thread
+            key = AgentKey.load_or_create(store)
+            keeper = TokenKeeper.select(
+                store, settings.connection.grpc_token, skew_s=settings.connection.iat_skew_s
             )
+            return key, keeper
+
+        try:
+            self.key, self.keeper = await asyncio.to_thread(load)
         except NoToken as err:
             log.error("agent_no_token", reason=str(err))
-            return EXIT_FAILURE
+            return False
         except BerthError as err:
             log.error("agent_credentials_failed", reason=str(err))
-            return EXIT_FAILURE
-        runtime = self._runtime if self._runtime is not None else build_runtime(settings)
+            return False
+        return True
+
+    async def _open_runtime(self) -> Runtime:
+        """The runtime, built (the SDK import is the slow part: off the loop, which serves the
+        session meanwhile) and, on Docker, wrapped to keep the desired state. It is closed by
+        ``_close_runtime``."""
+        settings = self.settings
+        runtime = (
+            self._runtime if self._runtime is not None else await asyncio.to_thread(build_runtime, settings)
+        )
+        self.runtime = self._opened = runtime
         desired = await self._desired_state(settings)
         if desired is not None:
+            from berth.agent.desired import DesiredStateRuntime
+
             runtime = DesiredStateRuntime(runtime, desired)
-        self.runtime = runtime
-        updater = build_updater(settings) if isinstance(self._updater, _Unset) else self._updater
-        try:
-            info = await self._preflight(runtime)
-        except BerthError as err:
-            log.error("runtime_unavailable", runtime=settings.runtime, reason=str(err))
-            await runtime.aclose()
-            return EXIT_FAILURE
-        if info is None:  # stopped while waiting for the engine
-            await runtime.aclose()
-            return EXIT_OK
-        for warning in info.warnings:
+            self.runtime = runtime
+        self._desired = desired
+        if isinstance(runtime, ReportsDiskFigures):
+            self.metrics.disk = runtime.disk_figures
+        return runtime
+
+    async def _checked(self, target: Preflight) -> RuntimeInfo | None:
+        """``_preflight`` and its warnings logged; ``None`` when stopped meanwhile."""
+        info = await self._preflight(target)
+        for warning in info.warnings if info is not None else ():
             log.warning("runtime_warning", detail=warning)
+        return info
+
+    def _log_starting(self, info: RuntimeInfo) -> None:
+        assert self.keeper is not None and self.key is not None
         log.info(
             "agent_starting",
-            node=settings.node_name,
+            node=self.settings.node_name,
             node_id=self.keeper.current.sub,
             platform=self.keeper.current.iss,
             runtime=info.kind,
             runtime_version=info.version,
-            version=settings.connection.version,
+            version=self.settings.connection.version,
             key_fingerprint=self.key.fingerprint,
         )
-        if isinstance(runtime, ReportsDiskFigures):
-            self.metrics.disk = runtime.disk_figures
+
+    async def run(self) -> int:
+        settings = self.settings
+        store = self._store if self._store is not None else build_store(settings)
+        # What gates the first Connect: a cheap engine check when the runtime has one (run, with
+        # the own container's lookup, while the key and token load), else the runtime itself,
+        # built and checked (an injected runtime always is).
+        probe = build_engine_probe(settings) if self._runtime is None else None
+        early = (
+            asyncio.create_task(self._probe_engine(probe), name="agent-engine-probe")
+            if probe is not None
+            else None
+        )
+        try:
+            if not await self._load_credentials(store):
+                return EXIT_FAILURE
+            assert self.key is not None and self.keeper is not None
+            container_name: str | None = None
+            try:
+                if early is not None:
+                    info, container_name = await early
+                else:
+                    info = await self._checked(await self._open_runtime())
+            except BerthError as err:
+                log.error("runtime_unavailable", runtime=settings.runtime, reason=str(err))
+                await self._close_runtime()
+                return EXIT_FAILURE
+        finally:
+            if early is not None and not early.done():
+                early.cancel()
+                await asyncio.gather(early, return_exceptions=True)
+        if info is None:  # stopped while waiting for the engine
+            await self._close_runtime()
+            return EXIT_OK
+        self._log_starting(info)
         async with contextlib.AsyncExitStack() as stack:
-            stack.push_async_callback(runtime.aclose)
+            stack.push_async_callback(self._close_runtime)
             await self._start_health(stack)
-            # Self-discovery asks the engine (a blocking SDK call): off the loop.
-            container_name = (
-                await asyncio.to_thread(updater.own_container_name) if updater is not None else None
-            )
+            updater = build_updater(settings) if isinstance(self._updater, _Unset) and probe is None else None
+            if probe is None:
+                container_name = await self._own_container_name(None, updater)
             identity = AgentIdentity(
                 version=settings.connection.version,
                 public_key=self.key.public_key,
@@ -259,43 +327,148 @@ class Agent:
                 backoff=self._backoff,
             )
             self.session = session
+            self._updater_built = updater
             stack.push_async_callback(session.channel.aclose)
-            release = asyncio.create_task(
-                release_once_accepted(self.health), name="agent-release-startup-memory"
+            session_task = asyncio.create_task(
+                session.run(self._dispatch, self._new_session), name="agent-session"
             )
+            stack.push_async_callback(self._stop_setup)
+            release = asyncio.create_task(self._release_startup_memory(), name="agent-release-startup-memory")
             stack.push_async_callback(_cancel_and_wait, release)
-            if desired is not None and settings.docker.resilience.reconcile_at_start:
-                reconcile = asyncio.create_task(
-                    self._reconcile_if_away(runtime, desired), name="agent-reconcile-at-start"
-                )
+            if settings.runtime == "docker" and settings.docker.resilience.reconcile_at_start:
+                reconcile = asyncio.create_task(self._reconcile_if_away(), name="agent-reconcile-at-start")
                 stack.push_async_callback(_cancel_and_wait, reconcile)
-            handlers = Handlers(
-                deploy=DeployHandler(runtime, self.key, session.link, desired),
-                state=StateWatchHandler(runtime, session.link),
-                log_stream=LogStreamHandler(runtime, session.link),
-                callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
-                lifecycle=LifecycleHandler(
-                    self.keeper, session.link, self, updater, build_self_scaler(settings)
-                ),
-            )
-            dispatcher = Dispatcher(
-                handlers,
-                session.link,
-                max_concurrent=settings.max_concurrent_commands,
-                metrics=self.metrics,
-                waits=runtime.waits if isinstance(runtime, SupersedableWaits) else None,
-            )
-            self.dispatcher = dispatcher
-            exit_code = await self._run_until_stopped(session, dispatcher)
-            log.info("agent_draining", in_flight=dispatcher.in_flight, grace_s=settings.shutdown_grace_s)
-            await dispatcher.drain(settings.shutdown_grace_s)
+            exit_code = await self._run_until_stopped(session_task)
+            if self.dispatcher is not None:
+                log.info(
+                    "agent_draining", in_flight=self.dispatcher.in_flight, grace_s=settings.shutdown_grace_s
+                )
+                await self.dispatcher.drain(settings.shutdown_grace_s)
         log.info("agent_stopped", exit_code=exit_code, reason=self.exit_reason)
         return exit_code
+
+    async def _probe_engine(self, probe: EngineProbe) -> tuple[RuntimeInfo | None, str | None]:
+        """The engine check, then (the engine answering) the own container's name."""
+        info = await self._checked(probe)
+        if info is None:
+            return None, None
+        return info, await self._own_container_name(probe, None)
+
+    async def _own_container_name(self, probe: EngineProbe | None, updater: SelfUpdater | None) -> str | None:
+        """AgentInfo.containerName: the self-updater finds its own container (a blocking SDK
+        call: off the loop); before the updater is built, the engine probe does the same."""
+        if not isinstance(self._updater, _Unset):
+            updater = self._updater
+        elif probe is not None and self.settings.install_method != "systemd":
+            from berth.runtimes.docker.probe import own_container_hints
+
+            hints = await asyncio.to_thread(own_container_hints, os.environ)
+            try:
+                return await probe.own_container_name(hints)
+            except TemporaryCommandError as err:
+                log.info("own_container_unknown", reason=str(err))
+                return None
+        return await asyncio.to_thread(updater.own_container_name) if updater is not None else None
+
+    # -- what commands need, built when the first one arrives -----------------------------------
+
+    def _ensure_setup(self) -> asyncio.Future[Dispatcher]:
+        """The dispatcher, built once by the ``agent-setup`` task (started on first need). When
+        the setup fails the agent exits (``_setup_ended``); the future then stays pending."""
+        if self._ready is None:
+            self._ready = asyncio.get_running_loop().create_future()
+            self._setup = asyncio.create_task(self._complete_setup(self._ready), name="agent-setup")
+            self._setup.add_done_callback(self._setup_ended)
+        return self._ready
+
+    async def _complete_setup(self, ready: asyncio.Future[Dispatcher]) -> None:
+        """Everything commands need and an idle, connected agent does not: the runtime (when
+        only the engine probe ran), its SDK, the updater, the desired state, the handlers."""
+        settings = self.settings
+        session = self.session
+        assert self.key is not None and self.keeper is not None and session is not None
+        runtime = self.runtime if self.runtime is not None else await self._open_runtime()
+        await asyncio.to_thread(self.key.open)  # deploys decrypt on the event loop
+        if isinstance(self._updater, _Unset):
+            updater = self._updater_built or await asyncio.to_thread(build_updater, settings)
+        else:
+            updater = self._updater
+        from berth.agent.dispatcher import Dispatcher
+        from berth.agent.handlers import (
+            CallbackHandler,
+            DeployHandler,
+            Handlers,
+            LifecycleHandler,
+            LogStreamHandler,
+            StateWatchHandler,
+        )
+
+        handlers = Handlers(
+            deploy=DeployHandler(runtime, self.key, session.link, self._desired),
+            state=StateWatchHandler(runtime, session.link),
+            log_stream=LogStreamHandler(runtime, session.link),
+            callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
+            lifecycle=LifecycleHandler(self.keeper, session.link, self, updater, build_self_scaler(settings)),
+        )
+        self.dispatcher = Dispatcher(
+            handlers,
+            session.link,
+            max_concurrent=settings.max_concurrent_commands,
+            metrics=self.metrics,
+            waits=runtime.waits if isinstance(runtime, SupersedableWaits) else None,
+        )
+        ready.set_result(self.dispatcher)
+
+    def _setup_ended(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if isinstance(error, BerthError):
+            log.error("runtime_unavailable", runtime=self.settings.runtime, reason=str(error))
+            self.request_exit(EXIT_FAILURE, "runtime unavailable")
+        elif error is not None:
+            log.error("agent_setup_failed", error=repr(error), exc_info=error)
+            self.request_exit(EXIT_FAILURE, "setup failed")
+
+    async def _stop_setup(self) -> None:
+        if self._setup is not None:
+            self._setup.cancel()
+            # its failure, if any, was handled by ``_setup_ended``
+            await asyncio.gather(self._setup, return_exceptions=True)
+
+    async def _dispatch(self, command: Command) -> None:
+        """The session's command callback; the first command waits for the setup."""
+        dispatcher = self.dispatcher
+        if dispatcher is None:
+            dispatcher = await asyncio.shield(self._ensure_setup())
+        await dispatcher.dispatch(command)
+
+    def _new_session(self) -> None:
+        if self.dispatcher is not None:
+            self.dispatcher.cancel_streams()
+
+    async def _close_runtime(self) -> None:
+        runtime, self._opened = self._opened, None
+        if runtime is not None:
+            await runtime.aclose()
+
+    async def _release_startup_memory(self) -> None:
+        """Once accepted while idle, give start-up's garbage and free heap pages back. Not when
+        a command came first: the collection holds the GIL (and the trim the allocator) for tens
+        of milliseconds, which that command would wait for, and its work reuses the pages."""
+        from berth.agent.footprint import release_memory
+
+        await self.health.wait_accepted()
+        if self._setup is None:
+            await asyncio.to_thread(release_memory)
 
     async def _desired_state(self, settings: AgentSettings) -> DesiredState | None:
         """Docker only: a cluster keeps its own desired state."""
         if settings.runtime != "docker" or not settings.docker.resilience.desired_state or self.key is None:
             return None
+        from berth.agent.desired import DesiredState
+        from berth.desired_state import DesiredStateStore
+
         desired = DesiredState(DesiredStateStore(settings.data_dir), self.key)
         try:
             await desired.load()
@@ -303,15 +476,20 @@ class Agent:
             log.warning("desired_state_unreadable", error=str(err))
         return desired
 
-    async def _reconcile_if_away(self, runtime: Runtime, desired: DesiredState) -> None:
+    async def _reconcile_if_away(self) -> None:
         """No accepted session within ``reconcile_after_s``: bring the node to its desired state
         without the platform (once per start)."""
         resilience = self.settings.docker.resilience
         try:
             await asyncio.wait_for(self.health.wait_accepted(), resilience.reconcile_after_s)
         except TimeoutError:
+            await asyncio.shield(self._ensure_setup())
+            if self._desired is None or self.runtime is None:
+                return
+            from berth.agent.desired import Reconciler
+
             log.warning("platform_unreachable_reconciling", after_s=resilience.reconcile_after_s)
-            await Reconciler(runtime, desired, fix_drift=resilience.fix_drift).run()
+            await Reconciler(self.runtime, self._desired, fix_drift=resilience.fix_drift).run()
 
     async def _start_health(self, stack: contextlib.AsyncExitStack) -> None:
         socket = HealthSocket(self.settings.health_socket, self.health)
@@ -330,10 +508,7 @@ class Agent:
             stack.push_async_callback(endpoint.close)
             log.info("metrics_endpoint_listening", address=f"{endpoint.host}:{endpoint.port}")
 
-    async def _run_until_stopped(self, session: Session, dispatcher: Dispatcher) -> int:
-        session_task = asyncio.create_task(
-            session.run(dispatcher.dispatch, dispatcher.cancel_streams), name="agent-session"
-        )
+    async def _run_until_stopped(self, session_task: asyncio.Task[int]) -> int:
         stop_task = asyncio.create_task(self._stop.wait(), name="agent-stop-wait")
         try:
             await asyncio.wait({session_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

@@ -9,22 +9,26 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Protocol, runtime_checkable
-
-import pysequoia
+from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 from berth.errors import PersistenceError, SecretError, TokenError
 from berth.model import SecretValue
 from berth.runtimes.base import CredentialStore
 
+if TYPE_CHECKING:  # loaded on first use: see AgentKey
+    import pysequoia
+
 KEY_FILE: Final = "secret.key"
+KEY_CACHE_FILE: Final = "secret.key.public.json"  # the public half of KEY_FILE, see AgentKey
 TOKEN_FILE: Final = "token.jwt"
 BLACKLIST_FILE: Final = "token-nonce.blacklist"
 KEY_USER_ID: Final = "dyrector.io agent <hello@dyrector.io>"
@@ -248,18 +252,38 @@ class FileCredentialStore:
 class AgentKey:
     """The agent's OpenPGP key: an RFC 4880 v4 key with an Ed25519 primary and a Curve25519
     encryption subkey (what openpgp.js v5 encrypts to). Its armored public key has no headers and
-    is byte-identical for the same stored key."""
+    is byte-identical for the same stored key.
 
-    def __init__(self, secret_key: pysequoia.Tsk) -> None:
-        self._tsk = secret_key
-        self._decryptor = secret_key.decryptor()
-        self.public_key = pysequoia.armor(
-            bytes(secret_key.extract_certificate()), pysequoia.ArmorKind.PublicKey
+    The OpenPGP library (about 5 MB resident, and its import and the key's parsing on the way to
+    the first ``Connect``) is loaded by the first decryption or encryption: on a files store the
+    armored public key and the fingerprint are kept beside the secret key (``KEY_CACHE_FILE``,
+    bound to the secret key by its SHA-256), which is all a start and an idle agent need."""
+
+    def __init__(self, armored_secret: str, public_key: str, fingerprint: str) -> None:
+        self._armored = armored_secret
+        self.public_key = public_key
+        self.fingerprint = fingerprint
+        self._opened: tuple[pysequoia.Tsk, pysequoia.PyDecryptor] | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def _of(cls, secret_key: pysequoia.Tsk) -> AgentKey:
+        import pysequoia
+
+        certificate = secret_key.extract_certificate()
+        key = cls(
+            pysequoia.armor(bytes(secret_key), pysequoia.ArmorKind.SecretKey),
+            pysequoia.armor(bytes(certificate), pysequoia.ArmorKind.PublicKey),
+            str(certificate.fingerprint),
         )
+        key._opened = (secret_key, secret_key.decryptor())
+        return key
 
     @classmethod
     def generate(cls) -> AgentKey:
-        return cls(
+        import pysequoia
+
+        return cls._of(
             pysequoia.Tsk.generate(
                 KEY_USER_ID,
                 profile=pysequoia.Profile.RFC4880,
@@ -268,27 +292,78 @@ class AgentKey:
         )
 
     @classmethod
-    def load_or_create(cls, store: CredentialStore) -> AgentKey:
-        stored = store.read(KEY_FILE)
-        if stored is not None:
-            try:
-                return cls(pysequoia.Tsk.from_bytes(stored.encode("utf-8")))
-            except Exception as err:  # pysequoia raises plain exceptions for parse errors
-                raise PersistenceError(f"{KEY_FILE} is not a valid OpenPGP secret key") from err
-        key = cls.generate()
-        store.write(KEY_FILE, pysequoia.armor(bytes(key._tsk), pysequoia.ArmorKind.SecretKey))
+    def parse(cls, armored_secret: str) -> AgentKey:
+        import pysequoia
+
+        try:
+            key = cls._of(pysequoia.Tsk.from_bytes(armored_secret.encode("utf-8")))
+        except Exception as err:  # pysequoia raises plain exceptions for parse errors
+            raise PersistenceError(f"{KEY_FILE} is not a valid OpenPGP secret key") from err
+        key._armored = armored_secret
         return key
 
-    @property
-    def fingerprint(self) -> str:
-        return str(self._tsk.extract_certificate().fingerprint)
+    @classmethod
+    def load_or_create(cls, store: CredentialStore) -> AgentKey:
+        stored = store.read(KEY_FILE)
+        if stored is None:
+            key = cls.generate()
+            store.write(KEY_FILE, key._armored)
+        else:
+            cached = cls._from_cache(store, stored)
+            if cached is not None:
+                return cached
+            key = cls.parse(stored)
+        key._write_cache(store)
+        return key
+
+    @staticmethod
+    def _digest(armored_secret: str) -> str:
+        return hashlib.sha256(armored_secret.encode("utf-8")).hexdigest()
+
+    @classmethod
+    def _from_cache(cls, store: CredentialStore, stored: str) -> AgentKey | None:
+        if not isinstance(store, FileCredentialStore):
+            return None
+        try:
+            cache = json.loads(store.read(KEY_CACHE_FILE) or "null")
+        except ValueError:
+            return None
+        if not isinstance(cache, dict) or cache.get("secret_sha256") != cls._digest(stored):
+            return None  # absent, unreadable or of another secret key: parse the key instead
+        public_key, fingerprint = cache.get("public_key"), cache.get("fingerprint")
+        if not isinstance(public_key, str) or not isinstance(fingerprint, str):
+            return None
+        return cls(stored, public_key, fingerprint)
+
+    def _write_cache(self, store: CredentialStore) -> None:
+        if isinstance(store, FileCredentialStore):
+            cache = {
+                "secret_sha256": self._digest(self._armored),
+                "public_key": self.public_key,
+                "fingerprint": self.fingerprint,
+            }
+            store.write(KEY_CACHE_FILE, json.dumps(cache))
+
+    def open(self) -> None:
+        """Blocking (the library's import and the key's parsing): load the secret key now, so
+        that a later decryption on the event loop does not."""
+        self._secret()
+
+    def _secret(self) -> tuple[pysequoia.Tsk, pysequoia.PyDecryptor]:
+        """The parsed secret key and its decryptor (the library is loaded on first use)."""
+        with self._lock:
+            if self._opened is None:
+                self._opened = AgentKey.parse(self._armored)._secret()
+            return self._opened
 
     def decrypt(self, key: str, armored: str) -> SecretValue:
         """Decrypt one secret value; ``""`` means empty and is not ciphertext."""
         if armored == "":
             return SecretValue("")
+        import pysequoia
+
         try:
-            plain = pysequoia.decrypt(armored.encode("utf-8"), decryptor=self._decryptor).bytes
+            plain = pysequoia.decrypt(armored.encode("utf-8"), decryptor=self._secret()[1]).bytes
         except Exception as err:  # pysequoia raises plain exceptions for every decryption failure
             raise SecretError(key, "not an OpenPGP message for this agent's key") from err
         if plain is None:
@@ -301,7 +376,11 @@ class AgentKey:
     def encrypt_to_self(self, value: str) -> str:
         """An OpenPGP message only this agent can read (what it keeps on disk instead of a
         credential in clear)."""
-        message = pysequoia.encrypt(value.encode("utf-8"), recipients=[self._tsk.extract_certificate()])
+        import pysequoia
+
+        message = pysequoia.encrypt(
+            value.encode("utf-8"), recipients=[self._secret()[0].extract_certificate()]
+        )
         return bytes(message).decode("ascii")
 
     def decrypt_all(self, secrets: Mapping[str, str]) -> dict[str, SecretValue]:

@@ -4,10 +4,11 @@ outbound streams, implemented over gRPC in ``session.py``) and the agent's lifec
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
-from berth.agent.commands import CallbackKind, DeploymentMessage
-from berth.model import ContainerRef, StateUpdate, Target
+if TYPE_CHECKING:  # annotations only: the session imports this before its first Connect
+    from berth.agent.commands import CallbackKind, DeploymentMessage
+    from berth.model import ContainerRef, StateUpdate, Target
 
 T_contra = TypeVar("T_contra", contravariant=True)
 

@@ -7,28 +7,50 @@ the dispatcher, apply the refusal rules and reconnect with jittered backoff. Als
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import ssl
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Generic, TypeVar
+from types import ModuleType
+from typing import TYPE_CHECKING, Final, Generic, TypeVar
 
 import grpc
 import grpc.aio
 import structlog
 from google.protobuf.message import Message
 
-from berth.agent import codec
-from berth.agent.commands import CallbackKind, Command, DeploymentMessage
 from berth.agent.health import HealthState
 from berth.agent.metrics import AgentMetrics
 from berth.agent.ports import MAX_MESSAGE_BYTES, OutboundStream
 from berth.agent.tokens import RefusalOutcome, TokenKeeper
 from berth.errors import InvalidSpec, PlatformUnavailable
-from berth.model import ContainerRef, StateUpdate, Target
 from berth.proto import agent_pb2, agent_pb2_grpc, common_pb2
 from berth.runtimes.common.backoff import Backoff, HealthyTimer
 from berth.settings import KEEPALIVE_MIN_S, ConnectionSettings
+
+
+def _loaded_on_first_use(name: str) -> ModuleType:
+    """``name``, executed when one of its attributes is first read (``importlib.util.LazyLoader``;
+    only ever read on the event loop's thread here)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.find_spec(name)
+    assert spec is not None and spec.loader is not None
+    spec.loader = importlib.util.LazyLoader(spec.loader)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if TYPE_CHECKING:
+    from berth.agent import codec
+    from berth.agent.commands import CallbackKind, Command, DeploymentMessage
+    from berth.model import ContainerRef, StateUpdate, Target
+else:  # the command codec (and the command and model classes) is not needed before the first command
+    codec = _loaded_on_first_use("berth.agent.codec")
 
 log = structlog.get_logger("berth.agent.session")
 
@@ -56,6 +78,14 @@ class AgentIdentity:
     version: str
     public_key: str
     container_name: str | None = None
+
+    def agent_info(self, node_id: str) -> agent_pb2.AgentInfo:
+        """``Connect``'s request (built here, not by the codec: the first Connect does not wait
+        for the command codec's import)."""
+        info = agent_pb2.AgentInfo(id=node_id, version=self.version, publicKey=self.public_key)
+        if self.container_name is not None:
+            info.containerName = self.container_name
+        return info
 
 
 def _system_ca_bundle() -> bytes:
@@ -422,9 +452,7 @@ class Session:
     ) -> grpc.aio.AioRpcError | None:
         token = self._keeper.current
         stub = agent_pb2_grpc.AgentStub(self.channel.get(token.iss))
-        info = codec.agent_info_to_proto(
-            token.sub, self._settings.version, self._identity.public_key, self._identity.container_name
-        )
+        info = self._identity.agent_info(token.sub)
         loop = asyncio.get_running_loop()
 
         def accepted() -> None:

@@ -5,6 +5,7 @@ container changed by hand as drift without "fixing" it; ``berth status`` shows b
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import io
 import os
@@ -18,7 +19,7 @@ import pysequoia
 import pytest
 import structlog
 from fakeplatform import PlatformServer, agent_settings, eventually, running_agent
-from waiting import wait_event
+from waiting import wait_event, wait_for
 
 from berth.agent.status import print_status
 from berth.model import PREFIX_LABEL
@@ -105,20 +106,28 @@ async def test_restart_without_the_platform_recreates_and_reports_drift(tmp_path
     text = stored.read_text()
     assert "from-the-platform" not in text and PASSWORD not in text and "BEGIN PGP MESSAGE" in text
 
-    # By hand, while the agent is away: one container removed, one replaced by another image.
-    client.api.remove_container(f"{prefix}-web", force=True)
-    client.api.remove_container(f"{prefix}-api", force=True)
-    changed = client.api.create_container(
-        f"{REGISTRY}/berth/busybox:2",
-        name=f"{prefix}-api",
-        command=["sh", "-c", SERVE],
-        labels={PREFIX_LABEL: prefix, "io.berth.test": "1"},
-    )
-    client.api.start(changed["Id"])
+    # By hand, while the agent is away: one container removed, one replaced by another image
+    # (blocking engine calls, slow on a busy machine: off the event loop).
+    def tamper() -> dict[str, str]:
+        client.api.remove_container(f"{prefix}-web", force=True)
+        client.api.remove_container(f"{prefix}-api", force=True)
+        created: dict[str, str] = client.api.create_container(
+            f"{REGISTRY}/berth/busybox:2",
+            name=f"{prefix}-api",
+            command=["sh", "-c", SERVE],
+            labels={PREFIX_LABEL: prefix, "io.berth.test": "1"},
+        )
+        client.api.start(created["Id"])
+        return created
+
+    changed = await asyncio.to_thread(tamper)
 
     with structlog.testing.capture_logs() as logs:
         async with running_agent(settings, runtime=DockerRuntime(engine)) as second:
-            await eventually(lambda: running(client, f"{prefix}-web"), within_s=30, interval=0.1)
+            # the inspect waits while the engine starts the container: off the event loop
+            await wait_for(
+                lambda: asyncio.to_thread(running, client, f"{prefix}-web"), 30, "web to run", interval_s=0.1
+            )
             await eventually(lambda: any(e["event"] == "reconcile_finished" for e in logs), within_s=30)
             runtime = second.agent.runtime
             assert runtime is not None

@@ -22,11 +22,11 @@ from waiting import wait_event, wait_for
 
 from berth.errors import UpdateRefused
 from berth.imageref import with_tag
+from berth.runtimes.docker.probe import container_id_candidates
 from berth.runtimes.docker.selfupdate import (
     DockerSelfUpdater,
     _Pending,
     collisions,
-    container_id_candidates,
     successor_config,
 )
 from berth.settings import DockerSettings

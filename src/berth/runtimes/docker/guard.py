@@ -101,7 +101,7 @@ class ContainerGuard:
 
 def own_container_candidates(environ: Mapping[str, str]) -> list[str]:
     """Blocking: where the agent may find itself (cgroup, mountinfo, ``HOSTNAME``)."""
-    from berth.runtimes.docker.selfupdate import container_id_candidates
+    from berth.runtimes.docker.probe import container_id_candidates
 
     def read(path: str) -> str:
         try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any, Final
@@ -22,6 +21,7 @@ from berth.runtimes.docker.engine import Engine, translated
 from berth.runtimes.docker.guard import ContainerGuard, mask_secrets
 from berth.runtimes.docker.logstream import LogFollower
 from berth.runtimes.docker.lookup import find_container, prefix_container_ids
+from berth.runtimes.docker.probe import runtime_info
 from berth.runtimes.docker.records import read_shared_secret_keys
 from berth.runtimes.docker.traefik import TRAEFIK_IMAGE, TRAEFIK_NAME, boot_container_config
 from berth.runtimes.docker.watcher import StateWatcher
@@ -34,12 +34,7 @@ if TYPE_CHECKING:  # names only the signatures use
 log = structlog.get_logger(__name__)
 
 _STOPPABLE: Final = frozenset({"running", "paused", "restarting"})
-_MINIMUM: Final = {"docker": ((20, 10), (23, 0)), "podman": ((4, 0), (4, 4))}
 _SIGKILL_EXIT: Final = 137
-
-
-def _version_tuple(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in re.findall(r"\d+", text)[:2])
 
 
 class DockerRuntime:
@@ -58,36 +53,17 @@ class DockerRuntime:
             own_container=own_container,
         )
         self._deployer: Deployer | None = None  # built on the first deploy: an idle agent skips its imports
+        self._deployer_built = asyncio.Lock()
         self._logs = LogFollower(self._engine, settings.log_buffer_lines)
 
     # -- startup ------------------------------------------------------------------------------
 
     async def preflight(self) -> RuntimeInfo:
-        info = await self._engine.call("engine version", lambda c: c.version())
-        components = {str(c.get("Name", "")): str(c.get("Version", "")) for c in info.get("Components") or ()}
-        podman = next((v for n, v in components.items() if "podman" in n.lower()), None)
-        kind = "podman" if podman is not None else "docker"
-        version = podman or str(info.get("Version", ""))
-        required, recommended = _MINIMUM[kind]
-        found = _version_tuple(version)
-        if found < required:
-            raise PermanentCommandError(
-                f"{kind} {version} is too old: berth needs {kind} {'.'.join(map(str, required))} or newer"
-            )
-        warnings: list[str] = []
-        if found < recommended:
-            warnings.append(
-                f"{kind} {version} is older than the recommended {'.'.join(map(str, recommended))}"
-            )
+        info = runtime_info(await self._engine.call("engine version", lambda c: c.version()))
         await self._engine.call("list containers", lambda c: c.api.containers(limit=1))
         if self._settings.traefik_enabled:
             await self._start_traefik()
-        return RuntimeInfo(
-            kind=kind,
-            version=version,
-            api_version=str(info.get("ApiVersion", "")),
-            warnings=tuple(warnings),
-        )
+        return info
 
     async def _start_traefik(self) -> None:
         config = boot_container_config(self._settings)
@@ -120,11 +96,15 @@ class DockerRuntime:
     # -- deploy -------------------------------------------------------------------------------
 
     async def deploy(self, deployment: DeploymentSpec, events: DeployEvents) -> None:
-        if self._deployer is None:
-            from berth.runtimes.docker.deployer import Deployer
-
-            self._deployer = Deployer(self._engine, self._settings, self._guard)
+        async with self._deployer_built:
+            if self._deployer is None:  # its imports take a while: not on the event loop
+                self._deployer = await asyncio.to_thread(self._new_deployer)
         await self._deployer.deploy(deployment, events)
+
+    def _new_deployer(self) -> Deployer:
+        from berth.runtimes.docker.deployer import Deployer
+
+        return Deployer(self._engine, self._settings, self._guard)
 
     # -- container commands -------------------------------------------------------------------
 

@@ -19,11 +19,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import docker
@@ -33,6 +31,7 @@ from berth.errors import InvalidSpec, NotFound, RuntimeFailure, UpdateRefused
 from berth.imageref import ImageReference, with_tag
 from berth.model import RegistryAuth
 from berth.runtimes.docker.engine import Engine
+from berth.runtimes.docker.probe import own_container_hints
 from berth.runtimes.docker.pull import auth_config, local_image, pull_image, refusal
 from berth.settings import DockerSettings
 
@@ -49,7 +48,6 @@ DISCOVERY_TIMEOUT_S: Final = 3
 # Docker 20.10 and Podman 4 speak 1.41 and newer engines still accept it; a fixed version also
 # skips the SDK's version probe, which leaks its socket when the engine is down.
 API_VERSION: Final = "1.41"
-_CONTAINER_ID = re.compile(r"[0-9a-f]{64}")
 # Config keys whose value comes from the image unless the container overrode it.
 _IMAGE_DEFAULTS: Final = ("Cmd", "Entrypoint", "Healthcheck", "WorkingDir", "User", "StopSignal", "Shell")
 # Config keys the engine fills in or that must not be reused by a second container.
@@ -58,35 +56,6 @@ _DEFAULT_NETWORK_MODES: Final = ("default", "bridge", "host", "none")
 
 
 # -- finding the own container (§14.7) -------------------------------------------------------------
-
-
-def container_id_candidates(cgroup_text: str, mountinfo_text: str, hostname: str | None) -> list[str]:
-    """Ways to name the own container, most exact first: the 64-hex id from ``/proc/self/cgroup``
-    (cgroup v1: ``…/docker/<id>``, ``libpod-<id>.scope``), then from ``/proc/self/mountinfo`` (the
-    engine bind-mounts ``…/containers/<id>/hostname``, Podman ``…/overlay-containers/<id>/userdata/
-    hostname``; works with cgroup v2 and host networking), then ``$HOSTNAME``
-    (a name or short id unless the container runs on the host network)."""
-    found: list[str] = []
-    first = cgroup_text.splitlines()[0] if cgroup_text.strip() else ""
-    last_segment = first.rsplit("/", 1)[-1].removesuffix(".scope")
-    last_segment = last_segment.removeprefix("docker-").removeprefix("libpod-")
-    if _CONTAINER_ID.fullmatch(last_segment):
-        found.append(last_segment)
-    for line in mountinfo_text.splitlines():
-        match = re.search(r"containers/([0-9a-f]{64})/(?:userdata/)?(?:hostname|hosts|resolv\.conf)\b", line)
-        if match and match.group(1) not in found:
-            found.append(match.group(1))
-            break
-    if hostname and hostname not in found:
-        found.append(hostname)
-    return found
-
-
-def _read(path: str) -> str:
-    try:
-        return Path(path).read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 # -- the successor's create configuration -----------------------------------------------------------
@@ -279,12 +248,7 @@ class DockerSelfUpdater:
     # -- steps (blocking, run in threads) ---------------------------------------------------------
 
     def _find_own(self, engine: Engine) -> dict[str, Any] | None:
-        if self._own_hint:
-            candidates = [self._own_hint]
-        else:
-            candidates = container_id_candidates(
-                _read("/proc/self/cgroup"), _read("/proc/self/mountinfo"), os.environ.get("HOSTNAME")
-            )
+        candidates = [self._own_hint] if self._own_hint else own_container_hints(os.environ)
         for candidate in candidates:
             try:
                 return engine.run(f"inspect {candidate}", _inspector(candidate))

@@ -1,0 +1,36 @@
+"""``berth agent`` exactly as ``python -m berth agent`` runs it, printing one JSON line on stdout
+when the first ``Connect`` is issued: which of the heavy modules were imported by then."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from berth.agent import session
+from berth.cli import main
+
+WATCHED = (
+    "docker",
+    "requests",
+    "pysequoia",
+    "berth.runtimes.docker.runtime",
+    "berth.agent.dispatcher",
+    "berth.agent.commands",
+)
+_original = session.Session._connect_once
+_reported = False
+
+
+async def _connect_once(self: session.Session, *args: Any, **kwargs: Any) -> Any:
+    global _reported
+    if not _reported:
+        _reported = True
+        print(json.dumps({"imported_at_connect": [m for m in WATCHED if m in sys.modules]}), flush=True)
+    return await _original(self, *args, **kwargs)
+
+
+session.Session._connect_once = _connect_once  # type: ignore[method-assign]
+
+if __name__ == "__main__":
+    sys.exit(main(["agent"]))
