@@ -34,7 +34,7 @@ WORKLOADS = 20
 ROUNDS = 5
 
 
-def workloads(prefix: str) -> tuple[WorkloadSpec, ...]:
+def workloads(prefix: str, count: int = WORKLOADS) -> tuple[WorkloadSpec, ...]:
     repository, tag = IMAGE.split(":")
     return tuple(
         WorkloadSpec(
@@ -47,14 +47,14 @@ def workloads(prefix: str) -> tuple[WorkloadSpec, ...]:
             args=(SERVE_FOREVER,),
             docker=DockerOptions(labels=frozen_map({TEST_LABEL: "1"})),
         )
-        for i in range(WORKLOADS)
+        for i in range(count)
     )
 
 
-def floor_deploy(client: docker.DockerClient, prefix: str) -> float:
+def floor_deploy(client: docker.DockerClient, prefix: str, count: int = WORKLOADS) -> float:
     """The engine's own cost: create + start each container, in order, with the same config."""
     started = time.perf_counter()
-    for i in range(WORKLOADS):
+    for i in range(count):
         name = f"{prefix}-w{i}"
         host = client.api.create_host_config(
             restart_policy={"Name": "unless-stopped"}, extra_hosts=["host.docker.internal:host-gateway"]
@@ -72,8 +72,8 @@ def floor_deploy(client: docker.DockerClient, prefix: str) -> float:
     return time.perf_counter() - started
 
 
-async def berth_deploy(runtime: DockerRuntime, prefix: str) -> float:
-    spec = DeploymentSpec(id="bench", prefix=prefix, workloads=workloads(prefix))
+async def berth_deploy(runtime: DockerRuntime, prefix: str, count: int = WORKLOADS) -> float:
+    spec = DeploymentSpec(id="bench", prefix=prefix, workloads=workloads(prefix, count))
     started = time.perf_counter()
     await runtime.deploy(spec, DiscardEvents())
     return time.perf_counter() - started
