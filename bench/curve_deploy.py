@@ -1,4 +1,4 @@
-"""Curve: one deployment of N workloads from a local image (quick 10, 50; full 10, 100, 500).
+"""Curve: one deployment of N workloads from a local image (quick 5, 20; full 10, 100, 500).
 
 Per size: DockerRuntime.deploy (command -> SUCCESSFUL at the runtime seam) vs the same create +
 start done directly with the Docker SDK (bench/docker_deploy.py's floor), the two sides
@@ -75,7 +75,7 @@ def new_curve() -> Curve:
 
 def run() -> list[Row]:
     curve = new_curve()
-    for count in sizes((10, 50), (10, 100, 500)):
+    for count in sizes((5, 20), (10, 100, 500)):
         curve.add(asyncio.run(point(count)))
     curve.save()
     last = curve.points[-1]

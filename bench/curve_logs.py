@@ -1,6 +1,6 @@
 """Curve: concurrent log follows (quick 1, 10; full 1, 10, 50).
 
-K exited containers share 200,000 lines (200,000 / K each). Per K, one after the other:
+K exited containers share 200,000 lines (50,000 in the quick run), split evenly. Per K, one after the other:
 * floor: K ``docker logs -f`` processes at once, into /dev/null: total lines / wall time;
 * runtime: K DockerRuntime.logs follows at once in this process (history from the start, the
   bounded buffer in the path), as bench/docker_log_throughput.py does for one;
@@ -19,15 +19,18 @@ import sys
 import time
 
 from agent_process import AgentProcess, CountingPlatform, agent_process
-from curve_kit import CURVE_LABEL, Curve, Panel, parse_full, sizes
+from curve_kit import CURVE_LABEL, Curve, Panel, full_mode, parse_full, sizes
 from docker_benchkit import IMAGE, Row, data_folder, engine, labels, new_prefix, print_rows, remove_prefix
 from fault_kit import logs
 
 from berth.model import ContainerRef, LogGap
 from berth.runtimes.docker import DockerRuntime
 
-TOTAL_LINES = 200_000
-QUIET_S = 5.0  # the agent's count stops growing this long: what was delivered is all there is
+QUIET_S = 3.0  # the agent's count stops growing this long: what was delivered is all there is
+
+
+def total_lines() -> int:
+    return 200_000 if full_mode() else 50_000
 
 
 def create(prefix: str, follows: int, lines: int) -> list[str]:
@@ -122,7 +125,7 @@ async def agent_rate(prefix: str, names: list[str], lines: int) -> tuple[float, 
 
 async def point(follows: int) -> dict[str, float]:
     prefix = new_prefix("lg")
-    lines = TOTAL_LINES // follows
+    lines = total_lines() // follows
     client = engine()
     try:
         names = await asyncio.to_thread(create, prefix, follows, lines)
@@ -149,7 +152,7 @@ async def point(follows: int) -> dict[str, float]:
 def new_curve() -> Curve:
     return Curve(
         name="curve_logs",
-        title=f"Concurrent log follows ({TOTAL_LINES:,} lines shared by K exited containers)",
+        title=f"Concurrent log follows ({total_lines():,} lines shared by K exited containers)",
         x_label="concurrent follows (K)",
         panels=[
             Panel(

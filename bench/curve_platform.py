@@ -1,4 +1,4 @@
-"""Curve: the embedded platform with N connected agents (quick 10, 50; full 10, 50, 100).
+"""Curve: the embedded platform with N connected agents (quick 10, 30; full 10, 50, 100).
 
 Per N, a fresh ``berth platform serve`` process and a fleet process running N in-process agents on
 the memory runtime (one node each, joined with the node's install token):
@@ -194,7 +194,7 @@ def new_curve() -> Curve:
 
 def run() -> list[Row]:
     curve = new_curve()
-    for agents in sizes((10, 50), (10, 50, 100)):
+    for agents in sizes((10, 30), (10, 50, 100)):
         curve.add(asyncio.run(point(agents)))
     curve.save()
     last = curve.points[-1]
