@@ -139,10 +139,7 @@ class StateWatcher:
                 yield StateUpdate(tuple(ContainerStatus.removed(ref) for ref in vanished))
             next_resync = time.monotonic() + self._resync_interval_s
             while True:
-                try:
-                    first = await asyncio.wait_for(queue.get(), max(0.0, next_resync - time.monotonic()))
-                except TimeoutError:
-                    first = None
+                first = await next_event(queue, max(0.0, next_resync - time.monotonic()))
                 if first is _END:
                     raise TemporaryCommandError("the Docker event stream ended")
                 if first is None or overflowed:
@@ -205,6 +202,17 @@ class StateWatcher:
                 changes.append(after)
             self._known[cid] = after
         return changes
+
+
+async def next_event(queue: asyncio.Queue[object], timeout_s: float) -> object | None:
+    """The next queued item, or None once ``timeout_s`` has passed. ``asyncio.timeout``, not
+    ``wait_for``: on Python 3.11 a cancel that lands as an item arrives is swallowed by
+    ``wait_for``, and the watch then ran on, its event stream open, after its consumer stopped."""
+    try:
+        async with asyncio.timeout(timeout_s):
+            return await queue.get()
+    except TimeoutError:
+        return None
 
 
 def _lister(
