@@ -1,6 +1,6 @@
 """Benchmark 1: deploy overhead. 20 workloads from a local image through DockerRuntime.deploy
 (command → SUCCESSFUL at the runtime seam) vs the same create+start sequence done directly with
-the docker SDK, alternating which goes first, median of 5 rounds (the engine's start time
+the docker SDK, alternating which goes first, median of 5 rounds (3 in the quick run) (the engine's start time
 dominates and varies with the machine's load). Target: ratio ≤ 1.15.
 
 Run: eval "$(tools/testenv.sh env)"; .venv/bin/python bench/docker_deploy.py
@@ -9,6 +9,7 @@ Run: eval "$(tools/testenv.sh env)"; .venv/bin/python bench/docker_deploy.py
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import docker
@@ -31,7 +32,7 @@ from berth.model import DeploymentSpec, DockerOptions, WorkloadSpec, frozen_map
 from berth.runtimes.docker import DockerRuntime
 
 WORKLOADS = 20
-ROUNDS = 5
+ROUNDS = 5 if os.environ.get("BERTH_BENCH_FULL") == "1" else 3  # the quick run (make bench) takes 3
 
 
 def workloads(prefix: str, count: int = WORKLOADS) -> tuple[WorkloadSpec, ...]:
