@@ -9,7 +9,7 @@
 Each benchmark runs in its own process with a time limit; the default run is sized for CI (about
 5 minutes on 2 cores, never more than ``--budget``, 570 s); ``--long`` soaks for 10 minutes and
 floods for 2. A job stopped at its limit prints where its threads were. The table is also written
-to bench/results/summary.md and summary.json. Needs the test engine and registry:
+to bench/results/summary-<run>.md and .json. Needs the test engine and registry:
 
     eval "$(tools/testenv.sh env)"; .venv/bin/python bench/run_all.py [--quick | --full] [--long]
 """
@@ -195,7 +195,7 @@ def main() -> int:
 
 
 def write_summary(kind: str, total: float, rows: list[Row], problems: list[str]) -> None:
-    """bench/results/summary.md and summary.json: the table above, with the machine it ran on."""
+    """bench/results/summary-<run>.md and .json: the table above, with the machine it ran on."""
     RESULTS.mkdir(exist_ok=True)
     where = machine()
     lines = [
@@ -210,9 +210,9 @@ def write_summary(kind: str, total: float, rows: list[Row], problems: list[str])
         ratio_text = f"{ratio:.3f}" if ratio else "-"
         lines.append(f"| {figure} | {berth:.3f} | {floor_text} | {ratio_text} | {target} |")
     lines += [f"\n! {problem}" for problem in problems]
-    (RESULTS / "summary.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"summary-{kind.split()[0]}.md").write_text("\n".join(lines) + "\n")
     record = {"run": kind, "seconds": round(total), "machine": where, "rows": rows, "problems": problems}
-    (RESULTS / "summary.json").write_text(json.dumps(record, indent=2) + "\n")
+    (RESULTS / f"summary-{kind.split()[0]}.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
 if __name__ == "__main__":
