@@ -14,8 +14,8 @@ import time
 
 import docker
 from docker_benchkit import (
+    IDLE_FOREVER,
     IMAGE,
-    SERVE_FOREVER,
     TEST_LABEL,
     DiscardEvents,
     Row,
@@ -45,7 +45,7 @@ def workloads(prefix: str, count: int = WORKLOADS) -> tuple[WorkloadSpec, ...]:
             image_name=repository,
             tag=tag,
             commands=("sh", "-c"),
-            args=(SERVE_FOREVER,),
+            args=(IDLE_FOREVER,),
             docker=DockerOptions(labels=frozen_map({TEST_LABEL: "1"})),
         )
         for i in range(count)
@@ -65,7 +65,7 @@ def floor_deploy(client: docker.DockerClient, prefix: str, count: int = WORKLOAD
             name=name,
             hostname=name,
             entrypoint=["sh", "-c"],
-            command=[SERVE_FOREVER],
+            command=[IDLE_FOREVER],
             labels=labels(prefix),
             host_config=host,
         )
