@@ -66,7 +66,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 bench: $(VENV)/.bench-installed testenv
 	eval "$$(tools/testenv.sh env)"; $(PY) bench/run_all.py --quick
 
-# Everything with the full scale curves, by hand (about an hour): 1,000 containers, 50 follows,
+# Everything with the full scale curves, by hand (about 20 minutes): 1,000 containers, 50 follows,
 # 500 workloads, 100 agents.
 bench-full: $(VENV)/.bench-installed testenv
 	eval "$$(tools/testenv.sh env)"; $(PY) bench/run_all.py --full

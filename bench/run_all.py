@@ -145,7 +145,7 @@ def main() -> int:
     parser.add_argument("--long", action="store_true", help="10 min soak, 2 min flood, 5 start-up runs")
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="small curve sizes (the default)")
-    mode.add_argument("--full", action="store_true", help="the full curve sizes (by hand: about an hour)")
+    mode.add_argument("--full", action="store_true", help="the full curve sizes (by hand: about 20 minutes)")
     parser.add_argument("--only", help="run only the jobs whose name contains this text")
     parser.add_argument("--budget", type=float, default=570.0, help="the whole run's bound in seconds")
     parser.add_argument("--job", help=argparse.SUPPRESS)
