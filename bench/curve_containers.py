@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from agent_process import agent_process
-from curve_kit import CURVE_LABEL, Curve, Panel, parse_full, sizes
+from curve_kit import Curve, Panel, parse_full, sizes
 from docker_benchkit import (
     IMAGE,
     PREFIX_LABEL,
@@ -46,7 +46,7 @@ ROUNDS = 5
 
 def create(prefix: str, count: int) -> None:
     client = engine()
-    tags = {**labels(prefix), CURVE_LABEL: prefix}
+    tags = labels(prefix)
 
     def one(index: int) -> None:
         client.api.create_container(IMAGE, name=f"{prefix}-c{index}", command=["true"], labels=tags)

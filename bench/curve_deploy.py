@@ -2,8 +2,8 @@
 
 Per size: DockerRuntime.deploy (command -> SUCCESSFUL at the runtime seam) vs the same create +
 start done directly with the Docker SDK (bench/docker_deploy.py's floor), the two sides
-alternating which goes first; rounds: 3 up to 10 workloads, 2 up to 100, 1 above (the engine's
-start time dominates and varies with the machine's load). Target: 500 workloads <= 1.15x the SDK.
+alternating which goes first; rounds: 3 up to 10 workloads, 2 above (the engine's start time
+dominates and varies with the machine's load). Target: 500 workloads <= 1.15x the SDK.
 
     eval "$(tools/testenv.sh env)"; .venv/bin/python bench/curve_deploy.py [--full]
 """
@@ -21,7 +21,7 @@ from berth.runtimes.docker import DockerRuntime
 
 
 def rounds_for(count: int) -> int:
-    return 3 if count <= 10 else 2 if count <= 100 else 1
+    return 3 if count <= 10 else 2
 
 
 async def point(count: int) -> dict[str, float]:

@@ -21,7 +21,6 @@ from typing import Any
 BENCH = Path(__file__).resolve().parent
 RESULTS = BENCH / "results"
 FULL_ENV = "BERTH_BENCH_FULL"
-CURVE_LABEL = "io.berth.bench.curve"  # every container a curve creates carries it, with its run id
 
 
 def full_mode() -> bool:

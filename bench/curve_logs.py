@@ -19,7 +19,7 @@ import sys
 import time
 
 from agent_process import AgentProcess, CountingPlatform, agent_process
-from curve_kit import CURVE_LABEL, Curve, Panel, full_mode, parse_full, sizes
+from curve_kit import Curve, Panel, full_mode, parse_full, sizes
 from docker_benchkit import IMAGE, Row, data_folder, engine, labels, new_prefix, print_rows, remove_prefix
 from fault_kit import logs
 
@@ -43,7 +43,7 @@ def create(prefix: str, follows: int, lines: int) -> list[str]:
                 IMAGE,
                 name=name,
                 command=["sh", "-c", f"seq 1 {lines}"],
-                labels={**labels(prefix), CURVE_LABEL: prefix},
+                labels=labels(prefix),
             )
             client.api.start(created["Id"])
             ids.append(created["Id"])

@@ -16,6 +16,7 @@ import docker
 from docker_benchkit import (
     IDLE_FOREVER,
     IMAGE,
+    RUN_LABEL,
     TEST_LABEL,
     DiscardEvents,
     Row,
@@ -26,6 +27,7 @@ from docker_benchkit import (
     new_prefix,
     print_rows,
     remove_prefix,
+    run_id,
 )
 
 from berth.model import DeploymentSpec, DockerOptions, WorkloadSpec, frozen_map
@@ -46,7 +48,7 @@ def workloads(prefix: str, count: int = WORKLOADS) -> tuple[WorkloadSpec, ...]:
             tag=tag,
             commands=("sh", "-c"),
             args=(IDLE_FOREVER,),
-            docker=DockerOptions(labels=frozen_map({TEST_LABEL: "1"})),
+            docker=DockerOptions(labels=frozen_map({TEST_LABEL: "1", RUN_LABEL: run_id()})),
         )
         for i in range(count)
     )

@@ -23,6 +23,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import subprocess
 import sys
 import time
@@ -32,7 +33,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
-from docker_benchkit import Row  # noqa: E402
+from docker_benchkit import RUN_ENV, Row, remove_run  # noqa: E402
 
 Job = tuple[str, Callable[[], list[Row]]]
 JOB_TIMEOUT_S = 180.0  # one benchmark in the CI run; a hung one is stopped, the rest still run
@@ -155,6 +156,7 @@ def main() -> int:
         os.environ["BERTH_BENCH_FULL"] = "1"  # the children read it (bench/curve_kit.py)
     if args.job:
         return run_job(args.job, args.long, args.job_timeout)
+    os.environ.setdefault(RUN_ENV, secrets.token_hex(4))  # the children label their containers
     budget = (
         args.budget if not (args.long or args.full) else max(args.budget, 3600.0 * (2 if args.full else 1))
     )
@@ -178,6 +180,10 @@ def main() -> int:
             problems.append(f"{name}: stopped after its time limit")
         except Exception as err:
             problems.append(f"{name}: failed ({type(err).__name__}: {err})")
+        if problems and problems[-1].startswith(f"{name}:"):
+            left_behind = remove_run(os.environ[RUN_ENV])  # a stopped job could not clean up
+            if left_behind:
+                print(f"{name}: removed {left_behind} containers it left", file=sys.stderr)
     total = time.monotonic() - started
     kind = "full" if args.full else "long" if args.long else "quick (CI)"
     print(f"Berth benchmarks ({kind} run, {total:.0f} s) on {machine()}")
@@ -190,7 +196,8 @@ def main() -> int:
         print(f"| {figure:<52} | {berth:10.3f} | {floor_text} | {ratio_text} | {target}")
     for problem in problems:
         print(f"! {problem}")
-    write_summary(kind, total, rows, problems)
+    if not args.only:  # a partial run leaves the last whole run's summary as it is
+        write_summary(kind, total, rows, problems)
     return 1 if problems else 0
 
 
