@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 export K8S_DEB_BASE ?= /var/tmp/berth-kube
 
-.PHONY: venv proto proto-check lint test test-fast demo bench testenv podman-up kube-up kube-down clean browser
+.PHONY: venv proto proto-check lint test test-fast demo bench bench-full testenv podman-up kube-up kube-down clean browser
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -57,8 +57,20 @@ test-fast: venv
 demo: venv testenv
 	eval "$$(tools/testenv.sh env)"; $(PY) -m berth.demo
 
-bench: venv testenv
-	eval "$$(tools/testenv.sh env)"; $(PY) bench/run_all.py
+# The bench extra (matplotlib, for the curves' plots) on top of the dev venv.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev,bench]'
+	touch $@
+
+# Every benchmark and the quick scale curves (about 5 minutes on 2 cores); the table and the
+# curves' JSON and PNG land in bench/results/.
+bench: $(VENV)/.bench-installed testenv
+	eval "$$(tools/testenv.sh env)"; $(PY) bench/run_all.py --quick
+
+# Everything with the full scale curves, by hand (about 20 minutes): 1,000 containers, 50 follows,
+# 500 workloads, 100 agents.
+bench-full: $(VENV)/.bench-installed testenv
+	eval "$$(tools/testenv.sh env)"; $(PY) bench/run_all.py --full
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .mypy_cache .ruff_cache

@@ -24,9 +24,10 @@ import time
 from typing import Any
 
 import docker
-from agent_process import agent_process
-from docker_benchkit import SERVE_FOREVER, TEST_LABEL, engine, labels, new_prefix, remove_prefix
+import kitpath  # noqa: F401
 from fakeplatform import FakePlatform
+from kits.agent_process import agent_process
+from kits.benchkit import SERVE_FOREVER, TEST_LABEL, engine, labels, new_prefix, remove_prefix
 
 from berth.proto import agent_pb2, common_pb2
 

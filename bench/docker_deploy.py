@@ -1,6 +1,6 @@
 """Benchmark 1: deploy overhead. 20 workloads from a local image through DockerRuntime.deploy
 (command → SUCCESSFUL at the runtime seam) vs the same create+start sequence done directly with
-the docker SDK, alternating which goes first, median of 5 rounds (the engine's start time
+the docker SDK, alternating which goes first, median of 5 rounds (3 in the quick run) (the engine's start time
 dominates and varies with the machine's load). Target: ratio ≤ 1.15.
 
 Run: eval "$(tools/testenv.sh env)"; .venv/bin/python bench/docker_deploy.py
@@ -9,13 +9,15 @@ Run: eval "$(tools/testenv.sh env)"; .venv/bin/python bench/docker_deploy.py
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import docker
 import kitpath  # noqa: F401
 from kits.benchkit import (
+    IDLE_FOREVER,
     IMAGE,
-    SERVE_FOREVER,
+    RUN_LABEL,
     TEST_LABEL,
     DiscardEvents,
     Row,
@@ -26,16 +28,17 @@ from kits.benchkit import (
     new_prefix,
     print_rows,
     remove_prefix,
+    run_id,
 )
 
 from berth.model import DeploymentSpec, DockerOptions, WorkloadSpec, frozen_map
 from berth.runtimes.docker import DockerRuntime
 
 WORKLOADS = 20
-ROUNDS = 5
+ROUNDS = 5 if os.environ.get("BERTH_BENCH_FULL") == "1" else 3  # the quick run (make bench) takes 3
 
 
-def workloads(prefix: str) -> tuple[WorkloadSpec, ...]:
+def workloads(prefix: str, count: int = WORKLOADS) -> tuple[WorkloadSpec, ...]:
     repository, tag = IMAGE.split(":")
     return tuple(
         WorkloadSpec(
@@ -45,17 +48,17 @@ def workloads(prefix: str) -> tuple[WorkloadSpec, ...]:
             image_name=repository,
             tag=tag,
             commands=("sh", "-c"),
-            args=(SERVE_FOREVER,),
-            docker=DockerOptions(labels=frozen_map({TEST_LABEL: "1"})),
+            args=(IDLE_FOREVER,),
+            docker=DockerOptions(labels=frozen_map({TEST_LABEL: "1", RUN_LABEL: run_id()})),
         )
-        for i in range(WORKLOADS)
+        for i in range(count)
     )
 
 
-def floor_deploy(client: docker.DockerClient, prefix: str) -> float:
+def floor_deploy(client: docker.DockerClient, prefix: str, count: int = WORKLOADS) -> float:
     """The engine's own cost: create + start each container, in order, with the same config."""
     started = time.perf_counter()
-    for i in range(WORKLOADS):
+    for i in range(count):
         name = f"{prefix}-w{i}"
         host = client.api.create_host_config(
             restart_policy={"Name": "unless-stopped"}, extra_hosts=["host.docker.internal:host-gateway"]
@@ -65,7 +68,7 @@ def floor_deploy(client: docker.DockerClient, prefix: str) -> float:
             name=name,
             hostname=name,
             entrypoint=["sh", "-c"],
-            command=[SERVE_FOREVER],
+            command=[IDLE_FOREVER],
             labels=labels(prefix),
             host_config=host,
         )
@@ -73,8 +76,8 @@ def floor_deploy(client: docker.DockerClient, prefix: str) -> float:
     return time.perf_counter() - started
 
 
-async def berth_deploy(runtime: DockerRuntime, prefix: str) -> float:
-    spec = DeploymentSpec(id="bench", prefix=prefix, workloads=workloads(prefix))
+async def berth_deploy(runtime: DockerRuntime, prefix: str, count: int = WORKLOADS) -> float:
+    spec = DeploymentSpec(id="bench", prefix=prefix, workloads=workloads(prefix, count))
     started = time.perf_counter()
     await runtime.deploy(spec, DiscardEvents())
     return time.perf_counter() - started

@@ -4,6 +4,7 @@ the row format ``(figure, berth, floor, ratio, target)`` that bench/run_all.py c
 from __future__ import annotations
 
 import contextlib
+import os
 import secrets
 import statistics
 import tempfile
@@ -20,8 +21,15 @@ from berth.settings import DockerSettings
 Row = tuple[str, float, float, float, str]
 TEST_LABEL = "io.berth.test"
 PREFIX_LABEL = "org.dyrectorio.container.prefix"
+# Every container a benchmark creates carries its run's id (bench/run_all.py sets it), so the
+# containers of a job stopped at its time limit can be removed without touching anyone else's.
+RUN_LABEL = "io.berth.bench.run"
+RUN_ENV = "BERTH_BENCH_RUN"
 IMAGE = "local/busybox:1"
 SERVE_FOREVER = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
+# Idle without a fork every 0.1 s: 500 SERVE_FOREVER loops fork 5,000 times a second and load a
+# 2-core machine more than the deployment being measured.
+IDLE_FOREVER = "trap 'exit 0' TERM; sleep 2147483647 & wait"
 
 
 class DiscardEvents:
@@ -67,8 +75,25 @@ def remove_prefix(client: docker.DockerClient, prefix: str) -> None:
         list(pool.map(remove, [s["Id"] for s in summaries]))
 
 
+def run_id() -> str:
+    return os.environ.get(RUN_ENV, "by-hand")
+
+
 def labels(prefix: str) -> dict[str, str]:
-    return {TEST_LABEL: "1", PREFIX_LABEL: prefix}
+    return {TEST_LABEL: "1", PREFIX_LABEL: prefix, RUN_LABEL: run_id()}
+
+
+def remove_run(run: str) -> int:
+    """Remove every container of benchmark run ``run``; how many there were."""
+    client = engine()
+    try:
+        summaries = client.api.containers(all=True, filters={"label": f"{RUN_LABEL}={run}"})
+        for summary in summaries:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_container(summary["Id"], force=True)
+        return len(summaries)
+    finally:
+        client.close()
 
 
 def median(values: list[float]) -> float:

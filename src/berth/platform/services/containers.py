@@ -82,7 +82,8 @@ class ContainerService:
                     break
                 feed.changed.clear()
                 try:
-                    await asyncio.wait_for(feed.changed.wait(), remaining)
+                    async with asyncio.timeout(remaining):  # not wait_for: it can lose a cancel
+                        await feed.changed.wait()
                 except TimeoutError:
                     break
         finally:

@@ -11,7 +11,6 @@ SUCCESSFUL), with a slow re-inspection as a safety net against a missed event.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any, Final
@@ -21,6 +20,7 @@ import structlog
 from berth.errors import PermanentCommandError, RuntimeFailure
 from berth.model import ContainerState, LogLevel
 from berth.runtimes.base import DeployEvents
+from berth.runtimes.common.deadlines import event_set
 from berth.runtimes.docker.engine import Engine
 from berth.settings import ResilienceSettings
 
@@ -166,8 +166,7 @@ class HealthGate:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 await self._fail(name, attrs, events, f"{name} was not healthy within {bound_s:g} s")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), min(SAFETY_POLL_S, remaining))
+            await event_set(changed, min(SAFETY_POLL_S, remaining))
 
     @staticmethod
     async def _fail(name: str, attrs: dict[str, Any], events: DeployEvents, reason: str) -> None:

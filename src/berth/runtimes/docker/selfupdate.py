@@ -30,6 +30,7 @@ import structlog
 from berth.errors import InvalidSpec, NotFound, RuntimeFailure, UpdateRefused
 from berth.imageref import ImageReference, with_tag
 from berth.model import RegistryAuth
+from berth.runtimes.common.deadlines import event_set
 from berth.runtimes.docker.engine import Engine
 from berth.runtimes.docker.probe import own_container_hints
 from berth.runtimes.docker.pull import auth_config, local_image, pull_image, refusal
@@ -380,11 +381,7 @@ class DockerSelfUpdater:
                     f"Update failed: the new agent ({pending.image}) was not accepted by the platform "
                     "before the deadline; rolled back to the running agent"
                 )
-            try:
-                await asyncio.wait_for(pending.accepted.wait(), timeout=min(POLL_INTERVAL_S, remaining))
-            except TimeoutError:
-                pass
-            else:
+            if await event_set(pending.accepted, min(POLL_INTERVAL_S, remaining)):
                 return
             problem = await self._engine.threads.call(self._successor_problem, pending)
             if problem is not None and not pending.accepted.is_set():

@@ -17,6 +17,7 @@ import structlog
 from berth.errors import RuntimeFailure, TemporaryCommandError
 from berth.model import PREFIX_LABEL, ContainerState, ContainerStatus, StateUpdate
 from berth.runtimes.common.backoff import Backoff
+from berth.runtimes.common.deadlines import next_item
 from berth.runtimes.docker.engine import Engine
 from berth.runtimes.docker.status import status_from_summary
 
@@ -221,10 +222,7 @@ class _EventFeed:
 
     async def next(self, timeout_s: float) -> object | None:
         """The next event or the end marker; ``None`` when ``timeout_s`` passes first."""
-        try:
-            return await asyncio.wait_for(self._queue.get(), timeout_s)
-        except TimeoutError:
-            return None
+        return await next_item(self._queue, timeout_s)
 
     def with_queued(self, first: object) -> list[object]:
         batch = [first]

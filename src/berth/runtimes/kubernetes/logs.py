@@ -100,7 +100,8 @@ class LogReader:
                 deadline = loop.time() + POD_POLL_S
                 while (remaining := deadline - loop.time()) > 0:
                     try:
-                        batch = await asyncio.wait_for(follow.buffer.next_batch(), remaining)
+                        async with asyncio.timeout(remaining):  # not wait_for: it can lose a cancel
+                            batch = await follow.buffer.next_batch()
                     except TimeoutError:
                         break
                     for item in batch or ():

@@ -17,6 +17,7 @@ from berth.errors import RuntimeFailure
 from berth.model import ContainerRef, ContainerStatus, StateUpdate
 from berth.runtimes.common.backoff import Backoff
 from berth.runtimes.common.bridge import ThreadBridge
+from berth.runtimes.common.deadlines import next_item
 from berth.runtimes.kubernetes import resources
 from berth.runtimes.kubernetes.api import KubeApi
 from berth.runtimes.kubernetes.api_errors import Gone, Request
@@ -187,9 +188,8 @@ class StateWatcher:
         deadline = loop.time() + self._resync_s
         try:
             while (remaining := deadline - loop.time()) > 0:
-                try:
-                    first = await asyncio.wait_for(channel.queue.get(), remaining)
-                except TimeoutError:
+                first = await next_item(channel.queue, remaining)
+                if first is None:
                     return
                 affected, end = _apply_batch(snap, _drain(channel.queue, first))
                 changes = _changes(snap, emitted, affected)
