@@ -136,18 +136,20 @@ class PortRangeBinding:
 
 
 @dataclass(frozen=True, slots=True)
-class Volume:
+class VolumeLink:
+    """A named volume mounted at ``path`` (an init container's link to its parent's volume)."""
+
     name: str
     path: str
-    size: str | None = None
-    type: VolumeType | None = None
-    storage_class: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class VolumeLink:
-    name: str
-    path: str
+class Volume(VolumeLink):
+    """A workload's volume: a link with what creating it needs."""
+
+    size: str | None = None
+    type: VolumeType | None = None
+    storage_class: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
