@@ -17,8 +17,14 @@ def _names(requirements: list[str]) -> set[str]:
     return {re.match(r"[A-Za-z0-9._-]+", r).group(0).lower() for r in requirements}  # type: ignore[union-attr]
 
 
+# The developers' extras (tests, lint, benchmark plots): no command of berth needs them.
+TOOL_EXTRAS = {"dev", "bench"}
+
+
 def test_the_table_lists_exactly_the_distributions_of_each_extra() -> None:
-    declared = {name: deps for name, deps in PROJECT["optional-dependencies"].items() if name != "dev"}
+    declared = {
+        name: deps for name, deps in PROJECT["optional-dependencies"].items() if name not in TOOL_EXTRAS
+    }
     assert set(declared) == set(EXTRAS)
     for extra, distributions in EXTRAS.items():
         assert {d.lower() for d in distributions} == _names(declared[extra]), extra
