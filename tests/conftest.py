@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
+import os
 from collections.abc import AsyncIterator
 
 import pytest
@@ -56,3 +57,15 @@ async def _guarded_event_loop() -> AsyncIterator[None]:
         await asyncio.gather(*leaked, return_exceptions=True)
     assert not leaked, f"tasks leaked by the test: {[t.get_name() for t in leaked]}"
     assert not handler.seen, f"the event loop was blocked: {handler.seen}"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    """With ``BERTH_TEST_NO_SKIP=1`` (``make test`` sets up every component and sets it), a test
+    that skips fails instead: a missing engine, image or tool must not pass unnoticed."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.skipped and os.environ.get("BERTH_TEST_NO_SKIP") == "1" and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[-1] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped where every component must be present (BERTH_TEST_NO_SKIP=1): {reason}"
