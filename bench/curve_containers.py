@@ -21,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import kitpath  # noqa: F401
-from curve_kit import Curve, Panel, parse_full, sizes
+from curve_kit import Curve, Panel, measure, parse_full
 from fakeplatform import FakePlatform
 from kits.agent_process import agent_process
 from kits.benchkit import (
@@ -183,11 +183,7 @@ def new_curve() -> Curve:
 
 def run() -> list[Row]:
     curve = new_curve()
-    for count in sizes((100, 300), (100, 300, 1000)):
-        curve.add(asyncio.run(point(count)))
-    curve.save()
-    last = curve.points[-1]
-    size = int(last["size"])
+    last, size = measure(curve, (100, 300), (100, 300, 1000), point)
     reading = curve.growths()["resync_cpu_ms"]
     return [
         (

@@ -14,7 +14,7 @@ import asyncio
 import sys
 
 import kitpath  # noqa: F401
-from curve_kit import Curve, Panel, parse_full, sizes
+from curve_kit import Curve, Panel, measure, parse_full
 from docker_deploy import berth_deploy, floor_deploy
 from kits.benchkit import Row, data_folder, engine, median, new_prefix, print_rows, remove_prefix
 
@@ -75,12 +75,7 @@ def new_curve() -> Curve:
 
 
 def run() -> list[Row]:
-    curve = new_curve()
-    for count in sizes((5, 20), (10, 100, 500)):
-        curve.add(asyncio.run(point(count)))
-    curve.save()
-    last = curve.points[-1]
-    size = int(last["size"])
+    last, size = measure(new_curve(), (5, 20), (10, 100, 500), point)
     return [
         (
             f"curve: deploy {size} workloads (s) vs SDK",

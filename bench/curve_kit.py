@@ -7,13 +7,14 @@ takes ``--full`` itself.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import platform
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -103,8 +104,13 @@ class Curve:
             found[panel.growth_of] = {"exponent": round(exponent, 3), "reading": reading}
         return found
 
+    @property
+    def stem(self) -> str:
+        return self.name if full_mode() else f"{self.name}-quick"
+
     def save(self) -> None:
-        """``results/<name>.json`` and ``results/<name>.png``."""
+        """``results/<name>.json`` and ``.png`` (the README's, from a full run); a quick run
+        writes ``<name>-quick.*`` beside them and leaves the full run's as they are."""
         RESULTS.mkdir(exist_ok=True)
         record = {
             "curve": self.name,
@@ -116,7 +122,7 @@ class Curve:
             "growth": self.growths(),
             "notes": self.notes,
         }
-        (RESULTS / f"{self.name}.json").write_text(json.dumps(record, indent=2) + "\n")
+        (RESULTS / f"{self.stem}.json").write_text(json.dumps(record, indent=2) + "\n")
         self._plot()
 
     def _plot(self) -> None:
@@ -146,8 +152,22 @@ class Curve:
         figure.suptitle(f"{self.title}  [{'full' if full_mode() else 'quick'} run]", fontsize=10)
         figure.text(0.01, 0.01, machine_text(self.info), fontsize=6.5, color="dimgray")
         figure.tight_layout(rect=(0, 0.04, 1, 0.95))
-        figure.savefig(RESULTS / f"{self.name}.png", dpi=110)
+        figure.savefig(RESULTS / f"{self.stem}.png", dpi=110)
         plt.close(figure)
+
+
+def measure(
+    curve: Curve,
+    quick: Sequence[int],
+    full: Sequence[int],
+    point: Callable[[int], Awaitable[dict[str, float]]],
+) -> tuple[dict[str, float], int]:
+    """Every point of the run's sizes, the curve saved: its last point and that point's size."""
+    for size in sizes(quick, full):
+        curve.add(asyncio.run(point(size)))
+    curve.save()
+    last = curve.points[-1]
+    return last, int(last["size"])
 
 
 def parse_full(argv: Sequence[str]) -> None:

@@ -19,7 +19,7 @@ import sys
 import time
 
 import kitpath  # noqa: F401
-from curve_kit import Curve, Panel, full_mode, parse_full, sizes
+from curve_kit import Curve, Panel, full_mode, measure, parse_full
 from kits.agent_process import AgentProcess, CountingPlatform, agent_process
 from kits.benchkit import IMAGE, Row, data_folder, engine, labels, new_prefix, print_rows, remove_prefix
 from kits.fault_kit import logs
@@ -179,12 +179,7 @@ def new_curve() -> Curve:
 
 
 def run() -> list[Row]:
-    curve = new_curve()
-    for follows in sizes((1, 10), (1, 10, 50)):
-        curve.add(asyncio.run(point(follows)))
-    curve.save()
-    last = curve.points[-1]
-    size = int(last["size"])
+    last, size = measure(new_curve(), (1, 10), (1, 10, 50), point)
     return [
         (
             f"curve: {size} follows, runtime lines/s vs docker logs -f",

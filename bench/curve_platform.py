@@ -26,7 +26,7 @@ from pathlib import Path
 
 import httpx
 import kitpath  # noqa: F401
-from curve_kit import Curve, Panel, parse_full, sizes
+from curve_kit import Curve, Panel, measure, parse_full
 from kits.agent_process import Footprint
 from kits.benchkit import Row, print_rows
 from platform_scale import _platform
@@ -194,12 +194,7 @@ def new_curve() -> Curve:
 
 
 def run() -> list[Row]:
-    curve = new_curve()
-    for agents in sizes((10, 30), (10, 50, 100)):
-        curve.add(asyncio.run(point(agents)))
-    curve.save()
-    last = curve.points[-1]
-    size = int(last["size"])
+    last, size = measure(new_curve(), (10, 30), (10, 50, 100), point)
     return [
         (
             f"curve: platform RSS per connected agent at {size} (MB)",

@@ -5,7 +5,8 @@
 * soak, log flood and burst (tests/kits/soak.py, tests/kits/burst.py), with the agent as a process;
 * reconnect after platform outages and a 200-agent herd (bench/reconnect.py, reconnect_herd.py);
 * the scale curves (every bench/curve_*.py with a ``run()``): small sizes in the default
-  ``--quick`` run, the full sizes with ``--full``; each writes bench/results/<curve>.json and .png.
+  ``--quick`` run, the full sizes with ``--full``; each writes bench/results/<curve>.json and .png
+  (``<curve>-quick.*`` in a quick run).
 
 Each benchmark runs in its own process with a time limit; the default run is sized for CI (about
 5 minutes on 2 cores, never more than ``--budget``, 570 s); ``--long`` soaks for 10 minutes and
