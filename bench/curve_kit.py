@@ -126,7 +126,13 @@ class Curve:
         self._plot()
 
     def _plot(self) -> None:
-        import matplotlib
+        try:
+            import matplotlib
+        except ModuleNotFoundError:
+            raise SystemExit(
+                f"{self.name}: the figures are in results/{self.stem}.json; the plot needs matplotlib: "
+                "pip install -c constraints.txt -e '.[bench]' (make bench installs it)"
+            ) from None
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
