@@ -20,11 +20,11 @@ import time
 
 import kitpath  # noqa: F401
 from curve_kit import Curve, Panel, full_mode, measure, parse_full
+from docker_log_throughput import count_follow
 from kits.agent_process import AgentProcess, CountingPlatform, agent_process
 from kits.benchkit import IMAGE, Row, data_folder, engine, labels, new_prefix, print_rows, remove_prefix
 from kits.fault_kit import logs
 
-from berth.model import ContainerRef, LogGap
 from berth.runtimes.docker import DockerRuntime
 
 QUIET_S = 3.0  # the agent's count stops growing this long: what was delivered is all there is
@@ -75,24 +75,8 @@ async def runtime_rate(names: list[str], lines: int) -> tuple[float, int]:
         runtime = DockerRuntime(settings)
         try:
             await runtime.preflight()
-
-            async def follow(name: str) -> tuple[int, int]:
-                delivered = dropped = 0
-                stream = runtime.logs(ContainerRef("", name), follow=True, tail_lines=lines)
-                try:
-                    async for item in stream:
-                        if isinstance(item, LogGap):
-                            dropped += item.dropped_lines
-                        else:
-                            delivered += 1
-                        if delivered + dropped >= lines:
-                            break
-                finally:
-                    await stream.aclose()
-                return delivered, dropped
-
             started = time.perf_counter()
-            counts = await asyncio.gather(*(follow(name) for name in names))
+            counts = await asyncio.gather(*(count_follow(runtime, name, lines) for name in names))
             took = time.perf_counter() - started
         finally:
             await runtime.aclose()

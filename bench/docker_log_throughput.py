@@ -39,20 +39,26 @@ def floor_rate(name: str) -> float:
     return LINES / (time.perf_counter() - started)
 
 
-async def berth_rate(runtime: DockerRuntime, name: str) -> tuple[float, int]:
-    started = time.perf_counter()
+async def count_follow(runtime: DockerRuntime, name: str, lines: int) -> tuple[int, int]:
+    """(delivered, dropped) lines of one follow of ``name``, read until ``lines`` are accounted for."""
     delivered = dropped = 0
-    follow = runtime.logs(ContainerRef("", name), follow=True, tail_lines=LINES)
+    follow = runtime.logs(ContainerRef("", name), follow=True, tail_lines=lines)
     try:
         async for item in follow:
             if isinstance(item, LogGap):
                 dropped += item.dropped_lines
             else:
                 delivered += 1
-            if delivered + dropped >= LINES:
+            if delivered + dropped >= lines:
                 break
     finally:
         await follow.aclose()
+    return delivered, dropped
+
+
+async def berth_rate(runtime: DockerRuntime, name: str) -> tuple[float, int]:
+    started = time.perf_counter()
+    delivered, dropped = await count_follow(runtime, name, LINES)
     return delivered / (time.perf_counter() - started), dropped
 
 
