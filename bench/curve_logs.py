@@ -5,7 +5,9 @@ K exited containers share 200,000 lines (50,000 in the quick run), split evenly.
 * runtime: K DockerRuntime.logs follows at once in this process (history from the start, the
   bounded buffer in the path), as bench/docker_log_throughput.py does for one;
 * agent: ``berth agent`` as a process, K containerLog follows from the platform (gRPC, one
-  message a line): lines counted at the platform / wall time, and the agent's peak RSS.
+  message a line): lines counted at the platform / wall time, and the agent's peak RSS;
+* transport: a bare gRPC client process (bench/bare_log_sender.py) sending as many messages on K
+  calls to the same platform, nothing else: what one message a line costs any Python agent.
 Targets: 50 follows >= 0.7x the engine's combined rate, the agent's RSS bounded.
 
     eval "$(tools/testenv.sh env)"; .venv/bin/python bench/curve_logs.py [--full]
@@ -17,17 +19,19 @@ import asyncio
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import kitpath  # noqa: F401
 from curve_kit import Curve, Panel, full_mode, measure, parse_full
 from docker_log_throughput import count_follow
 from kits.agent_process import AgentProcess, CountingPlatform, agent_process
 from kits.benchkit import IMAGE, Row, data_folder, engine, labels, new_prefix, print_rows, remove_prefix
-from kits.fault_kit import logs
+from kits.fault_kit import TunedPlatformServer, logs
 
 from berth.runtimes.docker import DockerRuntime
 
 QUIET_S = 3.0  # the agent's count stops growing this long: what was delivered is all there is
+SENDER = Path(__file__).resolve().parent / "bare_log_sender.py"
 
 
 def total_lines() -> int:
@@ -108,6 +112,44 @@ async def agent_rate(prefix: str, names: list[str], lines: int) -> tuple[float, 
     return delivered / (finished - started), idle, peak, expected - delivered
 
 
+async def transport_rate(follows: int, lines: int) -> float:
+    """Lines/s at the platform from a bare gRPC client sending ``follows`` x ``lines`` messages."""
+    platform = CountingPlatform()
+    async with TunedPlatformServer(platform) as server:
+        sender = await asyncio.create_subprocess_exec(
+            sys.executable,
+            str(SENDER),
+            server.iss,
+            "--streams",
+            str(follows),
+            "--lines",
+            str(lines),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert sender.stdin is not None and sender.stdout is not None
+        try:
+            async with asyncio.timeout(30):
+                if (await sender.stdout.readline()).strip() != b"ready":
+                    raise RuntimeError("the bare sender did not connect")
+            started = time.perf_counter()
+            sender.stdin.write(b"go\n")
+            await sender.stdin.drain()
+            async with asyncio.timeout(600):
+                code = await sender.wait()  # after every call was answered: all lines counted
+            took = time.perf_counter() - started
+            expected = follows * lines
+            if code or platform.log_lines != expected:
+                raise RuntimeError(
+                    f"the bare sender exited with {code}, {platform.log_lines}/{expected} lines"
+                )
+        finally:
+            if sender.returncode is None:
+                sender.kill()
+                await sender.wait()
+    return expected / took
+
+
 async def point(follows: int) -> dict[str, float]:
     prefix = new_prefix("lg")
     lines = total_lines() // follows
@@ -117,6 +159,7 @@ async def point(follows: int) -> dict[str, float]:
         floor = await floor_rate(names, lines)
         runtime, dropped = await runtime_rate(names, lines)
         agent, idle, peak, missing = await agent_rate(prefix, names, lines)
+        transport = await transport_rate(follows, lines)
     finally:
         await asyncio.to_thread(remove_prefix, client, prefix)
         client.close()
@@ -125,8 +168,11 @@ async def point(follows: int) -> dict[str, float]:
         "floor_lines_s": floor,
         "runtime_lines_s": runtime,
         "agent_lines_s": agent,
+        "transport_lines_s": transport,
         "runtime_ratio": runtime / floor,
         "agent_ratio": agent / floor,
+        "transport_ratio": transport / floor,
+        "agent_to_transport": agent / transport,
         "runtime_dropped": dropped,
         "agent_missing": missing,
         "agent_idle_rss_mb": idle,
@@ -147,10 +193,18 @@ def new_curve() -> Curve:
                     ("floor_lines_s", "K x docker logs -f"),
                     ("runtime_lines_s", "K x DockerRuntime.logs"),
                     ("agent_lines_s", "agent -> platform (gRPC)"),
+                    ("transport_lines_s", "bare gRPC client -> platform"),
                 ],
             ),
             Panel(
-                "ratio to docker logs -f", "ratio", [("runtime_ratio", "runtime"), ("agent_ratio", "agent")]
+                "ratio to docker logs -f",
+                "ratio",
+                [
+                    ("runtime_ratio", "runtime"),
+                    ("agent_ratio", "agent"),
+                    ("transport_ratio", "bare gRPC client"),
+                    ("agent_to_transport", "agent / bare gRPC client"),
+                ],
             ),
             Panel(
                 "agent process RSS",
