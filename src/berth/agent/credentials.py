@@ -12,6 +12,8 @@ import contextlib
 import hashlib
 import json
 import os
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -20,6 +22,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
+import structlog
+
+from berth.agent.keygen import generate as generate_key
 from berth.errors import PersistenceError, SecretError, TokenError
 from berth.model import SecretValue
 from berth.runtimes.base import CredentialStore
@@ -31,7 +36,9 @@ KEY_FILE: Final = "secret.key"
 KEY_CACHE_FILE: Final = "secret.key.public.json"  # the public half of KEY_FILE, see AgentKey
 TOKEN_FILE: Final = "token.jwt"
 BLACKLIST_FILE: Final = "token-nonce.blacklist"
-KEY_USER_ID: Final = "dyrector.io agent <hello@dyrector.io>"
+KEYGEN_TIMEOUT_S: Final = 60.0
+
+log = structlog.get_logger("berth.agent.credentials")
 INSTALL: Final = "install"
 CONNECTION: Final = "connection"
 
@@ -281,15 +288,29 @@ class AgentKey:
 
     @classmethod
     def generate(cls) -> AgentKey:
-        import pysequoia
+        """A new key, made in this process (the OpenPGP library stays loaded here)."""
+        made = generate_key()
+        return cls(made["secret"], made["public_key"], made["fingerprint"])
 
-        return cls._of(
-            pysequoia.Tsk.generate(
-                KEY_USER_ID,
-                profile=pysequoia.Profile.RFC4880,
-                cipher_suite=pysequoia.CipherSuite.Cv25519,
+    @classmethod
+    def generate_apart(cls) -> AgentKey:
+        """A new key, made by ``berth.agent.keygen`` in a child process so that this one does not
+        load the OpenPGP library; made here when the child cannot run."""
+        try:
+            done = subprocess.run(
+                [sys.executable, "-m", "berth.agent.keygen"],
+                capture_output=True,
+                timeout=KEYGEN_TIMEOUT_S,
+                check=True,
             )
-        )
+            made = json.loads(done.stdout)
+            return cls(made["secret"], made["public_key"], made["fingerprint"])
+        except subprocess.CalledProcessError as err:
+            reason = (err.stderr or b"").decode(errors="replace").strip().rpartition("\n")[2][:300]
+        except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as err:
+            reason = f"{type(err).__name__}: {err}"[:300]
+        log.warning("key_generated_in_process", reason=reason or "the key generator failed")
+        return cls.generate()
 
     @classmethod
     def parse(cls, armored_secret: str) -> AgentKey:
@@ -306,7 +327,7 @@ class AgentKey:
     def load_or_create(cls, store: CredentialStore) -> AgentKey:
         stored = store.read(KEY_FILE)
         if stored is None:
-            key = cls.generate()
+            key = cls.generate_apart()
             store.write(KEY_FILE, key._armored)
         else:
             cached = cls._from_cache(store, stored)
