@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
 import structlog
 
-from berth.agent.keygen import generate as generate_key
+from berth.agent import keygen
 from berth.errors import PersistenceError, SecretError, TokenError
 from berth.model import SecretValue
 from berth.runtimes.base import CredentialStore
@@ -289,7 +289,7 @@ class AgentKey:
     @classmethod
     def generate(cls) -> AgentKey:
         """A new key, made in this process (the OpenPGP library stays loaded here)."""
-        made = generate_key()
+        made = keygen.generate()
         return cls(made["secret"], made["public_key"], made["fingerprint"])
 
     @classmethod
@@ -298,16 +298,16 @@ class AgentKey:
         load the OpenPGP library; made here when the child cannot run."""
         try:
             done = subprocess.run(
-                [sys.executable, "-m", "berth.agent.keygen"],
+                [sys.executable, "-c", keygen.CHILD],
                 capture_output=True,
                 timeout=KEYGEN_TIMEOUT_S,
                 check=True,
             )
-            made = json.loads(done.stdout)
+            made = keygen.parse(done.stdout.decode("ascii"))
             return cls(made["secret"], made["public_key"], made["fingerprint"])
         except subprocess.CalledProcessError as err:
             reason = (err.stderr or b"").decode(errors="replace").strip().rpartition("\n")[2][:300]
-        except (OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError) as err:
+        except (OSError, subprocess.SubprocessError, ValueError) as err:
             reason = f"{type(err).__name__}: {err}"[:300]
         log.warning("key_generated_in_process", reason=reason or "the key generator failed")
         return cls.generate()
