@@ -14,7 +14,6 @@ import json
 import os
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections.abc import Mapping
@@ -219,6 +218,8 @@ class FileCredentialStore:
         return value if value.strip() else None
 
     def stage(self, key: str, value: str) -> StagedWrite:
+        import tempfile  # on use: a restarted agent writes nothing, and its idle memory counts
+
         final = self._path(key)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
