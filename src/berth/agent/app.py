@@ -480,8 +480,10 @@ class Agent:
 
     async def _release_startup_memory(self) -> None:
         """Once accepted while idle, give start-up's garbage and free heap pages back. Not when
-        a command came first: the collection holds the GIL (and the trim the allocator) for tens
-        of milliseconds, which that command would wait for, and its work reuses the pages."""
+        a runtime command came first (the setup started): the collection holds the GIL (and the
+        trim the allocator) for tens of milliseconds, which that command would wait for, and its
+        work reuses the pages. A fresh install's replaceToken builds nothing: the release still
+        happens (releasing again after the swap was measured to give nothing back)."""
         from berth.agent.footprint import release_memory
 
         await self.health.wait_accepted()
