@@ -140,8 +140,19 @@ def shipped_python() -> Path:
                 )
                 if installed.returncode != 0:
                     raise RuntimeError(f"pip install of the wheel failed:\n{installed.stderr[-3000:]}")
-                complete.touch()
+            complete.touch()  # its last use: what _prune_venvs goes by
+    _prune_venvs(keep=venv)
     return venv / "bin" / "python"
+
+
+def _prune_venvs(keep: Path, unused_s: float = 7 * 86400) -> None:
+    """Venvs of older trees, unused for a week (each tree's change makes a new one)."""
+    for other in VENV_CACHE.glob("berth-bench-venv-*"):
+        complete = other / ".complete"
+        if other == keep or not other.is_dir() or not complete.exists():
+            continue
+        if time.time() - complete.stat().st_mtime > unused_s:
+            shutil.rmtree(other, ignore_errors=True)
 
 
 def compile_berth() -> None:
@@ -240,21 +251,30 @@ class Idle:
     healthy: bool  # still running and connected; for a fresh install, its token swapped
 
 
-async def _idle(python: Path, folder: Path, runtime: str, scenario: str, idle_s: float) -> Idle:
-    """One agent on its own platform, connected and idle for ``idle_s``."""
-    async with PlatformServer() as server:
-        platform = server.platform
-        process, _ = await _start_agent(server, python, folder, runtime, scenario)
-        try:
-            await platform.wait_accepted(within_s=30)
-            if scenario == "fresh":
-                await platform.wait_unary("TokenReplaced", within_s=30)
-            await asyncio.sleep(idle_s)
-            memory = _memory_mb(process.pid)
-            threads = _threads(process.pid)
-            healthy = process.returncode is None and platform.connected
-        finally:
-            await _stop(process)
+async def _idle(
+    python: Path, folder: Path, runtime: str, scenario: str, idle_s: float, sampled: asyncio.Barrier
+) -> Idle:
+    """One agent on its own platform, connected and idle for ``idle_s``; it is stopped once every
+    agent measured side by side (``sampled``) was: an agent's exit would turn pages it shares with
+    the others into their private ones."""
+    try:
+        async with PlatformServer() as server:
+            platform = server.platform
+            process, _ = await _start_agent(server, python, folder, runtime, scenario)
+            try:
+                await platform.wait_accepted(within_s=30)
+                if scenario == "fresh":
+                    await platform.wait_unary("TokenReplaced", within_s=30)
+                await asyncio.sleep(idle_s)
+                memory = _memory_mb(process.pid)
+                threads = _threads(process.pid)
+                healthy = process.returncode is None and platform.connected
+                await sampled.wait()
+            finally:
+                await _stop(process)
+    except BaseException:
+        await sampled.abort()  # the others stop waiting for this one
+        raise
     return Idle(memory["Rss"], memory["Pss"], memory["Private"], threads, healthy)
 
 
@@ -327,7 +347,10 @@ async def _idle_rounds(
         keys = list(results)
         folders = [_seeded(tmp / f"idle{index}-{a}-{s}", seed, s) for a, s in keys]
         pairs = zip(keys, folders, strict=True)
-        measured = await asyncio.gather(*(_idle(agents[a], f, runtime, s, idle_s) for (a, s), f in pairs))
+        sampled = asyncio.Barrier(len(keys))
+        measured = await asyncio.gather(
+            *(_idle(agents[a], f, runtime, s, idle_s, sampled) for (a, s), f in pairs)
+        )
         for key, idle in zip(keys, measured, strict=True):
             results[key].append(idle)
     return results
