@@ -36,10 +36,10 @@ KEY_CACHE_FILE: Final = "secret.key.public.json"  # the public half of KEY_FILE,
 TOKEN_FILE: Final = "token.jwt"
 BLACKLIST_FILE: Final = "token-nonce.blacklist"
 KEYGEN_TIMEOUT_S: Final = 60.0
-
-log = structlog.get_logger("berth.agent.credentials")
 INSTALL: Final = "install"
 CONNECTION: Final = "connection"
+
+log = structlog.get_logger("berth.agent.credentials")
 
 
 # -- tokens ----------------------------------------------------------------------------------------
