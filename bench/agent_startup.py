@@ -1,24 +1,35 @@
-"""Agent start-up and idle footprint.
+"""Agent start-up and idle footprint, measured on the agent as shipped.
 
 Starts ``python -m berth agent`` (configured from the environment, as an install script does)
-against the fake platform of the test suite on 127.0.0.1 and prints:
+against the fake platform of the test suite on 127.0.0.1. The agent is Berth as a user installs
+it: the wheel built from this tree, installed with ``constraints.txt`` into a fresh virtual
+environment (``shipped_python``; cached under /var/tmp by the wheel's content hash, so a rerun
+reuses it). Three ways an agent comes up are measured:
+
+* **restart**: the node's key and a connection token in place (the usual case);
+* **first start**: a connection token, the key generated at start;
+* **fresh install**: an install token and no key; the platform answers the first ``Connect`` with
+  ``replaceToken``, the agent swaps its token and idles (what ``install.sh`` leaves running).
+
+It prints:
 
 * the time from process start to the ``Connect`` call arriving at the platform (median of N runs)
-  for a restart (the node's key in place, the usual case) and for a first start (the key is
-  generated), next to two floors measured in the same run, interleaved with the agent's runs: a bare
-  ``python -c pass`` (process start to exit) and a bare gRPC client (``grpc.aio`` and the generated
-  stubs imported, one channel, one ``Connect`` with a valid token: process start to its arrival);
-* the agent's resident memory (VmRSS) after it has been connected and idle for a while (a
-  restarted agent; ``--fresh-key`` for one that generated its key);
-* Berth's bytecode is compiled first, as an installed wheel has it (see ``compile_berth``);
+  for each of them, next to two floors measured in the same run, interleaved with the agent's
+  runs: a bare ``python -c pass`` (process start to exit) and a bare gRPC client (``grpc.aio`` and
+  the generated stubs imported, one channel, one ``Connect`` with a valid token: process start to
+  its arrival);
+* each one's resident memory (VmRSS, with PSS and private) after it has been connected and idle
+  for ``--idle-seconds`` (all of them side by side, each on its own platform; ``--idle-runs``
+  rounds, medians); the same for the development checkout's venv (``.venv``, editable install,
+  with its development tools: ``rich`` there makes ``structlog`` load more), labelled as such;
 * the machine's load average before and after (the figures are wall-clock times on a shared
   machine: compare runs at a similar load).
 
-    .venv/bin/python bench/agent_startup.py                 # memory runtime, 5 runs, 60 s idle
+    .venv/bin/python bench/agent_startup.py                   # memory runtime, 5 runs, 60 s idle
     .venv/bin/python bench/agent_startup.py --runtime docker  # with the Docker runtime (needs dockerd)
 
 Targets: start -> Connect <= 250 ms (issue 15, Docker runtime; dagent 0.15.4: 121 ms), idle RSS
-<= 50 MB after 60 s connected.
+<= 50 MB after 60 s connected, for every way an agent comes up.
 """
 
 from __future__ import annotations
@@ -26,6 +37,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import fcntl
+import hashlib
 import json
 import os
 import shutil
@@ -34,6 +47,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +61,13 @@ from berth.agent.credentials import AgentKey, FileCredentialStore  # noqa: E402
 
 CONNECT_TARGET_S = 0.25
 RSS_TARGET_MB = 50.0
+VENV_CACHE = Path("/var/tmp")
+
+SCENARIOS = {
+    "restart": "restart (key and connection token in place)",
+    "first": "first start (connection token, key generated)",
+    "fresh": "fresh install (install token, no key; replaceToken swapped)",
+}
 
 # The floor: what any Python gRPC agent pays before its Connect reaches the platform.
 BARE_CONNECT = """
@@ -63,6 +85,85 @@ async def connect(target, token, node_id):
 
 asyncio.run(connect(*sys.argv[1:]))
 """
+
+
+# -- the agent as shipped ------------------------------------------------------------------------------
+
+
+def _build_wheel(out: Path) -> Path:
+    """The wheel, from a copy of the sources as a fresh clone has them (no ``*.egg-info`` of the
+    editable install; as ``tests/integration/ship/conftest.py`` builds it)."""
+    source = out / "source"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out)]
+    subprocess.run([*build, str(source)], check=True, capture_output=True)
+    return next(out.glob("berth-*.whl"))
+
+
+def _content_hash(wheel: Path) -> str:
+    """Of the files in the wheel (names and bytes), not of the zip (which holds timestamps)."""
+    digest = hashlib.sha256()
+    with zipfile.ZipFile(wheel) as archive:
+        for name in sorted(archive.namelist()):
+            digest.update(name.encode() + b"\0" + archive.read(name))
+    return digest.hexdigest()[:16]
+
+
+def _clean_env() -> dict[str, str]:
+    drop = ("BERTH_", "GRPC_", "DEBUG", "PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def shipped_python() -> Path:
+    """The interpreter of a venv holding the wheel built from this tree, its dependencies pinned
+    by constraints.txt: built once per wheel content (under a lock: runs may overlap), then
+    reused."""
+    with tempfile.TemporaryDirectory(prefix="berth-bench-wheel-") as tmp:
+        wheel = _build_wheel(Path(tmp))
+        venv = VENV_CACHE / f"berth-bench-venv-{_content_hash(wheel)}"
+        complete = venv / ".complete"
+        with open(f"{venv}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not complete.exists():
+                shutil.rmtree(venv, ignore_errors=True)
+                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+                pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
+                installed = subprocess.run(
+                    [*pip, "-c", str(ROOT / "constraints.txt"), str(wheel)],
+                    env=_clean_env(),
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if installed.returncode != 0:
+                    raise RuntimeError(f"pip install of the wheel failed:\n{installed.stderr[-3000:]}")
+            complete.touch()  # its last use: what _prune_venvs goes by
+    _prune_venvs(keep=venv)
+    return venv / "bin" / "python"
+
+
+def _prune_venvs(keep: Path, unused_s: float = 7 * 86400) -> None:
+    """Venvs of older trees, unused for a week (each tree's change makes a new one)."""
+    for other in VENV_CACHE.glob("berth-bench-venv-*"):
+        complete = other / ".complete"
+        if other == keep or not other.is_dir() or not complete.exists():
+            continue
+        if time.time() - complete.stat().st_mtime > unused_s:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def compile_berth() -> None:
+    """Berth's bytecode in the development checkout, written once as pip writes it when it
+    installs the wheel: a checkout run with PYTHONDONTWRITEBYTECODE (as this project's machines
+    set it) would otherwise compile every Berth module at every start."""
+    package = Path(berth.__file__).parent
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
+
+
+# -- one agent -------------------------------------------------------------------------------------------
 
 
 def _memory_mb(pid: int) -> dict[str, float]:
@@ -83,16 +184,8 @@ def _threads(pid: int) -> int:
     return 0
 
 
-def compile_berth() -> None:
-    """Berth's bytecode, written once as pip writes it when it installs the wheel: a checkout
-    run with PYTHONDONTWRITEBYTECODE (as this project's machines set it) would otherwise compile
-    every Berth module at every start, which an installed agent never does."""
-    package = Path(berth.__file__).parent
-    subprocess.run([sys.executable, "-m", "compileall", "-q", str(package)], check=True)
-
-
 def _env(data_dir: Path, token: str, runtime: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("BERTH_", "GRPC_"))}
+    env = _clean_env()
     env.update(
         {
             "GRPC_TOKEN": token,
@@ -109,54 +202,26 @@ def _env(data_dir: Path, token: str, runtime: str) -> dict[str, str]:
 
 
 async def _start_agent(
-    server: PlatformServer, data_dir: Path, runtime: str
+    server: PlatformServer, python: Path, data_dir: Path, runtime: str, scenario: str
 ) -> tuple[asyncio.subprocess.Process, float]:
+    """The agent started for ``scenario`` (its folder seeded by the caller); returns it and the
+    time from its start to its Connect at the platform."""
     platform = server.platform
-    token = platform.issue_connection_token()
+    token = platform.issue_install_token() if scenario == "fresh" else platform.issue_connection_token()
     before = len(platform.connects)
     started = time.monotonic()
     process = await asyncio.create_subprocess_exec(
-        sys.executable,
+        str(python),
         "-m",
         "berth",
         "agent",
         env=_env(data_dir, token, runtime),
+        cwd=data_dir,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL,
     )
     await platform.wait_for(lambda: len(platform.connects) > before, within_s=30)
-    connect = platform.connects[before]
-    return process, connect.at - started
-
-
-async def _bare_connect(server: PlatformServer) -> float:
-    """Process start -> Connect arrival for the bare gRPC client (the floor)."""
-    platform = server.platform
-    token = platform.issue_connection_token()
-    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-    before = len(platform.connects)
-    started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", BARE_CONNECT, platform.iss, token, claims["sub"]
-    )
-    try:
-        await platform.wait_for(lambda: len(platform.connects) > before, within_s=30)
-        return platform.connects[before].at - started
-    finally:
-        await _stop(process)
-        await platform.wait_for(lambda: not platform.connected, within_s=10)
-
-
-async def _bare_python() -> float:
-    started = time.monotonic()
-    process = await asyncio.create_subprocess_exec(sys.executable, "-c", "pass")
-    await process.wait()
-    return time.monotonic() - started
-
-
-def _ms(values: list[float]) -> str:
-    low, high = min(values) * 1000, max(values) * 1000
-    return f"median {statistics.median(values) * 1000:.0f} ms (min {low:.0f}, max {high:.0f})"
+    return process, platform.connects[before].at - started
 
 
 async def _stop(process: asyncio.subprocess.Process) -> None:
@@ -169,84 +234,204 @@ async def _stop(process: asyncio.subprocess.Process) -> None:
             await process.wait()
 
 
-def _seeded(folder: Path, seed: Path | None) -> Path:
-    """A data folder; with ``seed``, holding the node's key already (a restart, the usual case)."""
+def _seeded(folder: Path, seed: Path, scenario: str) -> Path:
+    """A data folder; for a restart, holding the node's key already."""
     folder.mkdir(parents=True)
-    for item in seed.iterdir() if seed is not None else ():
+    for item in seed.iterdir() if scenario == "restart" else ():
         shutil.copy2(item, folder / item.name)
     return folder
 
 
-async def measure(runs: int, idle_s: float, runtime: str, fresh_key: bool) -> int:
-    compile_berth()
-    load_before = os.getloadavg()
-    times: list[float] = []
-    first: list[float] = []
-    bare: list[float] = []
-    python: list[float] = []
-    async with PlatformServer() as server:
-        with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp:
-            seed = Path(tmp) / "seed"
-            AgentKey.load_or_create(FileCredentialStore(seed))
-            for index in range(runs):
-                # interleaved, the order alternating: a load change hits all of them alike
-                order = ("restart", "first", "bare") if index % 2 else ("bare", "first", "restart")
-                for kind in order:
-                    if kind == "bare":
-                        bare.append(await _bare_connect(server))
-                        continue
-                    folder = _seeded(Path(tmp) / f"{kind}{index}", None if kind == "first" else seed)
-                    process, seconds = await _start_agent(server, folder, runtime)
-                    (first if kind == "first" else times).append(seconds)
-                    await _stop(process)
-                    await server.platform.wait_for(lambda: not server.platform.connected, within_s=10)
-                python.append(await _bare_python())
-            folder = _seeded(Path(tmp) / "idle", None if fresh_key else seed)
-            process, seconds = await _start_agent(server, folder, runtime)
-            (first if fresh_key else times).append(seconds)
+@dataclass(frozen=True)
+class Idle:
+    rss_mb: float
+    pss_mb: float
+    private_mb: float
+    threads: int
+    healthy: bool  # still running and connected; for a fresh install, its token swapped
+
+
+async def _idle(
+    python: Path, folder: Path, runtime: str, scenario: str, idle_s: float, sampled: asyncio.Barrier
+) -> Idle:
+    """One agent on its own platform, connected and idle for ``idle_s``; it is stopped once every
+    agent measured side by side (``sampled``) was: an agent's exit would turn pages it shares with
+    the others into their private ones."""
+    try:
+        async with PlatformServer() as server:
+            platform = server.platform
+            process, _ = await _start_agent(server, python, folder, runtime, scenario)
             try:
-                await server.platform.wait_accepted(count=2 * runs + 1, within_s=30)
+                await platform.wait_accepted(within_s=30)
+                if scenario == "fresh":
+                    await platform.wait_unary("TokenReplaced", within_s=30)
                 await asyncio.sleep(idle_s)
-                alive = process.returncode is None and server.platform.connected
                 memory = _memory_mb(process.pid)
                 threads = _threads(process.pid)
+                healthy = process.returncode is None and platform.connected
+                await sampled.wait()
             finally:
                 await _stop(process)
-    load_after = os.getloadavg()
-    median = statistics.median(times)
-    load = f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f}"
-    print(f"runtime: {runtime}; runs: {len(times)} restarts, {len(first)} first starts; {load}")
-    print(
-        f"process start -> Connect at the platform: median {median * 1000:.0f} ms "
-        f"(min {min(times) * 1000:.0f}, max {max(times) * 1000:.0f}; key in place; "
-        f"target <= {CONNECT_TARGET_S * 1000:.0f} ms)"
+    except BaseException:
+        await sampled.abort()  # the others stop waiting for this one
+        raise
+    return Idle(memory["Rss"], memory["Pss"], memory["Private"], threads, healthy)
+
+
+# -- the runs ----------------------------------------------------------------------------------------------
+
+
+async def _bare_connect(server: PlatformServer, python: Path) -> float:
+    """Process start -> Connect arrival for the bare gRPC client (the floor)."""
+    platform = server.platform
+    token = platform.issue_connection_token()
+    claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+    before = len(platform.connects)
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        str(python), "-c", BARE_CONNECT, platform.iss, token, claims["sub"], env=_clean_env()
     )
-    print(f"first start (the key generated) -> Connect: {_ms(first)}")
-    print(f"floor, bare gRPC client start -> Connect: {_ms(bare)}")
-    print(f"floor, python -c pass: {_ms(python)}")
-    print(f"Berth adds to the bare gRPC client: {(median - statistics.median(bare)) * 1000:.0f} ms")
-    rss = memory["Rss"]
-    key = "first start, key generated" if fresh_key else "key in place"
-    print(
-        f"idle RSS after {idle_s:.0f} s connected: {rss:.1f} MB "
-        f"(target <= {RSS_TARGET_MB:.0f} MB; {key}; PSS {memory['Pss']:.1f} MB, "
-        f"private {memory['Private']:.1f} MB; {threads} threads); still connected: {alive}"
+    try:
+        await platform.wait_for(lambda: len(platform.connects) > before, within_s=30)
+        return platform.connects[before].at - started
+    finally:
+        await _stop(process)
+        await platform.wait_for(lambda: not platform.connected, within_s=10)
+
+
+async def _bare_python(python: Path) -> float:
+    started = time.monotonic()
+    process = await asyncio.create_subprocess_exec(str(python), "-c", "pass")
+    await process.wait()
+    return time.monotonic() - started
+
+
+def _ms(values: list[float]) -> str:
+    low, high = min(values) * 1000, max(values) * 1000
+    return f"median {statistics.median(values) * 1000:.0f} ms (min {low:.0f}, max {high:.0f})"
+
+
+def _load() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
+
+
+async def _connect_times(
+    python: Path, tmp: Path, seed: Path, runs: int, runtime: str
+) -> dict[str, list[float]]:
+    """Start -> Connect for each scenario and the two floors, interleaved, the order alternating:
+    a load change hits all of them alike."""
+    times: dict[str, list[float]] = {name: [] for name in (*SCENARIOS, "bare", "python")}
+    async with PlatformServer() as server:
+        for index in range(runs):
+            order = ("bare", *SCENARIOS) if index % 2 == 0 else (*reversed(SCENARIOS), "bare")
+            for kind in order:
+                if kind == "bare":
+                    times["bare"].append(await _bare_connect(server, python))
+                    continue
+                folder = _seeded(tmp / f"{kind}{index}", seed, kind)
+                process, seconds = await _start_agent(server, python, folder, runtime, kind)
+                times[kind].append(seconds)
+                await _stop(process)
+                await server.platform.wait_for(lambda: not server.platform.connected, within_s=10)
+            times["python"].append(await _bare_python(python))
+    return times
+
+
+async def _idle_rounds(
+    agents: dict[str, Path], tmp: Path, seed: Path, runtime: str, idle_s: float, rounds: int
+) -> dict[tuple[str, str], list[Idle]]:
+    """Every (agent, scenario) idle side by side, each on its own platform; ``rounds`` times."""
+    results: dict[tuple[str, str], list[Idle]] = {(a, s): [] for a in agents for s in SCENARIOS}
+    for index in range(rounds):
+        keys = list(results)
+        folders = [_seeded(tmp / f"idle{index}-{a}-{s}", seed, s) for a, s in keys]
+        pairs = zip(keys, folders, strict=True)
+        sampled = asyncio.Barrier(len(keys))
+        measured = await asyncio.gather(
+            *(_idle(agents[a], f, runtime, s, idle_s, sampled) for (a, s), f in pairs)
+        )
+        for key, idle in zip(keys, measured, strict=True):
+            results[key].append(idle)
+    return results
+
+
+def _median_idle(values: list[Idle]) -> Idle:
+    middle = sorted(values, key=lambda idle: idle.rss_mb)[(len(values) - 1) // 2]
+    return Idle(
+        statistics.median(v.rss_mb for v in values),
+        middle.pss_mb,
+        middle.private_mb,
+        middle.threads,
+        all(v.healthy for v in values),
     )
-    return 0 if median <= CONNECT_TARGET_S and rss <= RSS_TARGET_MB and alive else 1
+
+
+async def measure(runs: int, idle_s: float, idle_rounds: int, runtime: str, dev: bool) -> int:
+    shipped = shipped_python()
+    agents = {"shipped": shipped}
+    if dev:
+        compile_berth()
+        agents["dev venv"] = Path(sys.executable)
+    load_before = _load()
+    with tempfile.TemporaryDirectory(prefix="berth-bench-") as tmp_name:
+        tmp = Path(tmp_name)
+        seed = tmp / "seed"
+        AgentKey.load_or_create(FileCredentialStore(seed))
+        times = await _connect_times(shipped, tmp, seed, runs, runtime)
+        load_between = _load()
+        idle = await _idle_rounds(agents, tmp, seed, runtime, idle_s, idle_rounds)
+    load_after = _load()
+
+    print(
+        f"runtime: {runtime}; agent as shipped: {shipped.parent.parent} (the wheel built from this tree); "
+        f"{runs} runs per scenario"
+    )
+    print(
+        f"load average (1, 5, 15 min): before {load_before}; after the start-ups {load_between}; "
+        f"after the idle rounds {load_after}"
+    )
+    restart = statistics.median(times["restart"])
+    print(
+        f"process start -> Connect at the platform: median {restart * 1000:.0f} ms "
+        f"(min {min(times['restart']) * 1000:.0f}, max {max(times['restart']) * 1000:.0f}; restart, "
+        f"key in place; target <= {CONNECT_TARGET_S * 1000:.0f} ms)"
+    )
+    print(f"first start (the key generated) -> Connect: {_ms(times['first'])}")
+    print(f"fresh install (install token, the key generated) -> Connect: {_ms(times['fresh'])}")
+    print(f"floor, bare gRPC client start -> Connect: {_ms(times['bare'])}")
+    print(f"floor, python -c pass: {_ms(times['python'])}")
+    print(f"Berth adds to the bare gRPC client: {(restart - statistics.median(times['bare'])) * 1000:.0f} ms")
+
+    ok = restart <= CONNECT_TARGET_S
+    for agent in agents:
+        for scenario, label in SCENARIOS.items():
+            values = idle[(agent, scenario)]
+            figure = _median_idle(values)
+            each = ", ".join(f"{v.rss_mb:.1f}" for v in values)
+            prefix = "" if agent == "shipped" else "dev venv (not what users run), "
+            print(
+                f"{prefix}idle RSS after {idle_s:.0f} s connected: {figure.rss_mb:.1f} MB "
+                f"({label}; {agent}; median of {len(values)}: {each}; target <= {RSS_TARGET_MB:.0f} MB; "
+                f"PSS {figure.pss_mb:.1f} MB, private {figure.private_mb:.1f} MB; {figure.threads} threads); "
+                f"still connected: {figure.healthy}"
+            )
+            if agent == "shipped":
+                ok = ok and figure.rss_mb <= RSS_TARGET_MB and figure.healthy
+    return 0 if ok else 1
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="start -> Connect runs per scenario")
     parser.add_argument("--idle-seconds", type=float, default=60.0)
+    parser.add_argument("--idle-rounds", type=int, default=1, help="idle measurements per scenario")
     parser.add_argument("--runtime", choices=("memory", "docker"), default="memory")
-    parser.add_argument(
-        "--fresh-key", action="store_true", help="the idle agent generates its key (a first start)"
-    )
+    parser.add_argument("--no-dev", action="store_true", help="skip the development venv's idle figures")
     args = parser.parse_args()
-    return asyncio.run(measure(args.runs, args.idle_seconds, args.runtime, args.fresh_key))
+    return asyncio.run(measure(args.runs, args.idle_seconds, args.idle_rounds, args.runtime, not args.no_dev))
 
 
 if __name__ == "__main__":

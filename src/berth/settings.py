@@ -10,7 +10,6 @@ declarations (``python -m berth.settings --readme README.md``) and a test keeps 
 
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import inspect
@@ -540,6 +539,8 @@ def readme_with_tables(readme: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import argparse  # on use: resident memory an agent does not need
+
     parser = argparse.ArgumentParser(prog="python -m berth.settings", description=__doc__)
     parser.add_argument("--markdown", metavar="TOPIC", help="print the settings table of TOPIC")
     parser.add_argument("--readme", metavar="FILE", type=Path, help="rewrite the settings tables in FILE")

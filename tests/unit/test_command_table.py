@@ -12,7 +12,7 @@ import pytest
 
 from berth.agent import commands as cmd
 from berth.agent.commands import CallbackKind
-from berth.agent.routing import ErrorAnswer, Ignored, Inline, Queued, Stream, Supersede
+from berth.agent.routing import ErrorAnswer, Ignored, Inline, OnLifecycle, Queued, Stream, Supersede
 from berth.model import (
     CloseReason,
     ContainerOperation,
@@ -106,6 +106,38 @@ def test_the_route_of_each_kind(command: cmd.Command, kind: str, lane: object, a
 )
 def test_which_waits_a_command_ends(command: cmd.Command, supersedes: Supersede | None) -> None:
     assert command.route().supersedes == supersedes
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        cmd.ReplaceToken("t"),
+        cmd.Update("2", 60, "t"),
+        *(cmd.Close(reason) for reason in CloseReason),
+    ],
+)
+def test_token_and_lifecycle_commands_need_no_runtime(command: cmd.Command) -> None:
+    """Served by the life-cycle handler alone: a fresh install's replaceToken, a revoke or a
+    shutdown never builds the runtime and its SDK."""
+    assert isinstance(command.route().serve, OnLifecycle)
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        _deploy(),
+        cmd.WatchState("p"),
+        cmd.ContainerLogs(REF, streaming=True, tail_lines=10),
+        cmd.ContainerLogs(REF, streaming=False, tail_lines=10),
+        cmd.ListSecrets(PrefixTarget("p")),
+        cmd.DeleteContainers(None),
+        cmd.Inspect(REF),
+        cmd.ContainerCommand(REF, ContainerOperation.STOP),
+        cmd.LegacyDelete(REF),
+    ],
+)
+def test_container_commands_are_served_by_the_runtime_backed_handlers(command: cmd.Command) -> None:
+    assert not isinstance(command.route().serve, OnLifecycle)
 
 
 # -- mypy refuses what is added without being handled ----------------------------------------------

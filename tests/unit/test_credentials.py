@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pysequoia
 import pytest
+import structlog
 from fakeplatform import mint_token
 
 from berth.agent.credentials import (
@@ -181,6 +182,38 @@ def test_a_start_reads_the_public_half_without_the_openpgp_library(tmp_path: Pat
     assert (loaded.public_key, loaded.fingerprint) == (created.public_key, created.fingerprint)
     cert = pysequoia.Cert.from_bytes(loaded.public_key.encode())
     assert loaded.decrypt("PW", pysequoia.encrypt(b"opened late", [cert]).decode()) == "opened late"
+
+
+def test_a_first_start_generates_its_key_without_loading_the_openpgp_library(tmp_path: Path) -> None:
+    """The key is made by a child process (``berth.agent.keygen``): the agent, idle after a first
+    start or a fresh install, does not keep the library mapped; the key works when it is opened."""
+    code = (
+        "import sys; from pathlib import Path; "
+        "from berth.agent.credentials import AgentKey, FileCredentialStore; "
+        f"key = AgentKey.load_or_create(FileCredentialStore(Path({str(tmp_path)!r}))); "
+        "print(key.fingerprint, 'pysequoia' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    fingerprint, loaded = result.stdout.split()
+    assert loaded == "False"
+    key = AgentKey.load_or_create(FileCredentialStore(tmp_path))
+    assert key.fingerprint == fingerprint
+    secret = pysequoia.Tsk.from_bytes((tmp_path / KEY_FILE).read_bytes())
+    assert str(secret.extract_certificate().fingerprint) == fingerprint
+    cert = pysequoia.Cert.from_bytes(key.public_key.encode())
+    assert key.decrypt("PW", pysequoia.encrypt(b"made apart", [cert]).decode()) == "made apart"
+
+
+def test_the_key_is_made_in_process_when_the_generator_cannot_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "executable", str(tmp_path / "no-such-python"))
+    with structlog.testing.capture_logs() as logs:
+        key = AgentKey.load_or_create(FileCredentialStore(tmp_path))
+    assert [entry["event"] for entry in logs] == ["key_generated_in_process"]
+    assert "no-such-python" in logs[0]["reason"]
+    cert = pysequoia.Cert.from_bytes(key.public_key.encode())
+    assert key.decrypt("PW", pysequoia.encrypt(b"made here", [cert]).decode()) == "made here"
 
 
 def test_the_public_half_follows_a_replaced_or_damaged_secret_key(tmp_path: Path) -> None:

@@ -1,4 +1,5 @@
-"""Lanes, the global bound, CommandError mapping and crash containment, with a recording link."""
+"""Lanes, the global bound, CommandError mapping, crash containment and the runtime-backed handlers
+awaited only by the commands that need them, with a recording link."""
 
 from __future__ import annotations
 
@@ -23,8 +24,18 @@ from berth.agent.handlers import (
     StateWatchHandler,
 )
 from berth.agent.handlers.deploy import DeploymentReporter
+from berth.agent.metrics import AgentMetrics
 from berth.agent.tokens import TokenKeeper
-from berth.model import ContainerOperation, ContainerRef, ContainerState, LogLevel, PrefixTarget, Target
+from berth.model import (
+    CloseReason,
+    ContainerOperation,
+    ContainerRef,
+    ContainerState,
+    LogLevel,
+    PrefixTarget,
+    Target,
+)
+from berth.runtimes.base import SelfUpdater
 from berth.runtimes.memory import MemoryRuntime
 
 
@@ -128,7 +139,11 @@ class Exits:
         self.requests.append(code)
 
 
-def _dispatcher(tmp_path: Path, runtime: MemoryRuntime, link: RecordingLink, bound: int = 64) -> Dispatcher:
+async def no_updater() -> SelfUpdater | None:
+    return None
+
+
+def _parts(tmp_path: Path, runtime: MemoryRuntime, link: RecordingLink) -> tuple[LifecycleHandler, Handlers]:
     from fakeplatform import mint_token
 
     store = FileCredentialStore(tmp_path)
@@ -139,9 +154,13 @@ def _dispatcher(tmp_path: Path, runtime: MemoryRuntime, link: RecordingLink, bou
         state=StateWatchHandler(runtime, link),
         log_stream=LogStreamHandler(runtime, link),
         callbacks=CallbackHandler(runtime, link, key.public_key),
-        lifecycle=LifecycleHandler(keeper, link, Exits(), None),
     )
-    return Dispatcher(handlers, link, max_concurrent=bound)
+    return LifecycleHandler(keeper, link, Exits(), no_updater), handlers
+
+
+def _dispatcher(tmp_path: Path, runtime: MemoryRuntime, link: RecordingLink, bound: int = 64) -> Dispatcher:
+    lifecycle, handlers = _parts(tmp_path, runtime, link)
+    return Dispatcher(lifecycle, handlers, link, max_concurrent=bound)
 
 
 async def _settle(runtime: SlowRuntime, begun: int) -> None:
@@ -210,6 +229,44 @@ async def test_drain_cancels_work_that_overruns_the_grace(tmp_path: Path) -> Non
     assert dispatcher.in_flight == 0
     await dispatcher.dispatch(cmd.ContainerCommand(ContainerRef("p", "b"), ContainerOperation.START))
     assert dispatcher.in_flight == 0  # intake stopped
+
+
+async def test_lifecycle_commands_never_wait_for_the_runtime_backed_handlers(tmp_path: Path) -> None:
+    """A fresh install's replaceToken (and a close) is served while the setup that builds the
+    runtime has not even started; the next runtime command starts it, waits for it and is served,
+    and every command is counted and logged by the dispatcher alike."""
+    from fakeplatform import mint_token
+
+    runtime = MemoryRuntime()
+    link = RecordingLink()
+    lifecycle, handlers = _parts(tmp_path, runtime, link)
+    setups: list[str] = []
+    built = asyncio.Event()
+
+    async def setup() -> Handlers:
+        setups.append("called")
+        await built.wait()
+        return handlers
+
+    metrics = AgentMetrics()
+    dispatcher = Dispatcher(lifecycle, setup, link, metrics=metrics)
+    await dispatcher.dispatch(cmd.ReplaceToken(mint_token(iss="p:1", sub="n", token_type="connection")))
+    await dispatcher.dispatch(cmd.Close(CloseReason.CLOSE))
+    assert link.answers == [("token_replaced", None)]
+    assert lifecycle.keeper.current.type == "connection"
+    assert setups == []
+    assert metrics.count("replace_token", "replaced") == 1
+    assert metrics.count("close", "ignored") == 1
+
+    first = asyncio.create_task(dispatcher.dispatch(cmd.ListSecrets(PrefixTarget("p"))), name="first")
+    await wait_for(lambda: setups, 5, "the setup to be awaited", interval_s=0)
+    assert not first.done()  # the next command is read once the handlers are built
+    built.set()
+    await first
+    await dispatcher.drain(5)
+    assert ("secret_list", (PrefixTarget("p"), [])) in link.answers
+    assert setups == ["called"]
+    assert metrics.count("list_secrets", "answered") == 1
 
 
 @pytest.mark.parametrize("capacity", [3])

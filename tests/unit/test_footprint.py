@@ -21,6 +21,16 @@ def test_release_memory_trims_with_glibc() -> None:
     assert isinstance(footprint.release_memory(), bool)
 
 
+def test_the_trim_is_found_without_ctypes_util() -> None:
+    code = (
+        "import sys; from berth.agent import footprint\n"
+        "assert footprint._malloc_trim() is not None\n"
+        "print(sorted(m for m in ('ctypes.util', 'tempfile', 'shutil') if m in sys.modules))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert run.stdout.strip() == "[]"
+
+
 async def test_release_waits_for_the_accepted_session(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
     monkeypatch.setattr(footprint, "release_memory", lambda: calls.append(1) or True)

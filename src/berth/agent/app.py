@@ -8,9 +8,11 @@ platform or a signal ends it; then stops intake, lets in-flight work finish unde
 Start-up is ordered for the first ``Connect``: it waits only for what ``AgentInfo`` and the
 "engine is up" rule need (key, token, an engine check, the own container's name). On a local
 Docker socket that check needs no SDK (``berth.runtimes.docker.probe``), so the runtime, its SDK,
-the desired state and the command handlers are built when the first command arrives (or when the
-desired state must be reconciled without the platform): a connected agent with nothing to do
-never loads them, and the first command waits for them once (a few hundred milliseconds).
+the desired state and the runtime-backed command handlers are built when the first command that
+needs them arrives (or when the desired state must be reconciled without the platform): a
+connected agent with nothing to do never loads them, and that command waits for them once (a few
+hundred milliseconds). Token and life-cycle commands (a fresh install's ``replaceToken``, a
+revoke, a shutdown) need only the token keeper and the platform link: they never build them.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ if TYPE_CHECKING:  # imported when built, after the first Connect is on its way
     from berth.agent.commands import Command
     from berth.agent.desired import DesiredState
     from berth.agent.dispatcher import Dispatcher
+    from berth.agent.handlers import Handlers
     from berth.runtimes.docker.probe import EngineProbe
 
 log = structlog.get_logger("berth.agent")
@@ -165,9 +168,10 @@ class Agent:
         self.keeper: TokenKeeper | None = None
         self.key: AgentKey | None = None
         self.endpoint: HttpEndpoint | None = None
-        self._ready: asyncio.Future[Dispatcher] | None = None
+        self._ready: asyncio.Future[Handlers] | None = None
         self._setup: asyncio.Task[None] | None = None
-        self._updater_built: SelfUpdater | None = None
+        self._updater_built: SelfUpdater | _Unset | None = UNSET
+        self._updater_lock = asyncio.Lock()
         self._desired: DesiredState | None = None
         self._opened: Runtime | None = None  # closed last, whoever built it
 
@@ -309,9 +313,10 @@ class Agent:
         async with contextlib.AsyncExitStack() as stack:
             stack.push_async_callback(self._close_runtime)
             await self._start_health(stack)
-            updater = build_updater(settings) if isinstance(self._updater, _Unset) and probe is None else None
             if probe is None:
-                container_name = await self._own_container_name(None, updater)
+                if isinstance(self._updater, _Unset):  # built now: it finds the own container
+                    self._updater_built = build_updater(settings)
+                container_name = await self._own_container_name(None, self._updater_built)
             identity = AgentIdentity(
                 version=settings.connection.version,
                 public_key=self.key.public_key,
@@ -327,7 +332,6 @@ class Agent:
                 backoff=self._backoff,
             )
             self.session = session
-            self._updater_built = updater
             stack.push_async_callback(session.channel.aclose)
             session_task = asyncio.create_task(
                 session.run(self._dispatch, self._new_session), name="agent-session"
@@ -354,7 +358,9 @@ class Agent:
             return None, None
         return info, await self._own_container_name(probe, None)
 
-    async def _own_container_name(self, probe: EngineProbe | None, updater: SelfUpdater | None) -> str | None:
+    async def _own_container_name(
+        self, probe: EngineProbe | None, updater: SelfUpdater | _Unset | None
+    ) -> str | None:
         """AgentInfo.containerName: the self-updater finds its own container (a blocking SDK
         call: off the loop); before the updater is built, the engine probe does the same."""
         if not isinstance(self._updater, _Unset):
@@ -368,56 +374,79 @@ class Agent:
             except TemporaryCommandError as err:
                 log.info("own_container_unknown", reason=str(err))
                 return None
-        return await asyncio.to_thread(updater.own_container_name) if updater is not None else None
+        if updater is None or isinstance(updater, _Unset):
+            return None
+        return await asyncio.to_thread(updater.own_container_name)
 
     # -- what commands need, built when the first one arrives -----------------------------------
 
-    def _ensure_setup(self) -> asyncio.Future[Dispatcher]:
-        """The dispatcher, built once by the ``agent-setup`` task (started on first need). When
-        the setup fails the agent exits (``_setup_ended``); the future then stays pending."""
+    def _command_dispatcher(self) -> Dispatcher:
+        """The dispatcher, made by the first command: it has the life-cycle handler at once and
+        awaits the runtime-backed handlers (``_handlers``) for the commands that need them."""
+        if self.dispatcher is None:
+            from berth.agent.dispatcher import Dispatcher
+            from berth.agent.handlers import LifecycleHandler
+
+            session = self.session
+            assert self.keeper is not None and session is not None
+            scaler = build_self_scaler(self.settings)
+            lifecycle = LifecycleHandler(self.keeper, session.link, self, self._self_updater, scaler)
+            self.dispatcher = Dispatcher(
+                lifecycle,
+                self._handlers,
+                session.link,
+                max_concurrent=self.settings.max_concurrent_commands,
+                metrics=self.metrics,
+            )
+        return self.dispatcher
+
+    async def _handlers(self) -> Handlers:
+        return await asyncio.shield(self._ensure_setup())
+
+    async def _self_updater(self) -> SelfUpdater | None:
+        """The self-updater, built (off the loop: the Docker one loads the SDK) on first need."""
+        if not isinstance(self._updater, _Unset):
+            return self._updater
+        async with self._updater_lock:
+            if isinstance(self._updater_built, _Unset):
+                self._updater_built = await asyncio.to_thread(build_updater, self.settings)
+            return self._updater_built
+
+    def _ensure_setup(self) -> asyncio.Future[Handlers]:
+        """The runtime-backed handlers, built once by the ``agent-setup`` task (started on first
+        need). When the setup fails the agent exits (``_setup_ended``); the future then stays
+        pending."""
         if self._ready is None:
             self._ready = asyncio.get_running_loop().create_future()
             self._setup = asyncio.create_task(self._complete_setup(self._ready), name="agent-setup")
             self._setup.add_done_callback(self._setup_ended)
         return self._ready
 
-    async def _complete_setup(self, ready: asyncio.Future[Dispatcher]) -> None:
-        """Everything commands need and an idle, connected agent does not: the runtime (when
-        only the engine probe ran), its SDK, the updater, the desired state, the handlers."""
-        settings = self.settings
+    async def _complete_setup(self, ready: asyncio.Future[Handlers]) -> None:
+        """Everything runtime commands need and an idle, connected agent does not: the runtime
+        (when only the engine probe ran), its SDK, the desired state, the opened key, the
+        handlers."""
         session = self.session
-        assert self.key is not None and self.keeper is not None and session is not None
+        assert self.key is not None and session is not None
         runtime = self.runtime if self.runtime is not None else await self._open_runtime()
         await asyncio.to_thread(self.key.open)  # deploys decrypt on the event loop
-        if isinstance(self._updater, _Unset):
-            updater = self._updater_built or await asyncio.to_thread(build_updater, settings)
-        else:
-            updater = self._updater
-        from berth.agent.dispatcher import Dispatcher
         from berth.agent.handlers import (
             CallbackHandler,
             DeployHandler,
             Handlers,
-            LifecycleHandler,
             LogStreamHandler,
             StateWatchHandler,
         )
 
-        handlers = Handlers(
-            deploy=DeployHandler(runtime, self.key, session.link, self._desired),
-            state=StateWatchHandler(runtime, session.link),
-            log_stream=LogStreamHandler(runtime, session.link),
-            callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
-            lifecycle=LifecycleHandler(self.keeper, session.link, self, updater, build_self_scaler(settings)),
+        ready.set_result(
+            Handlers(
+                deploy=DeployHandler(runtime, self.key, session.link, self._desired),
+                state=StateWatchHandler(runtime, session.link),
+                log_stream=LogStreamHandler(runtime, session.link),
+                callbacks=CallbackHandler(runtime, session.link, self.key.public_key),
+                waits=runtime.waits if isinstance(runtime, SupersedableWaits) else None,
+            )
         )
-        self.dispatcher = Dispatcher(
-            handlers,
-            session.link,
-            max_concurrent=settings.max_concurrent_commands,
-            metrics=self.metrics,
-            waits=runtime.waits if isinstance(runtime, SupersedableWaits) else None,
-        )
-        ready.set_result(self.dispatcher)
 
     def _setup_ended(self, task: asyncio.Task[None]) -> None:
         if task.cancelled():
@@ -437,11 +466,8 @@ class Agent:
             await asyncio.gather(self._setup, return_exceptions=True)
 
     async def _dispatch(self, command: Command) -> None:
-        """The session's command callback; the first command waits for the setup."""
-        dispatcher = self.dispatcher
-        if dispatcher is None:
-            dispatcher = await asyncio.shield(self._ensure_setup())
-        await dispatcher.dispatch(command)
+        """The session's command callback."""
+        await self._command_dispatcher().dispatch(command)
 
     def _new_session(self) -> None:
         if self.dispatcher is not None:
@@ -454,8 +480,10 @@ class Agent:
 
     async def _release_startup_memory(self) -> None:
         """Once accepted while idle, give start-up's garbage and free heap pages back. Not when
-        a command came first: the collection holds the GIL (and the trim the allocator) for tens
-        of milliseconds, which that command would wait for, and its work reuses the pages."""
+        a runtime command came first (the setup started): the collection holds the GIL (and the
+        trim the allocator) for tens of milliseconds, which that command would wait for, and its
+        work reuses the pages. A fresh install's replaceToken builds nothing: the release still
+        happens (releasing again after the swap was measured to give nothing back)."""
         from berth.agent.footprint import release_memory
 
         await self.health.wait_accepted()

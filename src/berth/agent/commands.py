@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from berth.agent.routing import (
     Ignored,
     Inline,
+    OnLifecycle,
     Queued,
     Route,
     Stream,
@@ -171,7 +172,7 @@ class Update:
         return Route(
             "update",
             Queued("agent"),
-            lambda h: h.lifecycle.update(self),
+            OnLifecycle(lambda h: h.update(self)),
             context={"tag": self.tag},
         )
 
@@ -181,7 +182,7 @@ class ReplaceToken:
     token: str = field(repr=False)
 
     def route(self) -> Route:
-        return Route("replace_token", Inline(), lambda h: h.lifecycle.replace_token(self))
+        return Route("replace_token", Inline(), OnLifecycle(lambda h: h.replace_token(self)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,7 +195,7 @@ class Close:
         return Route(
             "close",
             Inline(),
-            lambda h: h.lifecycle.close(self),
+            OnLifecycle(lambda h: h.close(self)),
             context={"reason": name},
             supersedes=Supersede(f"close({name})") if ends_waits else None,
         )

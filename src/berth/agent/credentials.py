@@ -12,7 +12,8 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -20,6 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Protocol, runtime_checkable
 
+import structlog
+
+from berth.agent import keygen
 from berth.errors import PersistenceError, SecretError, TokenError
 from berth.model import SecretValue
 from berth.runtimes.base import CredentialStore
@@ -31,9 +35,11 @@ KEY_FILE: Final = "secret.key"
 KEY_CACHE_FILE: Final = "secret.key.public.json"  # the public half of KEY_FILE, see AgentKey
 TOKEN_FILE: Final = "token.jwt"
 BLACKLIST_FILE: Final = "token-nonce.blacklist"
-KEY_USER_ID: Final = "dyrector.io agent <hello@dyrector.io>"
+KEYGEN_TIMEOUT_S: Final = 60.0
 INSTALL: Final = "install"
 CONNECTION: Final = "connection"
+
+log = structlog.get_logger("berth.agent.credentials")
 
 
 # -- tokens ----------------------------------------------------------------------------------------
@@ -212,6 +218,8 @@ class FileCredentialStore:
         return value if value.strip() else None
 
     def stage(self, key: str, value: str) -> StagedWrite:
+        import tempfile  # on use: a restarted agent writes nothing, and its idle memory counts
+
         final = self._path(key)
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -281,15 +289,29 @@ class AgentKey:
 
     @classmethod
     def generate(cls) -> AgentKey:
-        import pysequoia
+        """A new key, made in this process (the OpenPGP library stays loaded here)."""
+        made = keygen.generate()
+        return cls(made["secret"], made["public_key"], made["fingerprint"])
 
-        return cls._of(
-            pysequoia.Tsk.generate(
-                KEY_USER_ID,
-                profile=pysequoia.Profile.RFC4880,
-                cipher_suite=pysequoia.CipherSuite.Cv25519,
+    @classmethod
+    def generate_apart(cls) -> AgentKey:
+        """A new key, made by ``berth.agent.keygen`` in a child process so that this one does not
+        load the OpenPGP library; made here when the child cannot run."""
+        try:
+            done = subprocess.run(
+                [sys.executable, "-c", keygen.CHILD],
+                capture_output=True,
+                timeout=KEYGEN_TIMEOUT_S,
+                check=True,
             )
-        )
+            made = keygen.parse(done.stdout.decode("ascii"))
+            return cls(made["secret"], made["public_key"], made["fingerprint"])
+        except subprocess.CalledProcessError as err:
+            reason = (err.stderr or b"").decode(errors="replace").strip().rpartition("\n")[2][:300]
+        except (OSError, subprocess.SubprocessError, ValueError) as err:
+            reason = f"{type(err).__name__}: {err}"[:300]
+        log.warning("key_generated_in_process", reason=reason or "the key generator failed")
+        return cls.generate()
 
     @classmethod
     def parse(cls, armored_secret: str) -> AgentKey:
@@ -306,7 +328,7 @@ class AgentKey:
     def load_or_create(cls, store: CredentialStore) -> AgentKey:
         stored = store.read(KEY_FILE)
         if stored is None:
-            key = cls.generate()
+            key = cls.generate_apart()
             store.write(KEY_FILE, key._armored)
         else:
             cached = cls._from_cache(store, stored)

@@ -3,6 +3,11 @@
 container (or prefix) keeps a target's commands in order, a global bound limits the work in
 flight, and long-lived streams are kept one per prefix / container.
 
+The life-cycle handler is there from the start; the runtime-backed handlers are awaited (and so
+built, by the agent's setup) when the first command that needs them arrives, before the next
+command is read (so the commands keep their order): a token or life-cycle command never waits
+for the runtime.
+
 This is the only place that catches broadly: a failing handler never ends the session, and a
 failing callback is answered with ``CommandError`` (5 when not found, 13 otherwise).
 """
@@ -12,18 +17,17 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, assert_never
 
 import structlog
 
 from berth.agent.commands import Command
-from berth.agent.handlers import Handlers
+from berth.agent.handlers import Handlers, LifecycleHandler
 from berth.agent.metrics import AgentMetrics
 from berth.agent.ports import PlatformLink
-from berth.agent.routing import Ignored, Inline, Queued, Route, Stream, Supersede
+from berth.agent.routing import Ignored, Inline, OnLifecycle, Queued, Route, Stream, Supersede
 from berth.errors import BerthError, NotFound
-from berth.runtimes.waits import WaitBoard
 
 log = structlog.get_logger("berth.agent.dispatcher")
 
@@ -31,18 +35,24 @@ NOT_FOUND_STATUS = 5
 INTERNAL_STATUS = 13
 
 
+def _needs_runtime(route: Route) -> bool:
+    return not isinstance(route.serve, OnLifecycle) and not isinstance(route.lane, Ignored)
+
+
 class Dispatcher:
     def __init__(
         self,
-        handlers: Handlers,
+        lifecycle: LifecycleHandler,
+        handlers: Handlers | Callable[[], Awaitable[Handlers]],
         link: PlatformLink,
         *,
         max_concurrent: int = 64,
         metrics: AgentMetrics | None = None,
-        waits: WaitBoard | None = None,
     ) -> None:
-        self._handlers = handlers
-        self._waits = waits
+        """``handlers``, when not built yet, is awaited by the first command that needs them."""
+        self._lifecycle = lifecycle
+        self._handlers = handlers if isinstance(handlers, Handlers) else None
+        self._setup = None if isinstance(handlers, Handlers) else handlers
         self._link = link
         self._bound = asyncio.Semaphore(max_concurrent)
         self._metrics = metrics
@@ -55,8 +65,11 @@ class Dispatcher:
 
     async def dispatch(self, command: Command) -> None:
         """Called by the session's receive loop for each command; returns quickly except for the
-        inline commands (replaceToken, close)."""
+        inline commands (replaceToken, close) and the first that needs the runtime."""
         route = command.route()
+        if self._handlers is None and self._accepting and _needs_runtime(route):
+            assert self._setup is not None
+            self._handlers = await self._setup()
         if not self._accepting:
             log.warning("command_refused", kind=route.kind, reason="shutting down")
             return
@@ -77,13 +90,15 @@ class Dispatcher:
 
     def _supersede_waits(self, supersede: Supersede) -> None:
         """A newer command for a workload or prefix a deploy is waiting on ends that wait now,
-        so the command runs at once instead of queueing behind a rollout timeout."""
-        if self._waits is None:
+        so the command runs at once instead of queueing behind a rollout timeout (before the
+        runtime is built no deploy waits)."""
+        waits = self._handlers.waits if self._handlers is not None else None
+        if waits is None:
             return
         if supersede.prefix is None:
-            self._waits.supersede_all(supersede.by)
+            waits.supersede_all(supersede.by)
         else:
-            self._waits.supersede(supersede.prefix, supersede.names, supersede.by)
+            waits.supersede(supersede.prefix, supersede.names, supersede.by)
 
     def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> asyncio.Task[None]:
         task = asyncio.create_task(coro, name=name)
@@ -124,6 +139,12 @@ class Dispatcher:
 
     # -- execution ---------------------------------------------------------------------------------
 
+    async def _serve(self, route: Route) -> str:
+        if isinstance(route.serve, OnLifecycle):
+            return await route.serve.serve(self._lifecycle)
+        assert self._handlers is not None  # awaited by ``dispatch``
+        return await route.serve(self._handlers)
+
     async def _run_one(self, route: Route) -> None:
         kind = route.kind
         started = time.monotonic()
@@ -131,7 +152,7 @@ class Dispatcher:
         outcome = "error"
         try:
             with structlog.contextvars.bound_contextvars(command=kind, **route.context):
-                outcome = await route.serve(self._handlers)
+                outcome = await self._serve(route)
         except asyncio.CancelledError:
             outcome = "cancelled"
             raise
@@ -181,8 +202,8 @@ class Dispatcher:
     async def drain(self, grace_s: float) -> None:
         """Stop intake, cancel streams, let the rest finish within ``grace_s``, cancel what is left."""
         self._accepting = False
-        if self._waits is not None:
-            self._waits.supersede_all("the agent shutting down")
+        if self._handlers is not None and self._handlers.waits is not None:
+            self._handlers.waits.supersede_all("the agent shutting down")
         self.cancel_streams()
         if self._tasks:
             _, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)

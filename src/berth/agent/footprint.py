@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
-import ctypes.util
 import gc
 import sys
 import time
@@ -26,12 +25,14 @@ log = structlog.get_logger("berth.agent.footprint")
 
 @cache
 def _malloc_trim() -> Callable[[int], int] | None:
-    """glibc's ``malloc_trim``, or ``None`` where the C library has none (musl, macOS, Windows)."""
+    """glibc's ``malloc_trim``, or ``None`` where the C library has none (musl, macOS, Windows).
+    Looked up among the symbols the interpreter already has loaded (its C library's): not with
+    ``ctypes.util.find_library``, whose imports (``shutil``, ``tempfile`` ...) stay resident and
+    which runs ``ldconfig``."""
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        trim = libc.malloc_trim
+        trim = ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):
         return None
     trim.argtypes = [ctypes.c_size_t]

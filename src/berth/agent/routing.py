@@ -1,6 +1,11 @@
 """What a command's route says: where it runs (its lane), which handler serves it, which callback
 answers its failure, which deploy waits it ends and how it is named in logs and metrics.
 
+A route is served either by the runtime-backed handlers (``Serve``: the agent builds the runtime
+and its SDK for the first such command) or by the life-cycle handler alone (``OnLifecycle``:
+tokens, update, close), which exists from the start: a fresh install's ``replaceToken`` swaps
+the token without building the runtime.
+
 Every command kind declares its route once (``route()`` on each class in ``commands.py``); the
 dispatcher reads nothing else about a kind. A class in the ``Command`` union without a ``route()``
 fails type-checking where the dispatcher asks for it (``tests/unit/test_command_table.py``).
@@ -17,6 +22,7 @@ from berth.model import ContainerRef, PrefixTarget, Target
 if TYPE_CHECKING:
     from berth.agent.commands import CallbackKind
     from berth.agent.handlers import Handlers
+    from berth.agent.handlers.lifecycle import LifecycleHandler
 
 
 def target_key(target: Target | None) -> str:
@@ -79,7 +85,14 @@ class Supersede:
 
 
 Serve = Callable[["Handlers"], Awaitable[str]]
-"""Runs the command on its handler; returns the outcome named in logs and metrics."""
+"""Runs the command on its runtime-backed handler; returns the outcome named in logs and metrics."""
+
+
+@dataclass(frozen=True, slots=True)
+class OnLifecycle:
+    """Runs the command on the life-cycle handler, which needs no runtime; returns the outcome."""
+
+    serve: Callable[[LifecycleHandler], Awaitable[str]]
 
 
 async def not_served(_: Handlers) -> str:
@@ -92,7 +105,7 @@ class Route:
 
     kind: str  # stable and low-cardinality: the metrics label
     lane: Lane
-    serve: Serve
+    serve: Serve | OnLifecycle
     context: Mapping[str, str] = field(default_factory=dict)  # bound to the command's log lines
     answer: ErrorAnswer | None = None  # None: a failure is only logged
     supersedes: Supersede | None = None

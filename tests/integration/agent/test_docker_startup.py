@@ -1,7 +1,8 @@
 """The Docker-runtime agent's start-up, as a process on the real engine: the first ``Connect``
 waits for an SDK-free engine check only (no SDK, OpenPGP library, command codec or handlers are
-loaded by then; the first command builds them and waits for them), and an engine that is down
-still keeps the agent from connecting."""
+loaded by then; the first command builds them and waits for them), a fresh install's
+``replaceToken`` swaps the token without building the runtime, and an engine that is down still
+keeps the agent from connecting."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from fakeplatform import PlatformServer
 from waiting import wait_event
 
 from berth.agent.credentials import AgentKey, FileCredentialStore
+from berth.agent.tokens import TokenKeeper
 from berth.proto import agent_pb2
 
 pytestmark = pytest.mark.docker
@@ -79,6 +81,43 @@ async def test_first_connect_imports_no_sdk_and_commands_wait_for_the_runtime(tm
             state = await server.platform.wait_stream("ContainerState", within_s=30)
             await wait_event(state.done.wait(), 30, "the one-shot state list")
             assert state.half_closed_by_agent
+            assert [item for message in state.messages for item in message.data] == []
+        finally:
+            assert await _stop(process) == 0
+
+
+RUNTIME_MODULES = ("docker", "requests", "berth.runtimes.docker.runtime")
+
+
+async def test_fresh_install_swaps_its_token_without_building_the_runtime(tmp_path: Path) -> None:
+    """No key, an install token: the platform's replaceToken is served by the life-cycle handler
+    alone (the SDK, the runtime and the OpenPGP library stay unloaded); the next real command
+    builds them and works."""
+    async with PlatformServer() as server:
+        platform = server.platform
+        process = await _launch(_env(tmp_path, platform.issue_install_token()))
+        try:
+            assert process.stdout is not None
+            line = await wait_event(process.stdout.readline(), 30, "the first Connect")
+            assert json.loads(line) == {"imported_at_connect": []}  # the key generated apart
+            line = await wait_event(process.stdout.readline(), 30, "the replaceToken dispatched")
+            swapped = json.loads(line)
+            assert swapped["dispatched"] == "ReplaceToken"
+            assert not {*RUNTIME_MODULES, "pysequoia"} & set(swapped["imported"])
+            assert len(platform.calls("TokenReplaced")) == 1
+            stored = TokenKeeper.select(FileCredentialStore(tmp_path / "data"), "")
+            assert stored.current.type == "connection"
+
+            prefix = f"fi{secrets.token_hex(3)}"
+            await platform.send(
+                agent_pb2.AgentCommand(
+                    containerState=agent_pb2.ContainerStateRequest(prefix=prefix, oneShot=True)
+                )
+            )
+            line = await wait_event(process.stdout.readline(), 30, "the containerState dispatched")
+            assert set(RUNTIME_MODULES) <= set(json.loads(line)["imported"])
+            state = await platform.wait_stream("ContainerState", within_s=30)
+            await wait_event(state.done.wait(), 30, "the one-shot state list")
             assert [item for message in state.messages for item in message.data] == []
         finally:
             assert await _stop(process) == 0

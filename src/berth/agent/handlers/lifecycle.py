@@ -1,8 +1,14 @@
-"""Token and life-cycle commands: ``replaceToken`` (§4.3), ``update`` (§13.2) and ``close`` (§13.3)."""
+"""Token and life-cycle commands: ``replaceToken`` (§4.3), ``update`` (§13.2) and ``close`` (§13.3).
+
+None of them needs the runtime: this handler exists from the start, so a fresh install's
+``replaceToken`` swaps the token without building the runtime and its SDK. The self-updater (the
+Docker one loads the SDK) is built when ``update`` or ``close(SELF_DESTRUCT)`` first needs it.
+"""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -27,7 +33,7 @@ class LifecycleHandler:
     keeper: TokenKeeper
     link: PlatformLink
     lifecycle: Lifecycle
-    updater: SelfUpdater | None
+    updater: Callable[[], Awaitable[SelfUpdater | None]]  # built on first need; None: no self-update
     scaler: SelfScaler | None = None
 
     async def _swap_token(self, raw: str) -> PendingReplacement:
@@ -56,7 +62,8 @@ class LifecycleHandler:
         return "replaced"
 
     async def update(self, command: Update) -> str:
-        if self.updater is None:
+        updater = await self.updater()
+        if updater is None:
             await self.link.abort_update("Self-update is not supported by this agent")
             return "aborted"
         try:
@@ -65,7 +72,7 @@ class LifecycleHandler:
             await self.link.abort_update(_sentence(f"update failed: {err}"))
             return "aborted"
         try:
-            await self.updater.begin_update(command.tag, command.timeout_s)
+            await updater.begin_update(command.tag, command.timeout_s)
         except (UpdateRefused, BerthError) as err:
             await self.link.abort_update(_sentence(str(err)))
             return "aborted"
@@ -83,7 +90,8 @@ class LifecycleHandler:
                 self.lifecycle.request_exit(0, "the platform revoked the token")
                 return "revoked"
             case CloseReason.SELF_DESTRUCT:
-                if self.updater is not None and await self.updater.self_destruct():
+                updater = await self.updater()
+                if updater is not None and await updater.self_destruct():
                     self.lifecycle.request_exit(0, "replaced by the updated agent")
                     return "self_destructed"
                 log.info("self_destruct_ignored", reason="no update pending")
