@@ -65,8 +65,8 @@ def data_folder() -> Iterator[DockerSettings]:
 
 
 # Forced removals at a time. Eight at once wedged Docker 20.10 on the 2-core test machine once
-# (500 running containers: `docker info` hung until dockerd restarted); four keep a 500-container
-# cleanup to about half a minute there (bench/curve_deploy.py prints each cleanup's time).
+# (500 running containers: `docker info` hung until dockerd restarted); with four, 500 containers
+# went in 34-51 s at load 4-10 there (bench/curve_deploy.py prints each cleanup's time).
 REMOVE_THREADS = 4
 
 

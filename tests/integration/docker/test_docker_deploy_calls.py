@@ -12,12 +12,13 @@ import docker
 import pytest
 from docker_support import SERVE_FOREVER, RecordingEvents, workload
 
-from berth.errors import PermanentCommandError
+from berth.errors import PermanentCommandError, TemporaryCommandError
 from berth.model import (
     PREFIX_LABEL,
     ContainerState,
     DeploymentSpec,
     DockerOptions,
+    LogLevel,
     RestartPolicy,
     WorkloadSpec,
 )
@@ -129,3 +130,22 @@ async def test_a_container_of_another_prefix_with_the_same_name_is_found_by_the_
     with pytest.raises(PermanentCommandError, match="belongs to prefix"):
         await runtime.deploy(deployment(prefix, workload(prefix, "b-c")), events)
     assert events.instances[-1][1] is ContainerState.UNSPECIFIED
+
+
+async def test_a_failed_listing_fails_the_first_workload_with_its_reason(
+    runtime: DockerRuntime, prefix: str, monkeypatch: pytest.MonkeyPatch, docker_client: docker.DockerClient
+) -> None:
+    async def engine_gone(self: Deployer, workloads: tuple[WorkloadSpec, ...]) -> frozenset[str]:
+        raise TemporaryCommandError("list containers: the container engine is not reachable")
+
+    monkeypatch.setattr(Deployer, "_names_in_use", engine_gone)
+    events = RecordingEvents()
+    with pytest.raises(TemporaryCommandError):
+        await runtime.deploy(deployment(prefix, workload(prefix, "a"), workload(prefix, "b")), events)
+    assert [(wid, state, level) for wid, state, _, level in events.instances] == [
+        ("id-a", ContainerState.UNSPECIFIED, LogLevel.ERROR)
+    ]
+    listed = await asyncio.to_thread(
+        docker_client.api.containers, all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"}
+    )
+    assert listed == []

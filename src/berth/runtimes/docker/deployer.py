@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -58,6 +58,20 @@ _POLL_START_S: Final = 0.02
 _POLL_MAX_S: Final = 0.5
 
 
+class _Listing:
+    """The names in use, listed once per deployment when its first workload needs them (a failed
+    listing then fails that workload, and is reported against it, like any lookup)."""
+
+    def __init__(self, names: Callable[[], Awaitable[frozenset[str]]]) -> None:
+        self._list = names
+        self._names: frozenset[str] | None = None
+
+    async def get(self) -> frozenset[str]:
+        if self._names is None:
+            self._names = await self._list()
+        return self._names
+
+
 @dataclass
 class _HelperImages:
     """The images of a workload's helper containers, requested from the pull set early."""
@@ -104,7 +118,7 @@ class Deployer:
         try:
             for workload in deployment.workloads:
                 pulls.request(images[workload.id], workload.registry_auth, workload.id)
-            in_use = await self._names_in_use(deployment.workloads)
+            in_use = _Listing(lambda: self._names_in_use(deployment.workloads))
             for workload in deployment.workloads:
                 await self._deploy_workload(workload, images[workload.id], pulls, in_use, events)
             deployed = _deployed(deployment, images, pulls)
@@ -171,7 +185,7 @@ class Deployer:
         workload: WorkloadSpec,
         image: ImageReference,
         pulls: PullSet,
-        in_use: frozenset[str],
+        in_use: _Listing,
         events: DeployEvents,
     ) -> None:
         name = workload.ref.key
@@ -208,7 +222,7 @@ class Deployer:
         workload: WorkloadSpec,
         image: ImageReference,
         pulls: PullSet,
-        in_use: frozenset[str],
+        in_use: _Listing,
         events: DeployEvents,
     ) -> None:
         outcome = await pulls.result(image, workload.registry_auth, workload.id)
@@ -220,7 +234,7 @@ class Deployer:
         plan.create["labels"][SPEC_HASH_LABEL] = spec_hash(workload)  # drift is judged against it
         for network in plan.networks:
             await self._engine.call(f"network {network}", _network_ensurer(network))
-        old, aside, new_id = await self._make_room_and_create(workload, plan, in_use, events)
+        old, aside, new_id = await self._make_room_and_create(workload, plan, await in_use.get(), events)
         try:
             await self._run_helpers(
                 workload, image=image, helpers=helpers, pulls=pulls, plan=plan, mounts=mounts, events=events
