@@ -4,14 +4,20 @@ Per size: DockerRuntime.deploy (command -> SUCCESSFUL at the runtime seam) vs th
 start done directly with the Docker SDK (bench/docker_deploy.py's floor), the two sides
 alternating which goes first; rounds: 3 up to 10 workloads, 2 above (the engine's start time
 dominates and varies with the machine's load). Target: 500 workloads <= 1.15x the SDK.
+Both sides create and start one workload after the other (§6.2: a deployment's workloads are
+deployed in order); each round prints its time, its cleanup's time and the load average.
 
-    eval "$(tools/testenv.sh env)"; .venv/bin/python bench/curve_deploy.py [--full]
+    eval "$(tools/testenv.sh env)"; .venv/bin/python bench/curve_deploy.py [--full | --size N]
+
+``--size N`` measures one size only and writes no files (the README's figures come from --full).
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
+import time
 
 import kitpath  # noqa: F401
 from curve_kit import Curve, Panel, measure, parse_full
@@ -42,7 +48,16 @@ async def point(count: int) -> dict[str, float]:
                         else:
                             berth.append(await berth_deploy(runtime, prefix, count))
                     finally:
+                        cleanup_started = time.perf_counter()
                         await asyncio.to_thread(remove_prefix, client, prefix)
+                        cleanup_s = time.perf_counter() - cleanup_started
+                    taken = (floor if side == "floor" else berth)[-1]
+                    print(
+                        f"  {count} workloads, {side}: {taken:.1f} s; cleanup {cleanup_s:.1f} s; "
+                        f"load {load_text()}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
         finally:
             await runtime.aclose()
             client.close()
@@ -53,7 +68,12 @@ async def point(count: int) -> dict[str, float]:
         "sdk_s": f,
         "ratio": b / f,
         "berth_per_workload_ms": b / count * 1000,
+        "load_1min_end": round(os.getloadavg()[0], 2),
     }
+
+
+def load_text() -> str:
+    return " ".join(f"{value:.2f}" for value in os.getloadavg())
 
 
 def new_curve() -> Curve:
@@ -87,6 +107,27 @@ def run() -> list[Row]:
     ]
 
 
+def one_size(count: int) -> None:
+    print(f"deploy {count} workloads; load {load_text()} at start", flush=True)
+    measured = asyncio.run(point(count))
+    print(f"curve_deploy: {measured}", flush=True)
+    print_rows(
+        "Curve: deployment size (one size, no files written)",
+        [
+            (
+                f"deploy {count} workloads (s) vs SDK",
+                measured["berth_s"],
+                measured["sdk_s"],
+                measured["ratio"],
+                "",
+            )
+        ],
+    )
+
+
 if __name__ == "__main__":
-    parse_full(sys.argv)
-    print_rows("Curve: deployment size", run())
+    if "--size" in sys.argv:
+        one_size(int(sys.argv[sys.argv.index("--size") + 1]))
+    else:
+        parse_full(sys.argv)
+        print_rows("Curve: deployment size", run())

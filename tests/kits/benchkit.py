@@ -64,6 +64,12 @@ def data_folder() -> Iterator[DockerSettings]:
         yield DockerSettings(data_mount_path=Path(folder), internal_mount_path=Path(folder))
 
 
+# Forced removals at a time. Eight at once wedged Docker 20.10 on the 2-core test machine once
+# (500 running containers: `docker info` hung until dockerd restarted); with four, 500 containers
+# went in 34-51 s at load 4-10 there (bench/curve_deploy.py prints each cleanup's time).
+REMOVE_THREADS = 4
+
+
 def remove_prefix(client: docker.DockerClient, prefix: str) -> None:
     summaries = client.api.containers(all=True, filters={"label": f"{PREFIX_LABEL}={prefix}"})
 
@@ -71,7 +77,7 @@ def remove_prefix(client: docker.DockerClient, prefix: str) -> None:
         with contextlib.suppress(docker.errors.NotFound):
             client.api.remove_container(cid, force=True)
 
-    with ThreadPoolExecutor(8) as pool:
+    with ThreadPoolExecutor(REMOVE_THREADS) as pool:
         list(pool.map(remove, [s["Id"] for s in summaries]))
 
 

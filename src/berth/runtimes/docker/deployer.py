@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -37,7 +37,7 @@ from berth.runtimes.docker.container_spec import (
     restart_policy_name,
 )
 from berth.runtimes.docker.disk import DiskGuard, enospc_failure
-from berth.runtimes.docker.engine import Engine, translated
+from berth.runtimes.docker.engine import Engine, status_code, translated
 from berth.runtimes.docker.guard import ContainerGuard
 from berth.runtimes.docker.health_gate import HealthGate
 from berth.runtimes.docker.mounts import MountPlan, plan_mounts
@@ -56,6 +56,20 @@ _STOPPABLE: Final = frozenset({"running", "paused", "restarting"})
 _REPLACEABLE: Final = _STOPPABLE | {"created", "exited", "dead"}
 _POLL_START_S: Final = 0.02
 _POLL_MAX_S: Final = 0.5
+
+
+class _Listing:
+    """The names in use, listed once per deployment when its first workload needs them (a failed
+    listing then fails that workload, and is reported against it, like any lookup)."""
+
+    def __init__(self, names: Callable[[], Awaitable[frozenset[str]]]) -> None:
+        self._list = names
+        self._names: frozenset[str] | None = None
+
+    async def get(self) -> frozenset[str]:
+        if self._names is None:
+            self._names = await self._list()
+        return self._names
 
 
 @dataclass
@@ -104,8 +118,9 @@ class Deployer:
         try:
             for workload in deployment.workloads:
                 pulls.request(images[workload.id], workload.registry_auth, workload.id)
+            in_use = _Listing(lambda: self._names_in_use(deployment.workloads))
             for workload in deployment.workloads:
-                await self._deploy_workload(workload, images[workload.id], pulls, events)
+                await self._deploy_workload(workload, images[workload.id], pulls, in_use, events)
             deployed = _deployed(deployment, images, pulls)
         finally:
             await pulls.aclose()
@@ -145,10 +160,33 @@ class Deployer:
     async def _report_failure(workload: WorkloadSpec, err: BaseException, events: DeployEvents) -> None:
         await events.instance(workload.id, ContainerState.UNSPECIFIED, str(err), LogLevel.ERROR)
 
+    async def _names_in_use(self, workloads: tuple[WorkloadSpec, ...]) -> frozenset[str]:
+        """The names of every container whose name starts with a workload's ``<prefix>-``, from
+        one listing for the whole deployment: a workload's previous container, or one left aside,
+        is then inspected only when it exists (two lookups by name for each of 500 workloads cost
+        more than the create they precede on a busy engine). Containers of another prefix or
+        without a label are listed too: a name is what the create would collide with."""
+        prefixes = sorted({workload.prefix for workload in workloads})  # RFC 1123 labels (checked)
+
+        def names(client: docker.DockerClient) -> frozenset[str]:
+            found: set[str] = set()
+            for prefix in prefixes:
+                # the engine matches ``name`` as a regular expression, with or without the ``/``
+                for summary in client.api.containers(all=True, filters={"name": f"^/?{prefix}-"}):
+                    found.update(str(name).lstrip("/") for name in summary.get("Names") or ())
+            return frozenset(found)
+
+        return await self._engine.call("list containers", names) if prefixes else frozenset()
+
     # -- one workload -------------------------------------------------------------------------
 
     async def _deploy_workload(
-        self, workload: WorkloadSpec, image: ImageReference, pulls: PullSet, events: DeployEvents
+        self,
+        workload: WorkloadSpec,
+        image: ImageReference,
+        pulls: PullSet,
+        in_use: _Listing,
+        events: DeployEvents,
     ) -> None:
         name = workload.ref.key
         await events.log(LogLevel.INFO, f"Deploying container: {name}", f"Using image: {image}")
@@ -157,7 +195,7 @@ class Deployer:
         )
         await self._report_compatibility(workload, events)
         try:
-            await self._apply(workload, image, pulls, events)
+            await self._apply(workload, image, pulls, in_use, events)
         except RuntimeFailure as err:
             clear = enospc_failure(f"deploying {name}", str(err))
             await self._report_failure(workload, clear or err, events)
@@ -180,7 +218,12 @@ class Deployer:
             await events.log(LogLevel.INFO, *honoured)
 
     async def _apply(
-        self, workload: WorkloadSpec, image: ImageReference, pulls: PullSet, events: DeployEvents
+        self,
+        workload: WorkloadSpec,
+        image: ImageReference,
+        pulls: PullSet,
+        in_use: _Listing,
+        events: DeployEvents,
     ) -> None:
         outcome = await pulls.result(image, workload.registry_auth, workload.id)
         for note in outcome.notes:
@@ -191,14 +234,13 @@ class Deployer:
         plan.create["labels"][SPEC_HASH_LABEL] = spec_hash(workload)  # drift is judged against it
         for network in plan.networks:
             await self._engine.call(f"network {network}", _network_ensurer(network))
-        old, aside = await self._previous(workload, plan, events)
-        new_id: str | None = None
+        old, aside, new_id = await self._make_room_and_create(workload, plan, await in_use.get(), events)
         try:
-            new_id = await self._engine.call(f"create {plan.name}", lambda c: _create(c, plan))
             await self._run_helpers(
                 workload, image=image, helpers=helpers, pulls=pulls, plan=plan, mounts=mounts, events=events
             )
-            await self._start(workload, new_id, plan.name, events)
+            may_check_health = outcome.healthcheck or "healthcheck" in plan.create
+            await self._start(workload, new_id, plan.name, events, may_check_health=may_check_health)
         except BaseException as err:
             await self._undo(
                 workload, name=plan.name, new_id=new_id, aside=aside, old=old, events=events, cause=err
@@ -230,15 +272,42 @@ class Deployer:
         except OSError as err:
             raise PermanentCommandError(f"cannot create the volume folders of {workload.ref}: {err}") from err
 
+    async def _make_room_and_create(
+        self, workload: WorkloadSpec, plan: ContainerPlan, in_use: frozenset[str], events: DeployEvents
+    ) -> tuple[dict[str, Any] | None, str | None, str]:
+        """Set the previous container aside, then create the new one: the previous container,
+        its aside name and the new id. On a failed create the previous one is restored."""
+        old, aside = await self._previous(workload, plan, in_use, events)
+        if old is None:
+            try:
+                return None, None, await self._engine.call(f"create {plan.name}", lambda c: _create(c, plan))
+            except RuntimeFailure as err:
+                if status_code(err) != 409:
+                    raise
+                # The name was taken after the deployment's listing: look again, by name.
+                log.info("deploy_name_taken_since_listing", container=plan.name)
+                old, aside = await self._previous(workload, plan, None, events)
+        try:
+            return old, aside, await self._engine.call(f"create {plan.name}", lambda c: _create(c, plan))
+        except BaseException as err:
+            await self._undo(
+                workload, name=plan.name, new_id=None, aside=aside, old=old, events=events, cause=err
+            )
+            raise
+
     async def _previous(
-        self, workload: WorkloadSpec, plan: ContainerPlan, events: DeployEvents
+        self, workload: WorkloadSpec, plan: ContainerPlan, in_use: frozenset[str] | None, events: DeployEvents
     ) -> tuple[dict[str, Any] | None, str | None]:
-        """The container being replaced, set aside (stopped and renamed), and its aside name."""
-        old = await self._engine.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
-        if old is not None:
-            return old, await self._set_aside(workload, old, events)
+        """The container being replaced, set aside (stopped and renamed), and its aside name.
+        ``in_use``: the names the deployment's listing found (``None``: ask the engine for both)."""
+        if in_use is None or plan.name in in_use:
+            old = await self._engine.call(f"inspect {plan.name}", lambda c: _exact(c, plan.name))
+            if old is not None:
+                return old, await self._set_aside(workload, old, events)
         # An interrupted redeploy (the agent stopped mid-way) left the previous one aside.
         leftover = f"{plan.name}{ASIDE_SUFFIX}"
+        if in_use is not None and leftover not in in_use:
+            return None, None
         old = await self._engine.call(f"inspect {leftover}", lambda c: _exact(c, leftover))
         if old is None:
             return None, None
@@ -267,9 +336,16 @@ class Deployer:
             await pulls.result(init_image, self._auth_for(workload, image, init_image), workload.id)
             await self._run_init(workload, init, image=init_image, parent=plan, mounts=mounts, events=events)
 
-    async def _start(self, workload: WorkloadSpec, cid: str, name: str, events: DeployEvents) -> None:
+    async def _start(
+        self, workload: WorkloadSpec, cid: str, name: str, events: DeployEvents, *, may_check_health: bool
+    ) -> None:
         """Start the new container and wait for its expected state and health."""
         await self._engine.call(f"start {name}", lambda c: c.api.start(cid))
+        if self._running_suffices(workload, may_check_health=may_check_health):
+            # The engine answers a start once the process runs: an inspect would only say so again.
+            await events.instance(workload.id, ContainerState.RUNNING, "running")
+            await events.log(LogLevel.INFO, f"Started container: {name}")
+            return
         attrs = await self._engine.call(f"inspect {name}", lambda c: c.api.inspect_container(cid))
         raw = str(attrs["State"]["Status"])
         await events.instance(workload.id, state_of(raw), raw)
@@ -277,6 +353,14 @@ class Deployer:
         await self._wait_expected(workload, cid, name, attrs)
         if _expects_running(workload):
             await self._health.wait(workload.id, cid, name, events, attrs)
+
+    def _running_suffices(self, workload: WorkloadSpec, *, may_check_health: bool) -> bool:
+        """Whether a successful start already meets the deployment's expectation: RUNNING is
+        expected, no health check may gate it, and the restart policy is not ``no`` (with ``no``,
+        a process that exits right away stays down, so its state is read back once)."""
+        if may_check_health and self._settings.resilience.health_gate:
+            return False
+        return _expects_running(workload) and restart_policy_name(workload.docker.restart_policy) != "no"
 
     async def _remove_aside(self, aside: str, old: dict[str, Any] | None, events: DeployEvents) -> None:
         try:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -58,7 +59,7 @@ class HealthCheck:
         )
 
 
-def health_check_of(attrs: dict[str, Any]) -> HealthCheck | None:
+def health_check_of(attrs: Mapping[str, Any]) -> HealthCheck | None:
     """The check a container runs, or ``None`` when it has none (or ``NONE`` disables it)."""
     raw = (attrs.get("Config") or {}).get("Healthcheck") or {}
     test = tuple(str(part) for part in raw.get("Test") or ())

@@ -19,6 +19,7 @@ from berth.model import LogLevel, RegistryAuth
 from berth.runtimes.base import DeployEvents
 from berth.runtimes.docker.disk import enospc_failure
 from berth.runtimes.docker.engine import Engine, explanation, translated
+from berth.runtimes.docker.health_gate import health_check_of
 
 log = structlog.get_logger(__name__)
 
@@ -52,6 +53,9 @@ class PullOutcome:
     labels: Mapping[str, str]
     pulled: bool
     notes: list[str] = field(default_factory=list)
+    # The image declares a HEALTHCHECK: a container from it has a check even when the request
+    # sets none, so the deploy inspects it after its start to read the effective one.
+    healthcheck: bool = False
 
 
 @dataclass(slots=True)
@@ -164,7 +168,12 @@ class ImagePuller:
     @staticmethod
     def _outcome(attrs: Mapping[str, Any], *, pulled: bool) -> PullOutcome:
         labels = (attrs.get("Config") or {}).get("Labels") or {}
-        return PullOutcome(image_id=str(attrs.get("Id", "")), labels=dict(labels), pulled=pulled)
+        return PullOutcome(
+            image_id=str(attrs.get("Id", "")),
+            labels=dict(labels),
+            pulled=pulled,
+            healthcheck=health_check_of(attrs) is not None,
+        )
 
 
 def local_image(client: docker.DockerClient, image: ImageReference | str) -> dict[str, Any] | None:
