@@ -55,6 +55,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from fakeplatform import PlatformServer  # noqa: E402
+from kits.agent_process import Footprint, stop_process  # noqa: E402
+from kits.wheel import build_wheel, install_venv  # noqa: E402
 
 import berth  # noqa: E402
 from berth.agent.credentials import AgentKey, FileCredentialStore  # noqa: E402
@@ -90,19 +92,6 @@ asyncio.run(connect(*sys.argv[1:]))
 # -- the agent as shipped ------------------------------------------------------------------------------
 
 
-def _build_wheel(out: Path) -> Path:
-    """The wheel, from a copy of the sources as a fresh clone has them (no ``*.egg-info`` of the
-    editable install; as ``tests/integration/ship/conftest.py`` builds it)."""
-    source = out / "source"
-    source.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(ROOT / name, source / name)
-    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
-    build = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w", str(out)]
-    subprocess.run([*build, str(source)], check=True, capture_output=True)
-    return next(out.glob("berth-*.whl"))
-
-
 def _content_hash(wheel: Path) -> str:
     """Of the files in the wheel (names and bytes), not of the zip (which holds timestamps)."""
     digest = hashlib.sha256()
@@ -122,22 +111,14 @@ def shipped_python() -> Path:
     by constraints.txt: built once per wheel content (under a lock: runs may overlap), then
     reused."""
     with tempfile.TemporaryDirectory(prefix="berth-bench-wheel-") as tmp:
-        wheel = _build_wheel(Path(tmp))
+        wheel = build_wheel(Path(tmp))
         venv = VENV_CACHE / f"berth-bench-venv-{_content_hash(wheel)}"
         complete = venv / ".complete"
         with open(f"{venv}.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not complete.exists():
                 shutil.rmtree(venv, ignore_errors=True)
-                subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
-                pip = [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
-                installed = subprocess.run(
-                    [*pip, "-c", str(ROOT / "constraints.txt"), str(wheel)],
-                    env=_clean_env(),
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
+                installed = install_venv(venv, str(wheel), _clean_env(), timeout_s=900)
                 if installed.returncode != 0:
                     raise RuntimeError(f"pip install of the wheel failed:\n{installed.stderr[-3000:]}")
             complete.touch()  # its last use: what _prune_venvs goes by
@@ -175,13 +156,6 @@ def _memory_mb(pid: int) -> dict[str, float]:
             values[name] = int(rest.split()[0]) / 1024
     values["Private"] = values.pop("Private_Clean", 0.0) + values.pop("Private_Dirty", 0.0)
     return values
-
-
-def _threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    return 0
 
 
 def _env(data_dir: Path, token: str, runtime: str) -> dict[str, str]:
@@ -224,16 +198,6 @@ async def _start_agent(
     return process, platform.connects[before].at - started
 
 
-async def _stop(process: asyncio.subprocess.Process) -> None:
-    if process.returncode is None:
-        process.terminate()
-        try:
-            await asyncio.wait_for(process.wait(), 20)
-        except TimeoutError:
-            process.kill()
-            await process.wait()
-
-
 def _seeded(folder: Path, seed: Path, scenario: str) -> Path:
     """A data folder; for a restart, holding the node's key already."""
     folder.mkdir(parents=True)
@@ -267,11 +231,11 @@ async def _idle(
                     await platform.wait_unary("TokenReplaced", within_s=30)
                 await asyncio.sleep(idle_s)
                 memory = _memory_mb(process.pid)
-                threads = _threads(process.pid)
+                threads = Footprint.of(process.pid).threads
                 healthy = process.returncode is None and platform.connected
                 await sampled.wait()
             finally:
-                await _stop(process)
+                await stop_process(process, within_s=20)
     except BaseException:
         await sampled.abort()  # the others stop waiting for this one
         raise
@@ -295,7 +259,7 @@ async def _bare_connect(server: PlatformServer, python: Path) -> float:
         await platform.wait_for(lambda: len(platform.connects) > before, within_s=30)
         return platform.connects[before].at - started
     finally:
-        await _stop(process)
+        await stop_process(process, within_s=20)
         await platform.wait_for(lambda: not platform.connected, within_s=10)
 
 
@@ -332,7 +296,7 @@ async def _connect_times(
                 folder = _seeded(tmp / f"{kind}{index}", seed, kind)
                 process, seconds = await _start_agent(server, python, folder, runtime, kind)
                 times[kind].append(seconds)
-                await _stop(process)
+                await stop_process(process, within_s=20)
                 await server.platform.wait_for(lambda: not server.platform.connected, within_s=10)
             times["python"].append(await _bare_python(python))
     return times

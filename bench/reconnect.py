@@ -33,7 +33,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path[:0] = [str(BENCH), str(BENCH.parent / "tests")]  # the benchmarks, and the suite's kits
 
 from fakeplatform import PlatformServer  # noqa: E402
-from kits.agent_process import agent_env  # noqa: E402
+from kits.agent_process import agent_env, stop_process  # noqa: E402
 
 P50_TARGET_S = 2.0
 P95_TARGET_S = 5.0
@@ -116,13 +116,7 @@ async def agent_on_own_platform(
         try:
             yield server, process
         finally:
-            if process.returncode is None:
-                process.terminate()
-                try:
-                    await asyncio.wait_for(process.wait(), 20)
-                except TimeoutError:
-                    process.kill()
-                    await process.wait()
+            await stop_process(process, within_s=20)
 
 
 async def outage_cycles(server: PlatformServer, outcome: Outcome, deadline: float) -> None:

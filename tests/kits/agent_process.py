@@ -77,6 +77,17 @@ class AgentProcess:
         return Footprint.of(self.process.pid)
 
 
+async def stop_process(process: asyncio.subprocess.Process, within_s: float) -> None:
+    """SIGTERM (the agent's staged shutdown), SIGKILL when it has not exited ``within_s``."""
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), within_s)
+        except TimeoutError:
+            process.kill()
+            await process.wait()
+
+
 @contextlib.asynccontextmanager
 async def agent_process(platform: FakePlatform, prefix: str) -> AsyncIterator[AgentProcess]:
     """A connected agent process; its containers (``prefix``) are swept afterwards."""
@@ -96,11 +107,5 @@ async def agent_process(platform: FakePlatform, prefix: str) -> AsyncIterator[Ag
                 await server.platform.wait_accepted(within_s=30)
                 yield AgentProcess(server.platform, process)
             finally:
-                if process.returncode is None:
-                    process.terminate()
-                    try:
-                        await asyncio.wait_for(process.wait(), 30)
-                    except TimeoutError:
-                        process.kill()
-                        await process.wait()
+                await stop_process(process, within_s=30)
                 await sweep_async(prefix)

@@ -167,17 +167,22 @@ def test_corrupt_key_file_is_a_clear_error(tmp_path: Path) -> None:
         AgentKey.load_or_create(FileCredentialStore(tmp_path))
 
 
-def test_a_start_reads_the_public_half_without_the_openpgp_library(tmp_path: Path) -> None:
-    created = AgentKey.load_or_create(FileCredentialStore(tmp_path))
-    assert stat.S_IMODE((tmp_path / KEY_CACHE_FILE).stat().st_mode) == 0o600
+def _load_or_create_in_a_new_process(folder: Path) -> list[str]:
+    """A new agent process's key from ``folder``: [its fingerprint, whether pysequoia was loaded]."""
     code = (
         "import sys; from pathlib import Path; "
         "from berth.agent.credentials import AgentKey, FileCredentialStore; "
-        f"key = AgentKey.load_or_create(FileCredentialStore(Path({str(tmp_path)!r}))); "
+        f"key = AgentKey.load_or_create(FileCredentialStore(Path({str(folder)!r}))); "
         "print(key.fingerprint, 'pysequoia' in sys.modules)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert result.stdout.split() == [created.fingerprint, "False"]
+    return result.stdout.split()
+
+
+def test_a_start_reads_the_public_half_without_the_openpgp_library(tmp_path: Path) -> None:
+    created = AgentKey.load_or_create(FileCredentialStore(tmp_path))
+    assert stat.S_IMODE((tmp_path / KEY_CACHE_FILE).stat().st_mode) == 0o600
+    assert _load_or_create_in_a_new_process(tmp_path) == [created.fingerprint, "False"]
     loaded = AgentKey.load_or_create(FileCredentialStore(tmp_path))
     assert (loaded.public_key, loaded.fingerprint) == (created.public_key, created.fingerprint)
     cert = pysequoia.Cert.from_bytes(loaded.public_key.encode())
@@ -187,14 +192,7 @@ def test_a_start_reads_the_public_half_without_the_openpgp_library(tmp_path: Pat
 def test_a_first_start_generates_its_key_without_loading_the_openpgp_library(tmp_path: Path) -> None:
     """The key is made by a child process (``berth.agent.keygen``): the agent, idle after a first
     start or a fresh install, does not keep the library mapped; the key works when it is opened."""
-    code = (
-        "import sys; from pathlib import Path; "
-        "from berth.agent.credentials import AgentKey, FileCredentialStore; "
-        f"key = AgentKey.load_or_create(FileCredentialStore(Path({str(tmp_path)!r}))); "
-        "print(key.fingerprint, 'pysequoia' in sys.modules)"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    fingerprint, loaded = result.stdout.split()
+    fingerprint, loaded = _load_or_create_in_a_new_process(tmp_path)
     assert loaded == "False"
     key = AgentKey.load_or_create(FileCredentialStore(tmp_path))
     assert key.fingerprint == fingerprint

@@ -23,7 +23,6 @@ import secrets
 import signal
 import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import docker
 import httpx
 import pytest
 from fakeplatform import PlatformServer
+from kits.wheel import install_venv
 from waiting import scaled, wait_event, wait_for
 
 from berth.extras import EXTRAS
@@ -39,7 +39,6 @@ from berth.proto import agent_pb2, common_pb2
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(900)]
 
-ROOT = Path(__file__).resolve().parents[3]
 PREFIX_LABEL = "org.dyrectorio.container.prefix"
 REGISTRY = os.environ.get("BERTH_TEST_REGISTRY", "127.0.0.1:5000")
 IMAGE = os.environ.get("BERTH_TEST_IMAGE", f"{REGISTRY}/berth/busybox")
@@ -96,17 +95,7 @@ def _clean_env(**values: str) -> dict[str, str]:
 
 def _make_venv(base: Path, name: str, requirement: str) -> Venv:
     venv = Venv(base / name)
-    subprocess.run(
-        [sys.executable, "-m", "venv", str(venv.root)], check=True, capture_output=True, timeout=120
-    )
-    pip = [str(venv.root / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check"]
-    installed = subprocess.run(
-        [*pip, "-c", str(ROOT / "constraints.txt"), requirement],
-        env=_clean_env(),
-        capture_output=True,
-        text=True,
-        timeout=scaled(600),
-    )
+    installed = install_venv(venv.root, requirement, _clean_env(), timeout_s=scaled(600))
     assert installed.returncode == 0, f"pip install {requirement} failed:\n{installed.stderr[-3000:]}"
     where = venv.python("import berth; print(berth.__file__)")
     assert where.startswith(str(venv.root)), f"berth imported from {where}, not from the fresh install"
